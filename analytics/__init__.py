@@ -1,0 +1,1 @@
+"""Analytics: pure numpy KPI functions and the KPI engine."""

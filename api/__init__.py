@@ -1,0 +1,1 @@
+"""FastAPI service: assets, KPIs, reports, commission aggregates."""

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a Debian/Ubuntu machine: the servers the tests and the demo start
+# themselves (Mosquitto, InfluxDB 1.x, VictoriaMetrics) and a virtual environment with zhizao and
+# its dev tools. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+APT_PACKAGES=(mosquitto influxdb victoria-metrics)
+
+need=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  # the packages' own services are not wanted: tests and the demo start private instances
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  for svc in mosquitto influxdb victoria-metrics; do
+    $SUDO service "$svc" stop >/dev/null 2>&1 || true
+  done
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating virtual environment $VENV"
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing zhizao with dev extras into $VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e ".[dev]"
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi
+echo "setup: ok ($("$VENV/bin/python" --version), $(influxd version 2>/dev/null | head -1), mosquitto $(dpkg-query -W -f='${Version}' mosquitto))"

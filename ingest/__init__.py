@@ -1,0 +1,1 @@
+"""Ingest: codecs, validation and quarantine, vectorized line-protocol encoder, InfluxDB client."""

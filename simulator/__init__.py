@@ -1,0 +1,1 @@
+"""Demonstration-factory simulator (OPC UA + MQTT) with ground truth. Never imported by production code."""

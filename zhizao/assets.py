@@ -1,0 +1,78 @@
+"""ISA-95 asset paths: ``enterprise/site/area/line/cell/machine`` (levels below site optional)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from zhizao.errors import ConfigError
+
+__all__ = ["LEVELS", "AssetPath"]
+
+LEVELS: tuple[str, ...] = ("enterprise", "site", "area", "line", "cell", "machine")
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class AssetPath:
+    """A validated ISA-95 path. ``enterprise`` and ``site`` are required."""
+
+    enterprise: str
+    site: str
+    area: str | None = None
+    line: str | None = None
+    cell: str | None = None
+    machine: str | None = None
+
+    def __post_init__(self) -> None:
+        seen_gap = False
+        for level in LEVELS:
+            value = getattr(self, level)
+            if value is None:
+                if level in ("enterprise", "site"):
+                    raise ConfigError(f"asset path needs a {level}", key=level, expected="a name")
+                seen_gap = True
+                continue
+            if seen_gap and level != "machine":
+                # machine may hang directly under a line or area (no cell), but an area cannot be
+                # skipped under a line: the tags would become ambiguous.
+                raise ConfigError(
+                    f"asset path level {level!r} set below a missing level",
+                    key=level,
+                    expected="levels filled from the top",
+                )
+            if not _SEGMENT.match(value):
+                raise ConfigError(
+                    f"invalid asset path segment {value!r}",
+                    key=level,
+                    expected="letters, digits, '_', '-', '.', starting with a letter or digit",
+                )
+
+    @classmethod
+    def parse(cls, text: str) -> AssetPath:
+        """Parse ``enterprise/site[/area[/line[/cell]]][/machine]`` given positionally."""
+        parts = [p for p in text.strip("/").split("/") if p]
+        if not 2 <= len(parts) <= len(LEVELS):
+            raise ConfigError(
+                f"asset path {text!r} has {len(parts)} levels",
+                expected="2 to 6 levels: enterprise/site/area/line/cell/machine",
+            )
+        return cls(**dict(zip(LEVELS, parts, strict=False)))
+
+    def __str__(self) -> str:
+        return "/".join(v for v in (getattr(self, lvl) for lvl in LEVELS) if v is not None)
+
+    def tags(self) -> dict[str, str]:
+        """InfluxDB tags for this asset (``cell`` is folded into nothing: it is not a tag)."""
+        out = {"enterprise": self.enterprise, "site": self.site}
+        for level in ("area", "line", "machine"):
+            value = getattr(self, level)
+            if value is not None:
+                out[level] = value
+        return out
+
+    def child(self, level: str, name: str) -> AssetPath:
+        """A copy with one more level set."""
+        values = {lvl: getattr(self, lvl) for lvl in LEVELS}
+        values[level] = name
+        return AssetPath(**values)

@@ -1,0 +1,72 @@
+"""Reset- and rollover-aware counter increments, and their attribution to windows and products.
+
+Part and energy counters only grow, except at a reset (power cycle, operator reset) or a rollover
+(2^16, 2^32 ...). An increment is never negative: a drop is a reset and the post-reset value is
+the increment; with a configured rollover limit, a drop from the top ``wrap_fraction`` of the
+range is a wrap and counts ``limit - previous + value``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["counter_increments", "increments_by_window", "value_at"]
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+
+def counter_increments(
+    ts_ns: I64,
+    value: F64,
+    *,
+    rollover: float | None = None,
+    wrap_fraction: float = 0.1,
+) -> tuple[I64, F64, NDArray[np.bool_]]:
+    """Sorted timestamps, the increment ending at each sample (0 for the first) and a reset mask.
+
+    Increments are attributed to the timestamp of the later sample. NaN values are dropped.
+    """
+    ts = np.asarray(ts_ns, np.int64)
+    v = np.asarray(value, np.float64)
+    ok = np.isfinite(v)
+    ts, v = ts[ok], v[ok]
+    order = np.argsort(ts, kind="stable")
+    ts, v = ts[order], v[order]
+    if len(v) == 0:
+        return ts, v, np.zeros(0, bool)
+    prev = np.concatenate(([v[0]], v[:-1]))
+    diff = v - prev
+    drop = diff < 0
+    inc = np.where(drop, v, diff)  # reset: the post-reset value counts
+    if rollover is not None:
+        wrapped = drop & (prev >= rollover * (1.0 - wrap_fraction))
+        inc = np.where(wrapped, rollover - prev + v, inc)
+        drop = drop & ~wrapped
+    return ts, inc, drop
+
+
+def value_at(
+    change_ts_ns: I64, change_value: NDArray[np.generic], t_ns: I64, default: object
+) -> NDArray[np.generic]:
+    """The value of an on-change signal in force at each ``t_ns`` (``default`` before the first)."""
+    k = np.searchsorted(np.asarray(change_ts_ns, np.int64), t_ns, "right") - 1
+    vals = np.asarray(change_value)
+    out = np.empty(len(t_ns), dtype=vals.dtype if len(vals) else object)
+    if len(vals):
+        out[:] = vals[np.clip(k, 0, None)]
+    out[k < 0] = default
+    return out
+
+
+def increments_by_window(ts_ns: I64, increment: F64, win_start_ns: I64, win_end_ns: I64) -> F64:
+    """Sum of increments per window (sorted, disjoint windows [start, end))."""
+    ws = np.asarray(win_start_ns, np.int64)
+    we = np.asarray(win_end_ns, np.int64)
+    nw = len(ws)
+    w = np.searchsorted(ws, ts_ns, "right") - 1
+    inside = (w >= 0) & (ts_ns < we[np.clip(w, 0, None)]) if nw else np.zeros(len(ts_ns), bool)
+    w = np.where(inside, w, nw)
+    out: F64 = np.bincount(w, weights=increment, minlength=nw + 1)[:nw].astype(np.float64)
+    return out

@@ -1,0 +1,195 @@
+"""One machine's raw signals -> KPI components per window (pure, no I/O).
+
+Used by the KPI engine (signals read from InfluxDB), the offline ``kpi compute`` (CSV export) and
+the benchmark, so every path computes the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from analytics.calendar import PlannedTime
+from analytics.components import Components
+from analytics.counters import counter_increments, increments_by_window, value_at
+from analytics.states import StateClassifier, state_timeline
+from analytics.timeelements import TimeElementOptions, time_elements
+
+__all__ = ["MachineContext", "MachineResult", "MachineSignals", "Signal", "machine_components"]
+
+I64 = NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """Samples of one signal: timestamps (UTC ns) and values (numeric or object)."""
+
+    ts_ns: I64
+    value: NDArray[np.generic]
+
+    @classmethod
+    def empty(cls) -> Signal:
+        return cls(np.empty(0, np.int64), np.empty(0, np.float64))
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSignals:
+    """Raw signals of one machine by role (``state``, ``mode``, ``parts_total``, ``parts_good``,
+    ``parts_scrap``, ``parts_rework``, ``parts_startup_scrap``, ``product``, ``spindle_load_pct``,
+    ``cutting``, ``energy_kwh``). Missing roles are absent from the mapping."""
+
+    signals: Mapping[str, Signal]
+
+    def get(self, role: str) -> Signal | None:
+        s = self.signals.get(role)
+        return s if s is not None and len(s) else None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineContext:
+    machine: str
+    classifier: StateClassifier
+    # product id -> PRI seconds on this machine; default_product when no product signal
+    pri_s_by_product: Mapping[str, float]
+    default_product: str | None
+    heartbeat_s: float = 300.0
+    options: TimeElementOptions = field(default_factory=TimeElementOptions)
+    cutting_load_pct: float = 5.0
+    parts_rollover: float | None = None
+    energy_rollover: float | None = None
+    kgce_per_kwh: float = 0.1229
+    kgco2_per_kwh: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MachineResult:
+    components: Components
+    unknown_state_codes: list[str]
+    counter_resets: int
+    unknown_products: list[str]
+
+
+def _counter_window(
+    sig: Signal | None, ws: I64, we: I64, rollover: float | None
+) -> tuple[I64, NDArray[np.float64], int]:
+    if sig is None:
+        return np.empty(0, np.int64), np.empty(0, np.float64), 0
+    ts, inc, reset = counter_increments(
+        sig.ts_ns, np.asarray(sig.value, np.float64), rollover=rollover
+    )
+    return ts, inc, int(reset.sum())
+
+
+def machine_components(
+    signals: MachineSignals,
+    ctx: MachineContext,
+    planned: PlannedTime,
+    win_start_ns: I64,
+    win_end_ns: I64,
+) -> MachineResult:
+    """Components of one machine for each window (sorted, disjoint)."""
+    ws = np.asarray(win_start_ns, np.int64)
+    we = np.asarray(win_end_ns, np.int64)
+    lo, hi = (int(ws[0]), int(we[-1])) if len(ws) else (0, 0)
+    unknown: list[str] = []
+
+    st = signals.get("state")
+    if st is None:
+        codes = np.empty(0, np.int8)
+        ts = np.empty(0, np.int64)
+    else:
+        mode = signals.get("mode")
+        modes = None
+        if mode is not None:
+            modes = value_at(mode.ts_ns, mode.value.astype(object), st.ts_ns, "")
+        codes, unk = ctx.classifier.classify(st.value, modes)
+        ts = st.ts_ns
+        if unk.any():
+            unknown = sorted({str(v) for v in np.asarray(st.value, dtype=object)[unk].tolist()})
+    timeline = state_timeline(ts, codes, start_ns=lo, end_ns=hi, heartbeat_s=ctx.heartbeat_s)
+
+    cutting = None
+    cut_sig = signals.get("cutting")
+    load = signals.get("spindle_load_pct")
+    if cut_sig is not None:
+        cut_codes = (np.asarray(cut_sig.value, np.float64) > 0).astype(np.int8)
+        cutting = state_timeline(cut_sig.ts_ns, cut_codes, start_ns=lo, end_ns=hi,
+                                 heartbeat_s=ctx.heartbeat_s, no_data_code=0)  # fmt: skip
+    elif load is not None:
+        cut_codes = (np.asarray(load.value, np.float64) > ctx.cutting_load_pct).astype(np.int8)
+        cutting = state_timeline(load.ts_ns, cut_codes, start_ns=lo, end_ns=hi,
+                                 heartbeat_s=ctx.heartbeat_s, no_data_code=0)  # fmt: skip
+
+    comp = time_elements(timeline, planned, ws, we, cutting=cutting, options=ctx.options)
+    cols = comp.columns()
+
+    resets = 0
+    pq_ts, pq_inc, r = _counter_window(signals.get("parts_total"), ws, we, ctx.parts_rollover)
+    resets += r
+    gq_ts, gq_inc, r = _counter_window(signals.get("parts_good"), ws, we, ctx.parts_rollover)
+    resets += r
+    sq_ts, sq_inc, r = _counter_window(signals.get("parts_scrap"), ws, we, ctx.parts_rollover)
+    resets += r
+    rq_ts, rq_inc, r = _counter_window(signals.get("parts_rework"), ws, we, ctx.parts_rollover)
+    resets += r
+    su_ts, su_inc, r = _counter_window(
+        signals.get("parts_startup_scrap"), ws, we, ctx.parts_rollover
+    )
+    resets += r
+
+    cols["pq"] = increments_by_window(pq_ts, pq_inc, ws, we)
+    sq = increments_by_window(sq_ts, sq_inc, ws, we)
+    rq = increments_by_window(rq_ts, rq_inc, ws, we)
+    if signals.get("parts_good") is not None:
+        cols["gq"] = increments_by_window(gq_ts, gq_inc, ws, we)
+        if signals.get("parts_scrap") is None and signals.get("parts_rework") is None:
+            sq = cols["pq"] - cols["gq"]  # no split published: every non-good part is scrap
+    else:
+        cols["gq"] = cols["pq"] - sq - rq  # first pass good = PQ - SQ - RQ
+        gq_ts, gq_inc = pq_ts, pq_inc  # PRI of good parts approximated by the produced mix below
+    cols["sq"], cols["rq"] = sq, rq
+
+    # PRI of the product running when each part was counted (product changes inside a window)
+    unknown_products: set[str] = set()
+    prod = signals.get("product")
+
+    def pri_at(t: I64) -> NDArray[np.float64]:
+        default = ctx.default_product or ""
+        ids = (
+            value_at(prod.ts_ns, prod.value.astype(object), t, default)
+            if prod
+            else np.full(len(t), default, object)
+        )
+        uniq, inv = np.unique(ids.astype(str), return_inverse=True)
+        lut = np.array([ctx.pri_s_by_product.get(u, np.nan) for u in uniq.tolist()], np.float64)
+        unknown_products.update(u for u in uniq.tolist() if u not in ctx.pri_s_by_product)
+        return lut[inv] if len(uniq) else np.empty(0, np.float64)
+
+    pri_pq = pri_at(pq_ts)
+    cols["pri_pq_s"] = increments_by_window(pq_ts, pq_inc * pri_pq, ws, we)
+    if signals.get("parts_good") is not None:
+        cols["pri_gq_s"] = increments_by_window(gq_ts, gq_inc * pri_at(gq_ts), ws, we)
+    else:
+        bad_pri = increments_by_window(
+            sq_ts, sq_inc * pri_at(sq_ts), ws, we
+        ) + increments_by_window(rq_ts, rq_inc * pri_at(rq_ts), ws, we)
+        cols["pri_gq_s"] = cols["pri_pq_s"] - bad_pri
+    cols["pri_startup_s"] = increments_by_window(su_ts, su_inc * pri_at(su_ts), ws, we)
+
+    e_ts, e_inc, r = _counter_window(signals.get("energy_kwh"), ws, we, ctx.energy_rollover)
+    resets += r
+    cols["kwh"] = increments_by_window(e_ts, e_inc, ws, we)
+    cols["kgce"] = cols["kwh"] * ctx.kgce_per_kwh
+    cols["kgco2"] = cols["kwh"] * ctx.kgco2_per_kwh
+    return MachineResult(
+        Components.from_columns(cols, len(ws)),
+        unknown,
+        resets,
+        sorted(p for p in unknown_products if p),
+    )

@@ -1,0 +1,88 @@
+"""Labelled KPI results: every figure says what it counts (DOMAIN rule 2).
+
+A ``Kpi`` is a column of values (one per row of the components it was computed from) with its
+name, a short label such as ``"in_cycle/PBT"`` and a definition such as ``"APT / PBT"``. A zero
+denominator gives NaN (shown as ``null``), never a made-up 0 or 1. Values are never capped; a
+``flag`` column marks rows that need a look (e.g. effectiveness above 1.05).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Kpi", "safe_ratio"]
+
+F64 = NDArray[np.float64]
+
+
+def safe_ratio(numerator: F64, denominator: F64) -> F64:
+    """numerator / denominator with NaN where the denominator is 0 (no warning, no clamping)."""
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Kpi:
+    """One KPI over many rows."""
+
+    name: str
+    label: str
+    definition: str
+    value: F64
+    unit: str = "ratio"
+    numerator: F64 | None = None
+    denominator: F64 | None = None
+    flag: NDArray[np.bool_] | None = None
+    flag_reason: str = ""
+
+    @classmethod
+    def ratio(
+        cls,
+        name: str,
+        label: str,
+        definition: str,
+        numerator: F64,
+        denominator: F64,
+        *,
+        unit: str = "ratio",
+        scale: float = 1.0,
+    ) -> Kpi:
+        num = np.asarray(numerator, np.float64)
+        den = np.asarray(denominator, np.float64)
+        return cls(name, label, definition, safe_ratio(num, den) * scale, unit, num, den)
+
+    def flagged(self, flag: NDArray[np.bool_], reason: str) -> Kpi:
+        return Kpi(
+            self.name,
+            self.label,
+            self.definition,
+            self.value,
+            self.unit,
+            self.numerator,
+            self.denominator,
+            np.asarray(flag, bool),
+            reason,
+        )
+
+    def at(self, i: int) -> dict[str, object]:
+        """Row ``i`` as a JSON-ready dict (NaN becomes None)."""
+        v = float(self.value[i])
+        out: dict[str, object] = {
+            "label": self.label,
+            "definition": self.definition,
+            "value": None if math.isnan(v) else v,
+            "unit": self.unit,
+        }
+        if self.numerator is not None and self.denominator is not None:
+            out["numerator"] = float(self.numerator[i])
+            out["denominator"] = float(self.denominator[i])
+        if self.flag is not None and bool(self.flag[i]):
+            out["flag"] = self.flag_reason
+        return out

@@ -54,7 +54,7 @@ def _local_ns(day: date, minutes: int, tz: ZoneInfo) -> int:
 
 
 def local_date(ts_ns: int, tz: ZoneInfo) -> date:
-    return datetime.fromtimestamp(ts_ns / 1e9, tz).date()
+    return datetime.fromtimestamp(ts_ns // 1_000_000_000, tz).date()
 
 
 @dataclass(frozen=True, slots=True)

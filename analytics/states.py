@@ -114,7 +114,15 @@ def _as_text(values: NDArray[np.generic]) -> NDArray[np.object_]:
         return out
     if arr.dtype.kind in "iub":
         return arr.astype(np.int64).astype(str).astype(object)
-    return np.array(["" if v is None else str(v) for v in arr.tolist()], dtype=object)
+    return arr.astype(str).astype(object)
+
+
+def _normalize(code: str) -> str:
+    """``"3.0"`` (an integral float that went through an object column) -> ``"3"``."""
+    head, dot, tail = code.partition(".")
+    if dot and tail.strip("0") == "" and head.lstrip("-").isdigit():
+        return head
+    return code
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +163,7 @@ class StateClassifier:
         lut = np.empty(len(up), np.int8)
         known = np.empty(len(up), bool)
         for j, p in enumerate(up.tolist()):  # distinct pairs, a handful
-            code, mode = str(uc[p // len(um)]), str(um[p % len(um)])
+            code, mode = _normalize(str(uc[p // len(um)])), _normalize(str(um[p % len(um)]))
             state = self.mapping.get(f"{code}|{mode}") if mode else None
             if state is None:
                 state = self.mapping.get(code)

@@ -87,7 +87,9 @@ def test_per_machine_iso22400_ratios() -> None:
 def test_nakajima_view_same_oee_other_split() -> None:
     c = example_components()
     n = nakajima_kpis(c)
-    np.testing.assert_allclose(n["availability_tpm"].value, [0.883333, 0.822222, 0.933333], atol=1e-6)
+    np.testing.assert_allclose(
+        n["availability_tpm"].value, [0.883333, 0.822222, 0.933333], atol=1e-6
+    )
     np.testing.assert_allclose(n["performance_tpm"].value, [0.905660, 0.875676, 0.9], atol=1e-6)
     np.testing.assert_allclose(n["oee_tpm"].value, [0.78, 0.7, 0.826667], atol=1e-6)
     tpm_product = n["availability_tpm"].value * n["performance_tpm"].value * n["quality_tpm"].value
@@ -154,7 +156,11 @@ def test_value_added_intensity_and_declines() -> None:
 
 def test_co2_with_shanghai_2023_factor() -> None:
     lib = CoefficientLibrary.load()
-    factors = [lib.factor("CN-SH-grid-2023"), lib.factor("natural-gas-default"), lib.factor("diesel-default")]
+    factors = [
+        lib.factor("CN-SH-grid-2023"),
+        lib.factor("natural-gas-default"),
+        lib.factor("diesel-default"),
+    ]
     r = co2_kg({"electricity": 4800, "natural_gas": 120, "diesel": 10}, factors)
     assert r.kgco2 == pytest.approx(3044.183, abs=1e-9)
     assert r.factors["electricity"] == {

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from analytics.calendar import PlannedTime
 from analytics.components import Components
 from analytics.counters import counter_increments, increments_by_window, value_at
-from analytics.states import StateClassifier, state_timeline
+from analytics.states import NO_DATA, StateClassifier, state_timeline
 from analytics.timeelements import TimeElementOptions, time_elements
 
 __all__ = ["MachineContext", "MachineResult", "MachineSignals", "Signal", "machine_components"]
@@ -40,11 +40,13 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class MachineSignals:
-    """Raw signals of one machine by role (``state``, ``mode``, ``parts_total``, ``parts_good``,
-    ``parts_scrap``, ``parts_rework``, ``parts_startup_scrap``, ``product``, ``spindle_load_pct``,
-    ``cutting``, ``energy_kwh``). Missing roles are absent from the mapping."""
+    """Raw signals of one machine: state signals by their name (``machinery_item_state``,
+    ``program_status`` ... or just ``state``), other signals by role (``parts_total``,
+    ``parts_good``, ``parts_scrap``, ``parts_rework``, ``parts_startup_scrap``, ``product``,
+    ``spindle_load_pct``, ``cutting``, ``energy_kwh``). Missing roles are absent."""
 
     signals: Mapping[str, Signal]
+    states: Mapping[str, Signal] = field(default_factory=dict)
 
     def get(self, role: str) -> Signal | None:
         s = self.signals.get(role)
@@ -97,21 +99,17 @@ def machine_components(
     ws = np.asarray(win_start_ns, np.int64)
     we = np.asarray(win_end_ns, np.int64)
     lo, hi = (int(ws[0]), int(we[-1])) if len(ws) else (0, 0)
-    unknown: list[str] = []
 
-    st = signals.get("state")
-    if st is None:
-        codes = np.empty(0, np.int8)
-        ts = np.empty(0, np.int64)
-    else:
-        mode = signals.get("mode")
-        modes = None
-        if mode is not None:
-            modes = value_at(mode.ts_ns, mode.value.astype(object), st.ts_ns, "")
-        codes, unk = ctx.classifier.classify(st.value, modes)
-        ts = st.ts_ns
-        if unk.any():
-            unknown = sorted({str(v) for v in np.asarray(st.value, dtype=object)[unk].tolist()})
+    streams = {name: (sig.ts_ns, sig.value) for name, sig in signals.states.items() if len(sig)}
+    ts, codes, unknown = ctx.classifier.combine(streams)
+    # any sample of the machine proves the connection is alive: re-assert the carried state there
+    alive = [sig.ts_ns for sig in (*signals.signals.values(), *signals.states.values()) if len(sig)]
+    if alive and len(ts):
+        live = np.unique(np.concatenate(alive))
+        k = np.searchsorted(ts, live, "right") - 1
+        live_codes = np.where(k >= 0, codes[np.clip(k, 0, None)], np.int8(NO_DATA)).astype(np.int8)
+        ts, idx = np.unique(np.concatenate((ts, live)), return_index=True)
+        codes = np.concatenate((codes, live_codes))[idx]
     timeline = state_timeline(ts, codes, start_ns=lo, end_ns=hi, heartbeat_s=ctx.heartbeat_s)
 
     cutting = None

@@ -21,8 +21,10 @@ from zhizao.site import MachineState, MachineTypeConfig, StateProfile
 __all__ = [
     "DEFAULT_STATE_MAPS",
     "NO_DATA",
+    "PRECEDENCE",
     "STATES",
     "STATE_CODE",
+    "UNMAPPED",
     "StateClassifier",
     "StateTimeline",
     "state_timeline",
@@ -33,45 +35,47 @@ STATE_CODE: dict[MachineState, int] = {s: i for i, s in enumerate(STATES)}
 NO_DATA = STATE_CODE[MachineState.NO_DATA]
 _S = MachineState
 
-# Source code (as published) -> platform state. "code|mode" keys refine a code by an operation
-# mode published next to it (e.g. OPC 40001 MachineryItemState + MachineryOperationMode).
+# Source code -> platform state. A key is a code as published ("Executing", "6") or, where a
+# code alone is ambiguous (numeric enums of different signals), "<signal>=<code>" (the site
+# model's convention). Names below are those of the OPC 40502 / 40001 / PackML information models.
 _OPC40502: dict[str, MachineState] = {
-    # CncChannelProgramStatus (names and enum values 0..4)
+    # CncChannelProgramStatus: Stopped 0, Running 1, Waiting 2, Interrupted 3, Canceled 4
     "Running": _S.IN_CYCLE,
     "Stopped": _S.IDLE,
     "Waiting": _S.IN_CYCLE,  # dwell; waiting_is_in_cycle=False turns it into DELAY
     "Interrupted": _S.DELAY,
     "Canceled": _S.DELAY,
-    # CncChannelStatus
+    "program_status=0": _S.IDLE,
+    "program_status=1": _S.IN_CYCLE,
+    "program_status=2": _S.IN_CYCLE,
+    "program_status=3": _S.DELAY,
+    "program_status=4": _S.DELAY,
+    # CncChannelStatus: Active 0, Interrupted 1, Reset 2
     "Active": _S.IN_CYCLE,
     "Reset": _S.IDLE,
-    # channel not in automatic, with a setup reason
+    "channel_status=0": _S.IN_CYCLE,
+    "channel_status=1": _S.DELAY,
+    "channel_status=2": _S.IDLE,
+    # channel not in automatic with a setup reason; an active alarm
     "Setup": _S.SETUP,
-    "Running|Setup": _S.SETUP,
-    "Active|Setup": _S.SETUP,
-    "Running|Manual": _S.SETUP,
-    "Active|Manual": _S.SETUP,
-    "Running|MDA": _S.SETUP,
-    "Active|MDA": _S.SETUP,
-    "Alarm": _S.DELAY,
+    "alarm_active=1": _S.DELAY,
+    "alarm_active=True": _S.DELAY,
 }
 _OPC40001: dict[str, MachineState] = {
-    # MachineryItemState names and values (0 NotAvailable, 1 OutOfService, 2 NotExecuting, 3 Executing)
+    # MachineryItemState: NotAvailable 0, OutOfService 1, NotExecuting 2, Executing 3
     "NotAvailable": _S.NO_DATA,
     "OutOfService": _S.DELAY,
     "NotExecuting": _S.IDLE,
     "Executing": _S.IN_CYCLE,
-    "0": _S.NO_DATA,
-    "1": _S.DELAY,
-    "2": _S.IDLE,
-    "3": _S.IN_CYCLE,
-    # MachineryOperationMode refines Executing (0 None, 1 Maintenance, 2 Setup, 3 Processing)
-    "Executing|Processing": _S.IN_CYCLE,
-    "Executing|Setup": _S.SETUP,
-    "Executing|Maintenance": _S.DELAY,
-    "3|3": _S.IN_CYCLE,
-    "3|2": _S.SETUP,
-    "3|1": _S.DELAY,
+    "machinery_item_state=0": _S.NO_DATA,
+    "machinery_item_state=1": _S.DELAY,
+    "machinery_item_state=2": _S.IDLE,
+    "machinery_item_state=3": _S.IN_CYCLE,
+    # MachineryOperationMode: None 0, Maintenance 1, Setup 2, Processing 3 (Processing is neutral)
+    "Setup": _S.SETUP,
+    "Maintenance": _S.DELAY,
+    "machinery_operation_mode=1": _S.DELAY,
+    "machinery_operation_mode=2": _S.SETUP,
 }
 _PACKML_NAMES = (
     "Undefined", "Clearing", "Stopped", "Starting", "Idle", "Suspended", "Execute", "Stopping",
@@ -91,30 +95,44 @@ _PACKML_STATE: dict[str, MachineState] = {
 }  # fmt: skip
 _PACKML: dict[str, MachineState] = {
     **_PACKML_STATE,
-    **{str(i): _PACKML_STATE[n] for i, n in enumerate(_PACKML_NAMES)},
-    **{f"{n}|Maintenance": _S.SETUP for n in ("Execute", "6")},
-    **{f"{n}|Manual": _S.SETUP for n in ("Execute", "6")},
+    **{f"packml_state={i}": _PACKML_STATE[n] for i, n in enumerate(_PACKML_NAMES)},
+    # unit modes: Production 1 is neutral; Maintenance 2 and Manual 3 are setup work
+    "Maintenance": _S.SETUP,
+    "Manual": _S.SETUP,
+    "packml_unit_mode=2": _S.SETUP,
+    "packml_unit_mode=3": _S.SETUP,
 }
 
 DEFAULT_STATE_MAPS: dict[StateProfile, Mapping[str, MachineState]] = {
-    StateProfile.OPC40502: _OPC40502,
+    StateProfile.OPC40502: {**_OPC40001, **_OPC40502},  # CNC machines also carry 40001 states
     StateProfile.OPC40001: _OPC40001,
     StateProfile.PACKML: _PACKML,
     StateProfile.CUSTOM: {},
 }
 
+# When several state signals speak at once (program status, channel status, operation mode ...),
+# the most restrictive wins: a machine is IN_CYCLE only if no signal says otherwise.
+PRECEDENCE: tuple[MachineState, ...] = (
+    _S.IN_CYCLE, _S.IDLE, _S.PLANNED_DOWN, _S.SETUP, _S.DELAY, _S.NO_DATA,
+)  # fmt: skip
+_RANK = np.array([PRECEDENCE.index(s) for s in STATES], np.int8)  # state code -> rank
+_BY_RANK = np.array([STATE_CODE[s] for s in PRECEDENCE], np.int8)  # rank -> state code
+UNMAPPED = -1
 
-def _as_text(values: NDArray[np.generic]) -> NDArray[np.object_]:
+
+def _as_text(values: NDArray[np.generic]) -> NDArray[np.str_]:
     """Codes as strings; integral floats (``3.0``) become ``"3"`` so numeric enums match."""
     arr = np.asarray(values)
     if arr.dtype.kind == "f":
         ok = np.isfinite(arr) & (arr == np.round(arr))
-        out = np.full(arr.shape, "", dtype=object)
-        out[ok] = arr[ok].astype(np.int64).astype(str).astype(object)
+        out = arr.astype(str)
+        out[ok] = arr[ok].astype(np.int64).astype(str)
         return out
-    if arr.dtype.kind in "iub":
-        return arr.astype(np.int64).astype(str).astype(object)
-    return arr.astype(str).astype(object)
+    if arr.dtype.kind == "b":
+        return arr.astype(np.int64).astype(str)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64).astype(str)
+    return arr.astype(str)
 
 
 def _normalize(code: str) -> str:
@@ -127,49 +145,83 @@ def _normalize(code: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StateClassifier:
-    """Source code (and optional mode) -> platform state code (index into ``STATES``)."""
+    """Source codes of one or more state signals -> platform state codes (index into ``STATES``)."""
 
     mapping: Mapping[str, MachineState]
 
     @classmethod
     def for_type(cls, machine_type: MachineTypeConfig) -> StateClassifier:
-        mapping: dict[str, MachineState] = {
-            s.value: s for s in STATES
-        }  # platform names map to themselves
+        # platform state names map to themselves, so a source may publish them directly
+        mapping: dict[str, MachineState] = {s.value: s for s in STATES}
         mapping.update(DEFAULT_STATE_MAPS[machine_type.profile])
         if machine_type.profile is StateProfile.OPC40502 and not machine_type.waiting_is_in_cycle:
-            mapping.update({"Waiting": _S.DELAY, "2": _S.DELAY})
+            mapping.update({"Waiting": _S.DELAY, "program_status=2": _S.DELAY})
         mapping.update(machine_type.state_map)  # the site model wins
         return cls(mapping)
 
-    def classify(
-        self, codes: NDArray[np.generic], modes: NDArray[np.generic] | None = None
-    ) -> tuple[NDArray[np.int8], NDArray[np.bool_]]:
-        """Platform state codes and an ``unknown`` mask (unknown codes become NO_DATA).
+    def lookup(self, codes: NDArray[np.generic], signal: str = "") -> NDArray[np.int8]:
+        """State code per sample, ``UNMAPPED`` (-1) where the map knows neither key.
 
-        Work is done on the distinct (code, mode) pairs only, then spread with one ``take``.
+        Work is done on the distinct codes only, then spread with one ``take``.
         """
         text = _as_text(codes)
-        n = len(text)
-        if n == 0:
-            return np.empty(0, np.int8), np.empty(0, bool)
-        uc, ci = np.unique(text.astype(str), return_inverse=True)
-        if modes is None:
-            um, mi = np.array([""]), np.zeros(n, np.int64)
-        else:
-            um, mi = np.unique(_as_text(modes).astype(str), return_inverse=True)
-        pair = ci.astype(np.int64) * len(um) + mi
-        up, pi = np.unique(pair, return_inverse=True)
-        lut = np.empty(len(up), np.int8)
-        known = np.empty(len(up), bool)
-        for j, p in enumerate(up.tolist()):  # distinct pairs, a handful
-            code, mode = _normalize(str(uc[p // len(um)])), _normalize(str(um[p % len(um)]))
-            state = self.mapping.get(f"{code}|{mode}") if mode else None
+        if len(text) == 0:
+            return np.empty(0, np.int8)
+        uniq, inv = np.unique(text, return_inverse=True)
+        lut = np.full(len(uniq), UNMAPPED, np.int8)
+        for j, raw in enumerate(uniq.tolist()):  # distinct codes, a handful
+            code = _normalize(str(raw))
+            state = self.mapping.get(f"{signal}={code}") if signal else None
             if state is None:
                 state = self.mapping.get(code)
-            known[j] = state is not None
-            lut[j] = STATE_CODE[state] if state is not None else NO_DATA
-        return lut[pi], ~known[pi]
+            if state is not None:
+                lut[j] = STATE_CODE[state]
+        return lut[inv]
+
+    def classify(
+        self, codes: NDArray[np.generic], signal: str = ""
+    ) -> tuple[NDArray[np.int8], NDArray[np.bool_]]:
+        """One state signal: platform codes and an ``unknown`` mask (unknown become NO_DATA)."""
+        looked = self.lookup(codes, signal)
+        unknown = looked == UNMAPPED
+        return np.where(unknown, np.int8(NO_DATA), looked).astype(np.int8), unknown
+
+    def combine(
+        self, signals: Mapping[str, tuple[NDArray[np.int64], NDArray[np.generic]]]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int8], list[str]]:
+        """Several state signals (name -> (ts_ns, codes)) -> one on-change state stream.
+
+        Each signal is carried forward from its last sample; at every change of any signal the
+        most restrictive mapped state wins (``PRECEDENCE``). Where no signal maps to a state the
+        result is NO_DATA, and the offending ``signal=code`` values are returned.
+        """
+        items = [
+            (name, np.asarray(ts, np.int64), np.asarray(v))
+            for name, (ts, v) in signals.items()
+            if len(ts)
+        ]
+        if not items:
+            return np.empty(0, np.int64), np.empty(0, np.int8), []
+        all_ts = np.unique(np.concatenate([ts for _, ts, _ in items]))
+        best = np.full(len(all_ts), -1, np.int8)
+        for name, ts, vals in items:  # a few signals per machine, each vectorized
+            order = np.argsort(ts, kind="stable")
+            looked = self.lookup(vals[order], name)
+            k = np.searchsorted(ts[order], all_ts, "right") - 1
+            at = np.where(k >= 0, looked[np.clip(k, 0, None)], UNMAPPED)
+            rank = np.where(at >= 0, _RANK[np.clip(at, 0, None)], -1).astype(np.int8)
+            best = np.maximum(best, rank)
+        unknown_codes: list[str] = []
+        if (best < 0).any():
+            for name, ts, vals in items:
+                order = np.argsort(ts, kind="stable")
+                k = np.searchsorted(ts[order], all_ts[best < 0], "right") - 1
+                raw = _as_text(vals[order])[k[k >= 0]]
+                unknown_codes += [f"{name}={_normalize(str(c))}" for c in np.unique(raw).tolist()]
+        state = np.where(best >= 0, _BY_RANK[np.clip(best, 0, None)], np.int8(NO_DATA)).astype(
+            np.int8
+        )
+        return all_ts, state, sorted(set(unknown_codes))
 
 
 @dataclass(frozen=True, slots=True)

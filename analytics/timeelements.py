@@ -92,7 +92,8 @@ def time_elements(
     bp = np.unique(np.concatenate(parts))
     bp = bp[(bp >= lo) & (bp <= hi)]
     seg_s, seg_e = bp[:-1], bp[1:]
-    dur = (seg_e - seg_s).astype(np.float64) / 1e9
+    # integer nanoseconds summed in float64 are exact (below 2^53 ns, ~104 days); seconds at the end
+    dur = (seg_e - seg_s).astype(np.float64)
 
     w = np.searchsorted(ws, seg_s, "right") - 1
     in_win = (w >= 0) & (seg_s < we[np.clip(w, 0, None)])
@@ -125,9 +126,8 @@ def time_elements(
     delay_like = (state == _DELAY) | (state == NO_DATA)
 
     def total(mask: NDArray[np.bool_]) -> NDArray[np.float64]:
-        out: NDArray[np.float64] = np.bincount(w, weights=dur * mask, minlength=nw + 1)[:nw].astype(
-            np.float64
-        )
+        ns = np.bincount(w, weights=dur * mask, minlength=nw + 1)[:nw]
+        out: NDArray[np.float64] = ns.astype(np.float64) / 1e9
         return out
 
     cols = {

@@ -89,31 +89,45 @@ def test_overlapping_breaks_and_breaks_outside_the_shift_are_refused() -> None:
         planned_time(cal, at("00:00"), at("23:00"))
 
 
+NAMES = [s.value for s in MachineState]
+
+
 def _classify(
-    profile: StateProfile, codes: list[object], modes: list[object] | None = None, **kw: object
+    profile: StateProfile, codes: list[object], signal: str = "", **kw: object
 ) -> list[str]:
     clf = StateClassifier.for_type(MachineTypeConfig(profile=profile, **kw))  # type: ignore[arg-type]
-    out, unknown = clf.classify(
-        np.array(codes, dtype=object), None if modes is None else np.array(modes, dtype=object)
-    )
-    names = [list(MachineState)[i].value for i in out.tolist()]
-    return [n if not u else "UNKNOWN" for n, u in zip(names, unknown.tolist(), strict=True)]
+    out, unknown = clf.classify(np.array(codes, dtype=object), signal)
+    return [
+        NAMES[i] if not u else "UNKNOWN"
+        for i, u in zip(out.tolist(), unknown.tolist(), strict=True)
+    ]
 
 
 def test_state_maps_per_profile() -> None:
-    assert _classify(StateProfile.OPC40001, ["Executing", "Executing", "NotExecuting", "OutOfService", "NotAvailable"],
-                     ["Processing", "Setup", "", "", ""]) == ["IN_CYCLE", "SETUP", "IDLE", "DELAY", "NO_DATA"]  # fmt: skip
-    assert _classify(StateProfile.OPC40001, [3, 3, 2], [3, 2, 0]) == ["IN_CYCLE", "SETUP", "IDLE"]
+    assert _classify(StateProfile.OPC40001, ["Executing", "NotExecuting", "OutOfService", "NotAvailable"]) == [
+        "IN_CYCLE", "IDLE", "DELAY", "NO_DATA"]  # fmt: skip
+    assert _classify(StateProfile.OPC40001, [3, 2, 1.0], signal="machinery_item_state") == [
+        "IN_CYCLE",
+        "IDLE",
+        "DELAY",
+    ]
     assert _classify(StateProfile.OPC40502, ["Running", "Waiting", "Interrupted", "Stopped"]) == [
         "IN_CYCLE", "IN_CYCLE", "DELAY", "IDLE"]  # fmt: skip
-    assert _classify(StateProfile.OPC40502, ["Waiting"], waiting_is_in_cycle=False) == ["DELAY"]
-    assert _classify(StateProfile.PACKML, [6, 11, 5, "Aborted", 0.0]) == [
+    assert _classify(StateProfile.OPC40502, [1, 3, 0], signal="program_status") == [
         "IN_CYCLE",
         "DELAY",
         "IDLE",
-        "DELAY",
-        "NO_DATA",
     ]
+    assert _classify(StateProfile.OPC40502, ["Waiting"], waiting_is_in_cycle=False) == ["DELAY"]
+    assert _classify(StateProfile.PACKML, [6, 11, 5, 9, 0.0], signal="packml_state") == [
+        "IN_CYCLE", "DELAY", "IDLE", "DELAY", "NO_DATA"]  # fmt: skip
+    assert _classify(StateProfile.PACKML, ["Execute", "Held", "Suspended"]) == [
+        "IN_CYCLE",
+        "DELAY",
+        "IDLE",
+    ]
+    # a bare number is ambiguous between signals: unknown unless the signal is named
+    assert _classify(StateProfile.PACKML, [6]) == ["UNKNOWN"]
     custom = {"RUN": "IN_CYCLE", "7": "SETUP"}
     assert _classify(StateProfile.CUSTOM, ["RUN", 7, "IN_CYCLE", "bogus"], state_map=custom) == [
         "IN_CYCLE", "SETUP", "IN_CYCLE", "UNKNOWN"]  # fmt: skip
@@ -122,6 +136,35 @@ def test_state_maps_per_profile() -> None:
 def test_site_state_map_overrides_the_profile_default() -> None:
     assert _classify(StateProfile.PACKML, ["Suspended"], state_map={"Suspended": "DELAY"}) == [
         "DELAY"
+    ]
+    assert _classify(
+        StateProfile.PACKML, [5], "packml_state", state_map={"packml_state=5": "DELAY"}
+    ) == ["DELAY"]
+
+
+def test_several_state_signals_combine_most_restrictive_first() -> None:
+    clf = StateClassifier.for_type(MachineTypeConfig(profile=StateProfile.OPC40001))
+    item = (
+        np.array([0, 10, 20], np.int64),
+        np.array(["Executing", "Executing", "NotExecuting"], object),
+    )
+    mode = (np.array([5, 15], np.int64), np.array(["Processing", "Setup"], object))
+    other = (np.array([25], np.int64), np.array(["gibberish"], object))
+    ts, code, unknown = clf.combine(
+        {"machinery_item_state": item, "machinery_operation_mode": mode}
+    )
+    assert ts.tolist() == [0, 5, 10, 15, 20]
+    assert [NAMES[c] for c in code.tolist()] == [
+        "IN_CYCLE",
+        "IN_CYCLE",
+        "IN_CYCLE",
+        "SETUP",
+        "SETUP",
+    ]
+    assert unknown == []
+    ts, code, unknown = clf.combine({"custom_state": other})
+    assert [NAMES[c] for c in code.tolist()] == ["NO_DATA"] and unknown == [
+        "custom_state=gibberish"
     ]
 
 

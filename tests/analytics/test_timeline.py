@@ -52,7 +52,7 @@ def test_m1_from_raw_samples_reproduces_the_worked_example() -> None:
     ws, we, days = day_windows(at("00:00"), at("00:00") + 1440 * MIN_NS, TZ)
     assert days == [DAY]
     planned = planned_time(DAY_CALENDAR, int(ws[0]), int(we[-1]))
-    signals = MachineSignals({"state": Signal(ts, states), **m1_counters()})
+    signals = MachineSignals(m1_counters(), {"state": Signal(ts, states)})
     res = machine_components(signals, m1_context(), planned, ws, we)
     c = res.components
     minutes = {k: v[0] / 60 for k, v in c.columns().items() if k.endswith("_s")}
@@ -170,11 +170,10 @@ def test_products_change_inside_a_window() -> None:
     we = ws + 60 * MIN_NS
     parts_ts = np.array([at("08:00"), at("08:10"), at("08:20"), at("08:40"), at("08:50")], np.int64)
     signals = MachineSignals({
-        "state": Signal(np.array([at("07:00")], np.int64), np.array(["IN_CYCLE"], object)),
         "parts_total": Signal(parts_ts, np.array([100.0, 101, 102, 103, 104])),
         "parts_good": Signal(parts_ts, np.array([50.0, 51, 52, 52, 53])),
         "product": Signal(np.array([at("06:00"), at("08:30")], np.int64), np.array(["A", "B"], object)),
-    })  # fmt: skip
+    }, {"state": Signal(np.array([at("07:00")], np.int64), np.array(["IN_CYCLE"], object))})  # fmt: skip
     ctx = m1_context(pri_s_by_product={"A": 60.0, "B": 300.0})
     res = machine_components(signals, ctx, _always(int(ws[0]), int(we[0])), ws, we)
     c = res.components

@@ -51,6 +51,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "non_finite_float",  # NaN, +inf, -inf: InfluxDB has no representation
     "timestamp_out_of_range",
     "string_too_long",
+    "nul_in_string",  # NUL bytes are not valid in line protocol text
     "empty_tag_value",
     "empty_name",  # empty measurement, tag key or field key
     "control_character_in_name",  # newline/CR/tab in a name: breaks or corrupts the line
@@ -66,6 +67,25 @@ _COMMA, _SPACE, _NEWLINE, _QUOTE, _E, _LBRACKET, _RBRACKET = 44, 32, 10, 34, 101
 _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _CONTROL = ("\n", "\r", "\t", "\x00")
+
+
+_STRING = np.dtypes.StringDType()
+
+
+def _utf8_lengths(text: NDArray[np.generic]) -> NDArray[np.int64]:
+    """UTF-8 byte length of each string of a StringDType array (numpy has no such kernel)."""
+    chars = np.strings.str_len(text).astype(np.int64)
+    out = chars.copy()
+    # strings of up to 64 characters encode to at most 256 bytes: a bounded fixed-width encode
+    small = chars <= 64
+    if small.any():
+        out[small] = np.strings.str_len(np.strings.encode(text[small], "utf-8"))
+    if not small.all():
+        big = np.flatnonzero(~small)  # long texts only (alarm messages): few per batch
+        out[big] = np.fromiter(
+            (len(v.encode("utf-8")) for v in text[big].tolist()), np.int64, count=len(big)
+        )
+    return out
 
 
 def _name_problem(name: str) -> str | None:
@@ -297,14 +317,20 @@ class LineProtocolEncoder:
         ok &= ~bad_ts
         is_str = ok & (dt == FieldType.STRING)
         if is_str.any():
+            idx = np.flatnonzero(is_str)
             if batch.value_str is None:
-                reason[is_str] = _CODE["unknown_series"]
+                reason[idx] = _CODE["unknown_series"]
             else:
-                # byte length in UTF-8; NumPy's string kernels, no Python loop
-                u8 = np.strings.encode(batch.value_str[is_str].astype(np.str_), "utf-8")
-                too_long = np.strings.str_len(u8) > INFLUX_MAX_STRING_BYTES
-                idx = np.flatnonzero(is_str)[too_long]
-                reason[idx] = _CODE["string_too_long"]
+                text = batch.value_str[idx].astype(_STRING)
+                nbytes = _utf8_lengths(text)
+                too_long = nbytes > INFLUX_MAX_STRING_BYTES
+                reason[idx[too_long]] = _CODE["string_too_long"]
+                # numpy's string kernels treat a NUL needle as "": one C-level scan of the joined
+                # text instead, and a per-value look only when a NUL is present at all
+                values = batch.value_str[idx].tolist()
+                if "\x00" in "".join(values):
+                    has_nul = np.fromiter(("\x00" in v for v in values), bool, count=len(values))
+                    reason[idx[has_nul & ~too_long]] = _CODE["nul_in_string"]
         return reason
 
     def encode(self, batch: Batch) -> EncodedBatch:
@@ -378,21 +404,35 @@ class LineProtocolEncoder:
             pieces.append((idx, mat, lens))
             val_lens[idx] = lens
         str_idx = np.flatnonzero(dt == FieldType.STRING)
-        str_bytes: NDArray[np.uint8] | None = None
-        str_lens = np.empty(0, np.int64)
+        long_idx = np.empty(0, np.intp)  # strings spliced in after compaction
+        long_bytes = np.empty(0, np.uint8)
+        long_lens = np.empty(0, np.int64)
         if len(str_idx):
             assert b.value_str is not None
-            raw = b.value_str[str_idx].astype(np.str_)
-            esc = np.strings.replace(np.strings.replace(raw, "\\", "\\\\"), '"', '\\"')
-            # each string is inserted between its quotes after compaction (see below), so a long
-            # value never widens the matrix
-            enc = [v.encode() for v in esc.tolist()]  # string fields only: rare, never numeric
-            str_lens = np.fromiter(map(len, enc), np.int64, count=len(enc))
-            str_bytes = np.frombuffer(b"".join(enc), np.uint8)
-            mat = np.full((len(str_idx), 2), _QUOTE, np.uint8)
-            lens = np.full(len(str_idx), 2, np.int64)
-            pieces.append((str_idx, mat, lens))
-            val_lens[str_idx] = 2
+            text = b.value_str[str_idx].astype(_STRING)
+            esc = np.strings.replace(np.strings.replace(text, "\\", "\\\\"), '"', '\\"')
+            blen = _utf8_lengths(esc)
+            short = blen <= _MATRIX_STRING_BYTES
+            if short.any():
+                sidx = str_idx[short]
+                enc = np.strings.encode(esc[short], "utf-8")  # fixed-width, NUL-padded
+                width = enc.dtype.itemsize
+                mat = np.zeros((len(sidx), width + 2), np.uint8)
+                mat[:, 1 : width + 1] = enc.view(np.uint8).reshape(len(sidx), width)
+                mat[:, 0] = _QUOTE
+                mat[np.arange(len(sidx)), blen[short] + 1] = _QUOTE
+                pieces.append((sidx, mat, blen[short] + 2))
+                val_lens[sidx] = blen[short] + 2
+            if not short.all():
+                # A few long values (up to 64 KiB) must not widen the whole matrix: they get '""'
+                # there and their bytes are inserted between the quotes after compaction.
+                long_idx = str_idx[~short]
+                long_lens = blen[~short]
+                long_bytes = np.frombuffer("".join(esc[~short].tolist()).encode("utf-8"), np.uint8)
+                pieces.append(
+                    (long_idx, _EMPTY_STRING_MAT[np.zeros(len(long_idx), np.intp)], long_lens)
+                )
+                val_lens[long_idx] = 2
         w_val = max((p[1].shape[1] for p in pieces), default=1)
 
         # --- timestamps of line ends ------------------------------------------------------
@@ -438,16 +478,16 @@ class LineProtocolEncoder:
         row_bytes[sample_rows] = flen + val_lens
         row_bytes[sample_rows[end_idx]] += ts_len + 2
 
-        if str_bytes is not None:
+        if len(long_idx):
             # position of each string's closing quote in the compacted buffer
             row_start = np.cumsum(row_bytes) - row_bytes
-            srows = sample_rows[str_idx]
-            close_quote = row_start[srows] + flen[str_idx] + 1
+            srows = sample_rows[long_idx]
+            close_quote = row_start[srows] + flen[long_idx] + 1
             flat = np.insert(
-                np.frombuffer(flat_bytes, np.uint8), np.repeat(close_quote, str_lens), str_bytes
+                np.frombuffer(flat_bytes, np.uint8), np.repeat(close_quote, long_lens), long_bytes
             )
             flat_bytes = flat.tobytes()
-            row_bytes[srows] += str_lens
+            row_bytes[srows] += long_lens
 
         line_ends = np.cumsum(row_bytes)[sample_rows[end_idx]]
         line_samples = np.diff(np.append(line_start_pos, n)).astype(np.int64)
@@ -455,3 +495,6 @@ class LineProtocolEncoder:
 
 
 _BOOL_MAT, _BOOL_LEN = _byte_table([b"false", b"true"])
+_EMPTY_STRING_MAT, _ = _byte_table([b'""'])
+# strings up to this many bytes go through the matrix; longer ones are spliced in
+_MATRIX_STRING_BYTES = 256

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -72,7 +73,7 @@ _CONTROL = ("\n", "\r", "\t", "\x00")
 _STRING = np.dtypes.StringDType()
 
 
-def _utf8_lengths(text: NDArray[np.generic]) -> NDArray[np.int64]:
+def _utf8_lengths(text: Any) -> NDArray[np.int64]:
     """UTF-8 byte length of each string of a StringDType array (numpy has no such kernel)."""
     chars = np.strings.str_len(text).astype(np.int64)
     out = chars.copy()

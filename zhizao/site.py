@@ -27,6 +27,7 @@ __all__ = [
     "MeterConfig",
     "ProductConfig",
     "ShiftConfig",
+    "SignalConfig",
     "SiteModel",
     "StateProfile",
     "load_site",
@@ -57,13 +58,34 @@ class StateProfile(StrEnum):
     CUSTOM = "custom"  # state codes mapped by ``state_map``
 
 
+class SignalConfig(StrictModel):
+    """One signal a machine type publishes, and where a gateway finds it (optional master data)."""
+
+    # platform signal name, lower_snake with the unit (spindle_speed_rpm, part_count)
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    # InfluxDB measurement family (machine_state, counter, spindle, energy, ...)
+    measurement: str
+    dtype: Literal["float", "int", "bool", "string"] = "float"
+    # state: a state code; counter: monotonic except at resets/rollover; gauge: a sampled value
+    kind: Literal["state", "counter", "gauge", "text"] = "gauge"
+    # OPC UA browse path below the machine object, "<prefix>:<BrowseName>/..." with the prefixes
+    # of the machine type's ``namespaces``
+    opcua_path: str | None = None
+    rollover: float | None = Field(default=None, gt=0)
+
+
 class MachineTypeConfig(StrictModel):
     """A kind of machine: where its states come from and how they map to platform states."""
 
     profile: StateProfile
     description: str = ""
-    # source state code (as published, e.g. "Executing" or "7") -> platform state
+    # source state code (as published, e.g. "Executing" or "7", or "<signal>=<code>" where the
+    # code alone is ambiguous) -> platform state
     state_map: dict[str, MachineState] = Field(default_factory=dict)
+    # signals of this type (for mapping without hand-written configuration); prefix -> OPC UA
+    # namespace URI for the ``opcua_path`` of the signals
+    signals: list[SignalConfig] = Field(default_factory=list)
+    namespaces: dict[str, str] = Field(default_factory=dict)
     # spindle load (percent) above which an in-cycle machine counts as cutting
     cutting_load_pct: float = Field(default=5.0, ge=0, le=100)
     # treat a program in "Waiting" (dwell) as in cycle
@@ -179,6 +201,8 @@ class MeterConfig(StrictModel):
     asset: str = ""
     # purchased from outside the site (counted in energy/CO2) or produced on site (not counted again)
     purchased: bool = True
+    # MQTT topic carrying the counter, where the meter publishes plain JSON per tag
+    mqtt_topic: str | None = None
 
 
 class MachineConfig(StrictModel):

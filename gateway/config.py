@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from zhizao.assets import AssetPath
+from zhizao.assets import LEVELS, AssetPath
 from zhizao.config import StrictModel, load_model
 from zhizao.errors import ConfigError
 from zhizao.model import FieldType
@@ -58,10 +58,30 @@ class GatewayIdentityConfig(StrictModel):
     )
 
 
+AssetSpec = str | dict[str, str]
+
+
+def resolve_asset(spec: AssetSpec, enterprise: str, site: str) -> AssetPath:
+    """An asset from config: a positional path ``enterprise/site/area/line/cell/machine`` or a
+    mapping of levels (``{area: hall1, line: line1, machine: cnc-01}``, enterprise and site
+    default to the gateway's). The mapping form lets a machine hang directly under a line."""
+    if isinstance(spec, str):
+        return AssetPath.parse(spec)
+    levels = {"enterprise": enterprise, "site": site, **spec}
+    unknown = set(levels) - set(LEVELS)
+    if unknown:
+        raise ConfigError(
+            f"unknown asset level(s) {sorted(unknown)}", expected=f"levels {', '.join(LEVELS)}"
+        )
+    return AssetPath(**levels)
+
+
 class TagTargetConfig(StrictModel):
     """Where a value lands: ISA-95 asset, measurement, signal (lower_snake with unit) and type."""
 
-    asset: str = Field(description="enterprise/site[/area[/line[/cell]]][/machine]")
+    asset: AssetSpec = Field(
+        description="enterprise/site/area/line/cell/machine, or a mapping of levels"
+    )
     measurement: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     signal: str = Field(pattern=_SIGNAL, description="field name, unit in the name: power_kw")
     type: ValueType = "float"
@@ -69,9 +89,13 @@ class TagTargetConfig(StrictModel):
 
     @field_validator("asset")
     @classmethod
-    def _asset_ok(cls, value: str) -> str:
-        if "{" not in value:
-            AssetPath.parse(value)  # raises ConfigError with the reason
+    def _asset_ok(cls, value: AssetSpec) -> AssetSpec:
+        text = value if isinstance(value, str) else "/".join(value.values())
+        if "{" not in text:
+            try:
+                resolve_asset(value, "enterprise", "site")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
         return value
 
 
@@ -184,7 +208,7 @@ class MqttTopicConfig(StrictModel):
 
     filter: str
     qos: Literal[0, 1, 2] = 1
-    asset: str
+    asset: AssetSpec
     measurement: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     signal: str = Field(description="signal name or template, e.g. '{signal}'")
     type: ValueType = "float"
@@ -199,7 +223,8 @@ class MqttTopicConfig(StrictModel):
         for part in self.filter.split("/"):
             if "{" in part and not re.fullmatch(r"\{[a-z_][a-z0-9_]*\}", part):
                 raise ValueError(f"a named segment must fill a whole level, got {part!r}")
-        for what in (self.asset, self.signal):
+        asset = self.asset if isinstance(self.asset, str) else "/".join(self.asset.values())
+        for what in (asset, self.signal):
             unknown = set(_TEMPLATE_FIELD.findall(what)) - names
             if unknown:
                 raise ValueError(f"{what!r} uses {sorted(unknown)} not named in the filter")
@@ -236,7 +261,7 @@ class SparkplugSourceConfig(StrictModel):
     metrics: list[SparkplugMetricConfig] = Field(default_factory=list)
     # metrics not in the list: 'auto' maps them to measurement 'sparkplug', 'drop' counts them
     unmapped: Literal["auto", "drop"] = "auto"
-    unmapped_asset: str | None = Field(
+    unmapped_asset: AssetSpec | None = Field(
         default=None, description="asset for auto-mapped metrics; default enterprise/site"
     )
     flush_interval_s: float = Field(default=0.2, gt=0)

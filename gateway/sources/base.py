@@ -1,0 +1,128 @@
+"""What every source shares: the sink it emits into, its statistics, backoff, gap markers.
+
+A source knows nothing of InfluxDB, KPIs or the uplink: it turns device data into ``Batch``es of
+series registered with the sink and awaits ``sink.emit``, which returns once the samples are
+durably stored (the outbox). It reconnects by itself and never raises out of ``run``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from zhizao.model import Batch, FieldType, SeriesKey
+from zhizao.quality import Quality
+
+__all__ = [
+    "CONNECTION_MEASUREMENT",
+    "Backoff",
+    "SampleSink",
+    "Source",
+    "SourceStats",
+    "connection_key",
+]
+
+# the connection-loss interval of a source is visible as this series (bool: connected)
+CONNECTION_MEASUREMENT = "gateway_connection"
+
+
+class SampleSink(Protocol):
+    """Where sources put samples. ``emit`` returns after the samples are stored durably."""
+
+    def series_index(self, key: SeriesKey) -> int: ...
+
+    def emit(
+        self,
+        batch: Batch,
+        *,
+        server_ts_ns: NDArray[np.int64] | None = None,
+        status_code: NDArray[np.uint32] | None = None,
+    ) -> Awaitable[None]: ...
+
+
+class Source(Protocol):
+    name: str
+    stats: SourceStats
+
+    async def run(self) -> None: ...
+
+
+@dataclass
+class SourceStats:
+    """Per-source health, read by the metrics endpoint and ``zhizao gateway status``."""
+
+    name: str
+    kind: str
+    connected: bool = False
+    samples: int = 0
+    last_sample_ns: int = 0
+    reconnects: int = 0
+    connect_failures: int = 0
+    last_error: str = ""
+    # reason -> count of messages/values that were not turned into samples
+    rejected: Counter[str] = field(default_factory=Counter)
+    since_ns: int = field(default_factory=time.time_ns)
+
+    def reject(self, reason: str, count: int = 1) -> None:
+        self.rejected[reason] += count
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "connected": self.connected,
+            "samples": self.samples,
+            "last_sample_ns": self.last_sample_ns,
+            "reconnects": self.reconnects,
+            "connect_failures": self.connect_failures,
+            "last_error": self.last_error,
+            "rejected": dict(self.rejected),
+        }
+
+
+@dataclass
+class Backoff:
+    """Bounded exponential backoff with jitter (never the 10-minute defaults of some libraries)."""
+
+    min_s: float
+    max_s: float
+    _next_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._next_s = self.min_s
+
+    def next_delay_s(self) -> float:
+        delay = self._next_s
+        self._next_s = min(self.max_s, self._next_s * 2)
+        return float(delay * (0.75 + 0.5 * random.random()))
+
+    def reset(self) -> None:
+        self._next_s = self.min_s
+
+
+def connection_key(enterprise: str, site: str, gateway_id: str, source: str) -> SeriesKey:
+    return SeriesKey.make(
+        CONNECTION_MEASUREMENT,
+        {"enterprise": enterprise, "site": site, "gateway": gateway_id, "source": source},
+        "connected",
+        FieldType.BOOL,
+    )
+
+
+async def emit_connection(sink: SampleSink, key_index: int, connected: bool) -> None:
+    """One sample of the connection series: the gap is an interval between a 0 and a 1."""
+    batch = Batch(
+        series=np.array([key_index], np.int32),
+        ts_ns=np.array([time.time_ns()], np.int64),
+        value_f64=np.zeros(1, np.float64),
+        value_i64=np.array([int(connected)], np.int64),
+        quality=np.array([Quality.GOOD], np.uint8),
+    )
+    await sink.emit(batch)

@@ -143,7 +143,13 @@ def default_calendar() -> CalendarConfig:
 
 
 def _cnc_type() -> MachineTypeConfig:
-    prefixes = {"CNC": NS_CNC, "MA": NS_MACHINERY, "DI": NS_DI, "ZS": NS_SIM, "UA": ""}
+    prefixes = {
+        "CNC": NS_CNC,
+        "MA": NS_MACHINERY,
+        "DI": NS_DI,
+        "ZS": NS_SIM,
+        "UA": "http://opcfoundation.org/UA/",
+    }
     channel = "CNC:CncInterface/CNC:CncChannelList/CNC:Channel1"
     spindle = "CNC:CncInterface/CNC:CncSpindleList/CNC:Spindle1"
     bb = "MA:MachineryBuildingBlocks"

@@ -264,10 +264,7 @@ class OpcUaFactoryServer:
             )
             created: dict[tuple[tuple[str, str], ...], Any] = {(): obj}
 
-            async def parent_of(path: tuple[tuple[str, str], ...]) -> Any:
-                return await self._ensure_object(created, path, mid=info.id)
-
-            ident = await parent_of(((NS_MACHINERY, "Identification"),))
+            ident = await self._ensure_object(created, ((NS_MACHINERY, "Identification"),), info.id)
             for name, value in (
                 ("Manufacturer", "zhizao simulated machines"),
                 ("Model", "VMC-850" if info.profile is StateProfile.OPC40502 else "ASM-20"),
@@ -281,7 +278,7 @@ class OpcUaFactoryServer:
                 )
             for k in var_by_machine.get(mi, []):
                 spec = self.table.variables[k]
-                parent = await parent_of(spec.path[:-1])
+                parent = await self._ensure_object(created, spec.path[:-1], info.id)
                 uri, name = spec.path[-1]
                 vtype, initial = _variant(spec.vtype, spec.initial)
                 node = await parent.add_variable(
@@ -293,7 +290,7 @@ class OpcUaFactoryServer:
                 self._node_ids[k] = node.nodeid
                 self._vtypes[k] = vtype
             if self.signals_per_machine:
-                folder = await parent_of(((NS_SIM, "Signals"),))
+                folder = await self._ensure_object(created, ((NS_SIM, "Signals"),), info.id)
                 for j in range(self.signals_per_machine):
                     node = await folder.add_variable(
                         ua.NodeId(f"{info.id}.Signals.S{j:04d}", sim),

@@ -1,0 +1,322 @@
+"""The MQTT side of the demonstration factory (paho-mqtt 2.x).
+
+Plain JSON per tag on ISA-95 topics (``{"timestamp_ms": .., "value": ..}``): every meter's counter
+on its ``mqtt_topic`` and, for electricity meters, the instantaneous power on the sibling topic
+``.../power_kw``; published every ``meter_period_s`` of simulated time (aligned to the epoch) and at
+the scenario's start and end, so that counter differences over whole periods are exact.
+
+Meters whose topic starts with ``spBv1.0/`` (the compressor) are published by one Sparkplug B
+edge node: NBIRTH (bdSeq, ``Node Control/Rebirth``) and DBIRTH (names, aliases, datatypes, values),
+then DDATA by alias with ``seq`` 0..255 wrapping, NDEATH as the MQTT will (and before a clean
+disconnect). An NCMD ``Node Control/Rebirth`` = true is answered with a new NBIRTH + DBIRTH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from simulator.clock import SimClock
+from simulator.scenario import Scenario
+from zhizao.errors import ConfigError, SourceUnavailable
+from zhizao.sparkplug import (
+    BDSEQ_METRIC,
+    REBIRTH_METRIC,
+    DataType,
+    MessageType,
+    SparkplugTopic,
+    metric_value,
+    next_seq,
+    pb,
+    set_metric_value,
+)
+
+__all__ = ["MqttFactoryPublisher", "SparkplugMetricSpec", "parse_mqtt_url", "publish_times"]
+
+log = logging.getLogger(__name__)
+NS_PER_MS = 1_000_000
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
+        raise ConfigError(
+            f"not an MQTT URL: {url!r}", key="--mqtt-url", expected="mqtt://host:port"
+        )
+    return parsed.hostname, parsed.port or 1883
+
+
+def publish_times(sc: Scenario, period_s: float) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Simulated times at which the meters publish: aligned multiples of the period, plus the
+    scenario's start and end."""
+    period_ns = round(period_s * 1000) * NS_PER_MS
+    first = -(-sc.start_ns // period_ns) * period_ns
+    aligned = np.arange(first, sc.end_ns + 1, period_ns, dtype=np.int64)
+    return np.unique(np.concatenate((aligned, [sc.start_ns, sc.end_ns]))).astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class SparkplugMetricSpec:
+    name: str
+    alias: int
+    datatype: DataType
+
+
+SPARKPLUG_METRICS = (
+    SparkplugMetricSpec("energy_kwh", 1, DataType.Double),
+    SparkplugMetricSpec("power_kw", 2, DataType.Double),
+    SparkplugMetricSpec("air_m3", 3, DataType.Double),
+    SparkplugMetricSpec("running", 4, DataType.Boolean),
+    SparkplugMetricSpec("pressure_bar", 5, DataType.Float),
+)
+
+
+class MqttFactoryPublisher:
+    """Publishes the scenario's meters as plain JSON and one Sparkplug B edge node."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        clock: SimClock,
+        url: str,
+        *,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        qos: int = 1,
+    ) -> None:
+        self.scenario = scenario
+        self.clock = clock
+        self.host, self.port = parse_mqtt_url(url)
+        self.qos = qos
+        cfg = scenario.config
+        self.group = cfg.sparkplug_group
+        self.edge = cfg.sparkplug_edge_node
+        self.device = cfg.sparkplug_device
+        self.times = publish_times(scenario, cfg.meter_period_s)
+        self.messages_published = 0
+        self.births = 0
+        self.finished = asyncio.Event()
+        self._pos = 0
+        self._seq = 0
+        self._bdseq = 0
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._last_ts_ns = scenario.start_ns
+        self._json_meters = [
+            k
+            for k, m in enumerate(scenario.meters)
+            if m.topic and not m.topic.startswith("spBv1.0/")
+        ]
+        self._spb_meters = {
+            m.signal: k
+            for k, m in enumerate(scenario.meters)
+            if m.topic and m.topic.startswith("spBv1.0/")
+        }
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"zhizao-sim-{self.edge}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
+        self._task: asyncio.Task[None] | None = None
+
+    # --- topics ----------------------------------------------------------------------------------
+    def _topic(self, mtype: MessageType, device: bool = False) -> str:
+        return SparkplugTopic(
+            self.group, mtype, self.edge, self.device if device else None
+        ).format()
+
+    # --- life cycle --------------------------------------------------------------------------------
+    def start(self, timeout_s: float = 10.0) -> None:
+        death = pb.Payload(timestamp=self.clock.now_ns() // NS_PER_MS)
+        set_metric_value(death.metrics.add(name=BDSEQ_METRIC), DataType.Int64, self._bdseq)
+        self._client.will_set(
+            self._topic(MessageType.NDEATH), death.SerializeToString(), qos=1, retain=False
+        )
+        try:
+            self._client.connect(self.host, self.port, keepalive=30)
+        except OSError as exc:
+            raise SourceUnavailable(
+                "cannot connect to the MQTT broker", detail=f"{self.host}:{self.port}: {exc}"
+            ) from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout_s):
+            self._client.loop_stop()
+            raise SourceUnavailable(
+                "MQTT broker did not accept the connection", detail=f"{self.host}:{self.port}"
+            )
+
+    def stop(self) -> None:
+        if self._connected.is_set():
+            death = pb.Payload(timestamp=self._last_ts_ns // NS_PER_MS)
+            set_metric_value(death.metrics.add(name=BDSEQ_METRIC), DataType.Int64, self._bdseq)
+            info = self._client.publish(
+                self._topic(MessageType.NDEATH), death.SerializeToString(), qos=1
+            )
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(5.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    async def __aenter__(self) -> MqttFactoryPublisher:
+        await asyncio.to_thread(self.start)
+        self._task = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.to_thread(self.stop)
+
+    # --- paho callbacks (network thread) ----------------------------------------------------------
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
+        if rc.is_failure:
+            log.warning("MQTT broker refused the simulator: %s", rc)
+            return
+        client.subscribe(self._topic(MessageType.NCMD), qos=1)
+        self._publish_births()
+        self._connected.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
+        self._connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            payload = pb.Payload.FromString(msg.payload)
+        except Exception:  # a foreign payload on our command topic: ignore it, say so once
+            log.warning("ignored an undecodable NCMD on %s", msg.topic)
+            return
+        for metric in payload.metrics:
+            if metric.name == REBIRTH_METRIC and metric_value(metric, DataType.Boolean):
+                self._publish_births()
+
+    # --- Sparkplug -------------------------------------------------------------------------------
+    def _device_values(self, ts_ns: int) -> dict[str, Any]:
+        t = np.asarray([ts_ns], dtype=np.int64)
+        sc = self.scenario
+        out: dict[str, Any] = {}
+        if "energy_kwh" in self._spb_meters:
+            k = self._spb_meters["energy_kwh"]
+            out["energy_kwh"] = float(sc.meter_reading(k, t)[0])
+            out["power_kw"] = float(sc.meter_rate(k, t)[0])
+        if "air_m3" in self._spb_meters:
+            k = self._spb_meters["air_m3"]
+            out["air_m3"] = float(sc.meter_reading(k, t)[0])
+            running = bool(sc.meter_rate(k, t)[0] > 0)
+            out["running"] = running
+            out["pressure_bar"] = 7.2 if running else 6.6
+        return out
+
+    def _publish_births(self) -> None:
+        with self._lock:
+            ts_ns = self._last_ts_ns
+            ts_ms = ts_ns // NS_PER_MS
+            self._seq = 0
+            nbirth = pb.Payload(timestamp=ts_ms, seq=self._seq)
+            set_metric_value(
+                nbirth.metrics.add(name=BDSEQ_METRIC, timestamp=ts_ms), DataType.Int64, self._bdseq
+            )
+            set_metric_value(
+                nbirth.metrics.add(name=REBIRTH_METRIC, timestamp=ts_ms), DataType.Boolean, False
+            )
+            self._client.publish(self._topic(MessageType.NBIRTH), nbirth.SerializeToString(), qos=0)
+            self._seq = next_seq(self._seq)
+            dbirth = pb.Payload(timestamp=ts_ms, seq=self._seq)
+            values = self._device_values(ts_ns)
+            for spec in SPARKPLUG_METRICS:
+                if spec.name in values:
+                    m = dbirth.metrics.add(name=spec.name, alias=spec.alias, timestamp=ts_ms)
+                    set_metric_value(m, spec.datatype, values[spec.name])
+            self._client.publish(
+                self._topic(MessageType.DBIRTH, device=True), dbirth.SerializeToString(), qos=0
+            )
+            self._seq = next_seq(self._seq)
+            self.births += 1
+            self.messages_published += 2
+
+    def _publish_ddata(self, ts_ns: int) -> None:
+        ts_ms = ts_ns // NS_PER_MS
+        values = self._device_values(ts_ns)
+        if not values:
+            return
+        with self._lock:
+            payload = pb.Payload(timestamp=ts_ms, seq=self._seq)
+            for spec in SPARKPLUG_METRICS:
+                if spec.name in values:
+                    m = payload.metrics.add(alias=spec.alias, timestamp=ts_ms)
+                    set_metric_value(m, spec.datatype, values[spec.name])
+            self._client.publish(
+                self._topic(MessageType.DDATA, device=True), payload.SerializeToString(), qos=0
+            )
+            self._seq = next_seq(self._seq)
+            self.messages_published += 1
+
+    # --- plain JSON ------------------------------------------------------------------------------
+    def _publish_json(self, ts_ns: int) -> None:
+        t = np.asarray([ts_ns], dtype=np.int64)
+        ts_ms = ts_ns // NS_PER_MS
+        for k in self._json_meters:
+            meter = self.scenario.meters[k]
+            assert meter.topic is not None
+            reading = float(self.scenario.meter_reading(k, t)[0])
+            self._client.publish(
+                meter.topic, orjson.dumps({"timestamp_ms": ts_ms, "value": reading}), qos=self.qos
+            )
+            self.messages_published += 1
+            if meter.medium == "electricity":
+                power = float(self.scenario.meter_rate(k, t)[0])
+                topic = meter.topic.rsplit("/", 1)[0] + "/power_kw"
+                self._client.publish(
+                    topic, orjson.dumps({"timestamp_ms": ts_ms, "value": power}), qos=self.qos
+                )
+                self.messages_published += 1
+
+    def publish_due(self) -> int:
+        """Publish every period boundary the clock has passed; returns how many boundaries."""
+        now = min(self.clock.now_ns(), self.scenario.end_ns)
+        j = int(np.searchsorted(self.times, now, side="right"))
+        n = 0
+        for pos in range(self._pos, j):
+            ts_ns = int(self.times[pos])
+            self._last_ts_ns = ts_ns
+            self._publish_json(ts_ns)
+            self._publish_ddata(ts_ns)
+            n += 1
+        self._pos = max(self._pos, j)
+        return n
+
+    async def run(self, tick_s: float = 0.05) -> None:
+        while True:
+            self.publish_due()
+            if self._pos >= len(self.times):
+                self.finished.set()
+                return
+            await asyncio.sleep(tick_s)

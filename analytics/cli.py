@@ -1,0 +1,126 @@
+"""``zhizao kpi``: ``run`` (the scheduled engine) and ``compute`` (offline, from a CSV export)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from analytics.calendar import utc_ns, zone
+from analytics.compute import SiteComputer
+from analytics.config import KpiConfig, load_kpi_config
+from analytics.engine import KpiEngine
+from analytics.offline import load_csv
+from zhizao.config import parse_model
+from zhizao.site import load_site
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    kpi = subparsers.add_parser("kpi", help="KPI engine and offline KPI computation")
+    sub = kpi.add_subparsers(dest="kpi_command", metavar="SUBCOMMAND")
+
+    run = sub.add_parser(
+        "run", help="compute KPI components on a schedule and write them to InfluxDB"
+    )
+    run.add_argument("-c", "--config", required=True, help="kpi.yaml")
+    run.add_argument("--once", action="store_true", help="one run, then exit")
+    run.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
+    run.add_argument("--now", help="pretend it is this time (ISO 8601), with --once")
+    run.set_defaults(handler=_run)
+
+    comp = sub.add_parser(
+        "compute", help="KPIs from a CSV export (timestamp, asset, signal, value)"
+    )
+    comp.add_argument("--samples", required=True, help="CSV file")
+    comp.add_argument("--site", required=True, help="site model YAML")
+    comp.add_argument(
+        "--from", dest="start", required=True, help="ISO 8601 (naive = site local time)"
+    )
+    comp.add_argument("--to", dest="end", required=True, help="ISO 8601 (naive = site local time)")
+    comp.add_argument("-c", "--config", help="kpi.yaml for signal names and thresholds (optional)")
+    comp.add_argument("--window", default="range", choices=["range", "hour", "shift", "day"],
+                      help="one figure for the whole range (default) or per window")  # fmt: skip
+    comp.add_argument("--json", action="store_true", help="full JSON report")
+    comp.set_defaults(handler=_compute)
+    kpi.set_defaults(handler=lambda _a: (kpi.print_help(), 2)[1])
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_kpi_config(args.config)
+    engine = KpiEngine(cfg, sites=args.site or None)
+    if args.once:
+        now = None
+        if args.now:
+            now = utc_ns(args.now, zone(engine.computers[0].site.timezone))
+        rep = asyncio.run(engine.run_once(now))
+        print(json.dumps({"points_written": rep.points_written, "machine_windows": rep.machine_windows,
+                          "from_ns": rep.start_ns, "to_ns": rep.end_ns, "notes": rep.notes}))  # fmt: skip
+        return 0
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await engine.run_forever(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _fmt(v: object) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{float(v):.4f}" if isinstance(v, float | int) else str(v)
+
+
+def _compute(args: argparse.Namespace) -> int:
+    site = load_site(args.site)
+    cfg = (
+        load_kpi_config(args.config)
+        if args.config
+        else parse_model(KpiConfig, {"sites": [args.site]})
+    )
+    tz = zone(site.timezone)
+    start, end = utc_ns(args.start, tz), utc_ns(args.end, tz)
+    if end <= start:
+        print("zhizao: --to must be after --from", file=sys.stderr)
+        return 2
+    data, notes = load_csv(Path(args.samples), site, cfg)
+    computer = SiteComputer(site, cfg)
+    result = computer.compute(data, args.window, start, end, clip_start=True)
+    report = computer.report(result)
+    report["notes"] = [*notes, *result.notes]
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    keys = ("oee", "availability", "effectiveness", "quality", "utilization in_cycle/PBT",
+            "utilization cutting/PBT", "kwh_per_good")  # fmt: skip
+    head = ["asset", "window"] + [k.replace("utilization ", "") for k in keys]
+    print("\t".join(head))
+    machines = report["machines"]
+    assert isinstance(machines, list)
+    for row in machines:
+        k = row["kpis"]
+        print("\t".join([row["machine"], str(row["tags"].get("shift", row["tags"].get("date", "")))] +
+                        [_fmt(k[x]["value"]) for x in keys]))  # fmt: skip
+    rollups = report["rollups"]
+    assert isinstance(rollups, dict)
+    for level in ("line", "factory"):
+        for row in rollups.get(level, []):
+            k = row["kpis"]
+            print("\t".join([f"{level}:{row['group']}", ""] + [_fmt(k[x]["value"]) for x in keys]))
+    for note in report["notes"]:  # type: ignore[attr-defined]
+        print(f"# {note}", file=sys.stderr)
+    print("# labels: " + "; ".join(f"{x}={machines[0]['kpis'][x]['label']}" for x in keys) if machines else "",
+          file=sys.stderr)  # fmt: skip
+    return 0

@@ -1,0 +1,325 @@
+"""A whole site over a time range: windows per machine, machine components, plant energy.
+
+Pure: the caller supplies the raw signals (``SiteData``) read from InfluxDB or a CSV export;
+this module decides windows, calendars, PRIs, coefficients and returns rows of components.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from analytics.aggregate import machine_hierarchy, rollup
+from analytics.calendar import (
+    PlannedTime,
+    day_windows,
+    hour_windows,
+    local_date,
+    planned_time,
+    zone,
+)
+from analytics.components import Components
+from analytics.config import KpiConfig
+from analytics.counters import counter_increments, increments_by_window
+from analytics.green import CoefficientLibrary, EmissionFactorConfig
+from analytics.machine import MachineContext, MachineSignals, Signal, machine_components
+from analytics.oee import report_rows
+from analytics.states import StateClassifier
+from analytics.timeelements import TimeElementOptions
+from zhizao.site import MeterConfig, SiteModel
+
+__all__ = ["SiteComputer", "SiteData", "SiteResult", "Windows"]
+
+I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """Sorted, disjoint windows of one kind, with tags naming each (shift, date)."""
+
+    kind: str
+    start_ns: I64
+    end_ns: I64
+    tags: list[dict[str, str]]
+
+
+@dataclass(slots=True)
+class SiteData:
+    machines: dict[str, MachineSignals] = field(default_factory=dict)
+    meters: dict[str, Signal] = field(default_factory=dict)  # meter id -> counter readings
+
+
+@dataclass(slots=True)
+class SiteResult:
+    kind: str
+    machine: list[str]
+    tags: list[dict[str, str]]  # ISA-95 tags + window tags, per row
+    start_ns: I64
+    end_ns: I64
+    components: Components
+    # plant energy per window (site-level purchased meters)
+    energy_start_ns: I64
+    energy_tags: list[dict[str, str]]
+    energy_fields: dict[str, F64]
+    notes: list[str]
+    factors: dict[str, dict[str, object]]
+    conversion: dict[str, object]
+
+
+class SiteComputer:
+    """Everything needed to turn one site's raw data into components."""
+
+    def __init__(
+        self, site: SiteModel, cfg: KpiConfig, library: CoefficientLibrary | None = None
+    ) -> None:
+        self.site = site
+        self.cfg = cfg
+        self.library = library or CoefficientLibrary.load(cfg.energy.coefficients)
+        self.conversion = self.library.conversion(cfg.energy.conversion)
+        self.factors: list[EmissionFactorConfig] = [
+            self.library.factor(f) for f in cfg.energy.emission_factors
+        ]
+        self.tz = zone(site.timezone)
+        self.paths = site.machine_paths()
+        self.meter_of_machine: dict[str, MeterConfig] = {}
+        for meter in site.meters:
+            if meter.medium != "electricity" or not meter.asset:
+                continue
+            mid = meter.asset.rstrip("/").split("/")[-1]
+            if mid in self.paths:
+                self.meter_of_machine[mid] = meter
+        ef = {f.medium: f.value for f in self.factors}
+        elec = self.conversion.coefficients.get("electricity")
+        self.contexts: dict[str, MachineContext] = {}
+        options = TimeElementOptions(micro_stop_s=cfg.micro_stop_s)
+        for _, _, m in site.machines():
+            mtype = site.machine_types[m.type]
+            default = cfg.default_product.get(m.id) or cfg.default_product.get("*")
+            if default is None and len(site.products) == 1:
+                default = site.products[0].id
+            counters = [s for s in mtype.signals if s.kind == "counter"]
+            rollover = next((s.rollover for s in counters if s.rollover), None)
+            em = self.meter_of_machine.get(m.id)
+            self.contexts[m.id] = MachineContext(
+                machine=m.id,
+                classifier=StateClassifier.for_type(mtype),
+                pri_s_by_product={p.id: p.pri_s(m.id) for p in site.products},
+                default_product=default,
+                heartbeat_s=cfg.heartbeat_s,
+                options=options,
+                cutting_load_pct=mtype.cutting_load_pct,
+                parts_rollover=rollover,
+                energy_rollover=em.rollover if em else None,
+                kgce_per_kwh=elec.value if elec else 0.0,
+                kgco2_per_kwh=ef.get("electricity", 0.0),
+            )
+
+    # -- windows --------------------------------------------------------------------------------
+
+    def planned(self, machine: str, start_ns: int, end_ns: int) -> PlannedTime:
+        for _, line, m in self.site.machines():
+            if m.id == machine:
+                name = m.calendar or line.calendar
+                return planned_time(self.site.calendars[name], start_ns, end_ns, name=name)
+        raise KeyError(machine)
+
+    def windows(self, kind: str, machine: str | None, start_ns: int, end_ns: int) -> Windows:
+        """Windows of ``kind`` intersecting [start, end) (whole windows; ``range`` = exactly it)."""
+        if kind == "range":
+            return Windows(kind, np.array([start_ns], np.int64), np.array([end_ns], np.int64), [{}])
+        if kind == "hour":
+            s, e = hour_windows(start_ns, end_ns)
+            return Windows(kind, s, e, [{} for _ in s])
+        if kind == "day":
+            s, e, days = day_windows(start_ns, end_ns, self.tz)
+            return Windows(kind, s, e, [{"date": d.isoformat()} for d in days])
+        if kind == "shift":
+            if machine is None:
+                raise ValueError("shift windows belong to a machine's calendar")
+            shifts = [
+                x
+                for x in self.planned(machine, start_ns, end_ns).shifts
+                if x.end_ns > start_ns and x.start_ns < end_ns
+            ]
+            return Windows(
+                kind,
+                np.array([x.start_ns for x in shifts], np.int64),
+                np.array([x.end_ns for x in shifts], np.int64),
+                [{"shift": x.name, "date": x.date.isoformat()} for x in shifts],
+            )
+        raise ValueError(f"unknown window kind {kind!r}; expected hour, shift, day or range")
+
+    @staticmethod
+    def _clipped(w: Windows, start_ns: int, end_ns: int, clip_start: bool) -> Windows:
+        s = np.maximum(w.start_ns, start_ns) if clip_start else w.start_ns
+        e = np.minimum(w.end_ns, end_ns)
+        keep = e > s
+        return Windows(
+            w.kind, s[keep], e[keep], [t for t, k in zip(w.tags, keep.tolist(), strict=True) if k]
+        )
+
+    def extent(self, kind: str, start_ns: int, end_ns: int) -> tuple[int, int]:
+        """The time the windows of ``kind`` touching [start, end) cover (what must be read)."""
+        lo, hi = start_ns, end_ns
+        for machine in self.paths:
+            w = self.windows(kind, machine, start_ns, end_ns)
+            if len(w.start_ns):
+                lo, hi = min(lo, int(w.start_ns[0])), max(hi, int(w.end_ns[-1]))
+        return lo, hi
+
+    # -- computation ----------------------------------------------------------------------------
+
+    def compute(
+        self, data: SiteData, kind: str, start_ns: int, end_ns: int, *, clip_start: bool = False
+    ) -> SiteResult:
+        """Components of every machine for the windows of ``kind`` touching [start, end).
+
+        Nothing after ``end_ns`` is known, so the last window ends there (a later run completes
+        it); with ``clip_start`` the first window also starts no earlier than ``start_ns``.
+        """
+        parts: list[Components] = []
+        machines: list[str] = []
+        tags: list[dict[str, str]] = []
+        starts: list[I64] = []
+        ends: list[I64] = []
+        notes: list[str] = []
+        for machine, path in self.paths.items():  # machines, not samples
+            w = self._clipped(
+                self.windows(kind, machine, start_ns, end_ns), start_ns, end_ns, clip_start
+            )
+            if not len(w.start_ns):
+                continue
+            planned = self.planned(machine, int(w.start_ns[0]), int(w.end_ns[-1]))
+            signals = data.machines.get(machine, MachineSignals({}))
+            res = machine_components(signals, self.contexts[machine], planned, w.start_ns, w.end_ns)
+            if res.unknown_state_codes:
+                notes.append(
+                    f"{machine}: unknown state codes {res.unknown_state_codes} counted as NO_DATA"
+                )
+            if res.unknown_products:
+                notes.append(f"{machine}: products without PRI {res.unknown_products}")
+            if not signals.states:
+                notes.append(f"{machine}: no state data in the range (counted as NO_DATA)")
+            parts.append(res.components)
+            machines += [machine] * len(w.start_ns)
+            base = path.tags()
+            tags += [{**base, **t} for t in w.tags]
+            starts.append(w.start_ns)
+            ends.append(w.end_ns)
+        comp = Components.concat(parts)
+        e_start, e_tags, e_fields = self._plant_energy(data, kind, start_ns, end_ns)
+        return SiteResult(
+            kind, machines, tags,
+            np.concatenate(starts) if starts else np.empty(0, np.int64),
+            np.concatenate(ends) if ends else np.empty(0, np.int64),
+            comp, e_start, e_tags, e_fields, notes,
+            {f.medium: {"id": f.id, "value": f.value, "unit": f.unit, "year": f.year, "publisher": f.publisher} for f in self.factors},
+            {"id": self.conversion.id, "convention": self.conversion.convention, "year": self.conversion.year, "source": self.conversion.source},
+        )  # fmt: skip
+
+    def plant_meters(self) -> list[MeterConfig]:
+        wanted = set(self.cfg.energy.plant_meters)
+        if wanted:
+            return [m for m in self.site.meters if m.id in wanted]
+        return [m for m in self.site.meters if not m.asset and (m.purchased or m.medium == "water")]
+
+    def _plant_energy(
+        self, data: SiteData, kind: str, start_ns: int, end_ns: int
+    ) -> tuple[I64, list[dict[str, str]], dict[str, F64]]:
+        w = self._clipped(
+            self.windows("day" if kind == "shift" else kind, None, start_ns, end_ns),
+            start_ns,
+            end_ns,
+            True,
+        )
+        n = len(w.start_ns)
+        by_medium: dict[str, F64] = {}
+        for meter in self.plant_meters():
+            sig = data.meters.get(meter.id)
+            if sig is None or not len(sig):
+                continue
+            ts, inc, _ = counter_increments(
+                sig.ts_ns, np.asarray(sig.value, np.float64), rollover=meter.rollover
+            )
+            q = increments_by_window(ts, inc, w.start_ns, w.end_ns)
+            by_medium[meter.medium] = by_medium.get(meter.medium, np.zeros(n)) + q
+        coef = self.conversion.coefficients
+        ef = {f.medium: f.value for f in self.factors}
+        fields: dict[str, F64] = {}
+        kgce = np.zeros(n)
+        kgco2 = np.zeros(n)
+        for medium, q in by_medium.items():
+            unit = coef[medium].unit if medium in coef else ("m3" if medium == "water" else "")
+            fields[f"{medium}_{unit.lower()}" if unit else medium] = q
+            if medium in coef and medium not in ("water", "compressed_air"):
+                kgce += q * coef[medium].value
+            kgco2 += q * ef.get(medium, 0.0)
+        fields["kgce"] = kgce
+        fields["kgco2"] = kgco2
+        site_tags = {"enterprise": self.site.enterprise, "site": self.site.site}
+        return w.start_ns, [{**site_tags, **t} for t in w.tags], fields
+
+    def report(self, result: SiteResult) -> dict[str, object]:
+        """JSON-ready: per machine and window, roll-ups per line/factory/district, plant energy."""
+        c = result.components
+        rows = report_rows(c)
+        out_rows = []
+        for i, row in enumerate(rows):
+            out_rows.append({"machine": result.machine[i], "tags": result.tags[i], "window_start_ns": int(result.start_ns[i]),
+                             "window_end_ns": int(result.end_ns[i]), **row})  # fmt: skip
+        levels: dict[str, object] = {}
+        if len(c):
+            hier = machine_hierarchy(self.site, result.machine)
+            keyed = {
+                lvl: [f"{g}@{int(s)}" for g, s in zip(names, result.start_ns, strict=True)]
+                for lvl, names in hier.items()
+            }
+            keyed["city"] = [f"city@{int(s)}" for s in result.start_ns]
+            for level, (names, comps) in rollup(c, keyed).items():
+                if level == "machine":
+                    continue
+                levels[level] = [
+                    {
+                        "group": name.rsplit("@", 1)[0],
+                        "window_start_ns": int(name.rsplit("@", 1)[1]),
+                        **r,
+                    }
+                    for name, r in zip(names, report_rows(comps), strict=True)
+                ]
+        energy = [
+            {
+                "tags": t,
+                "window_start_ns": int(s),
+                **{k: float(v[i]) for k, v in result.energy_fields.items()},
+            }
+            for i, (t, s) in enumerate(zip(result.energy_tags, result.energy_start_ns, strict=True))
+        ]
+        plant_gq = float(c.gq.sum()) if len(c) else 0.0
+        total_kgce = (
+            float(result.energy_fields["kgce"].sum()) if "kgce" in result.energy_fields else 0.0
+        )
+        return {
+            "site": f"{self.site.enterprise}/{self.site.site}",
+            "window": result.kind,
+            "machines": out_rows,
+            "rollups": levels,
+            "plant_energy": energy,
+            "plant_kgce_per_good": {
+                "label": "kgce/GQ (plant meters / good parts of all machines)",
+                "value": total_kgce / plant_gq if plant_gq else None,
+            },
+            "energy_conversion": result.conversion,
+            "emission_factors": result.factors,
+            "notes": result.notes,
+        }
+
+
+def local_day(ts_ns: int, site: SiteModel) -> str:
+    return local_date(ts_ns, zone(site.timezone)).isoformat()
+
+
+_ = Mapping  # re-exported type names stay importable for callers building SiteData

@@ -1,0 +1,116 @@
+"""``kpi.yaml``: what the KPI engine and ``zhizao kpi compute`` read, and from where.
+
+Signal names follow the site model (the simulator publishes them); every role can be remapped
+here, so a plant with other field names needs configuration, not code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ingest.influx import InfluxConfig
+from zhizao.config import StrictModel, load_model
+
+__all__ = [
+    "COUNTER_ROLES",
+    "EnergyConfig",
+    "KpiConfig",
+    "ScheduleConfig",
+    "SignalRef",
+    "SignalsConfig",
+    "load_kpi_config",
+]
+
+WindowKind = Literal["hour", "shift", "day"]
+COUNTER_ROLES: tuple[str, ...] = (
+    "parts_total",
+    "parts_good",
+    "parts_scrap",
+    "parts_rework",
+    "parts_startup_scrap",
+)
+
+
+class SignalRef(StrictModel):
+    """Where a signal lives in InfluxDB (measurement + field); ``field`` is also the ``signal``
+    column of a CSV export."""
+
+    measurement: str
+    field: str
+
+
+class SignalsConfig(StrictModel):
+    """Role -> signal. ``None`` switches a role off."""
+
+    # state signals; empty = the machine type's signals of kind "state" in the site model
+    state: list[SignalRef] = Field(default_factory=list)
+    product: SignalRef | None = SignalRef(measurement="machine_state", field="product_id")
+    parts_total: SignalRef | None = SignalRef(measurement="counter", field="part_count")
+    parts_good: SignalRef | None = SignalRef(measurement="counter", field="good_part_count")
+    parts_scrap: SignalRef | None = SignalRef(measurement="counter", field="scrap_part_count")
+    parts_rework: SignalRef | None = SignalRef(measurement="counter", field="rework_part_count")
+    parts_startup_scrap: SignalRef | None = None
+    spindle_load_pct: SignalRef | None = SignalRef(measurement="spindle", field="spindle_load_pct")
+    cutting: SignalRef | None = None  # a boolean "cutting" signal, if the source publishes one
+    # measurement of meter counters; the field is the meter's ``signal`` in the site model
+    meter_measurement: str = "energy"
+    # tag naming the meter id on meter points ("" = find meters by their asset tags only)
+    meter_tag: str = "meter"
+
+
+class EnergyConfig(StrictModel):
+    coefficients: Path | None = None  # None = the packaged analytics/coefficients.yaml
+    conversion: str = "GBT2589-calorific"
+    emission_factors: list[str] = Field(
+        default_factory=lambda: ["CN-SH-grid-2023", "natural-gas-default", "diesel-default"]
+    )
+    # meters counted for the plant total; empty = every purchased site-level meter (asset "")
+    plant_meters: list[str] = Field(default_factory=list)
+
+
+class ScheduleConfig(StrictModel):
+    interval_s: float = Field(default=300.0, gt=0, description="how often the engine runs")
+    # recent windows recomputed on every run, so late or replayed data is folded in
+    lookback_s: float = Field(default=7200.0, ge=0)
+    # first run: compute this far back
+    backfill_s: float = Field(default=86400.0, ge=0)
+    # wait this long after a window ends before its first computation
+    delay_s: float = Field(default=60.0, ge=0)
+
+
+class KpiConfig(StrictModel):
+    """The KPI engine's configuration file."""
+
+    sites: list[Path] = Field(
+        min_length=1, description="site model files (one engine may serve several)"
+    )
+    influx: InfluxConfig | None = None
+    windows: list[WindowKind] = Field(default=["hour", "shift", "day"], min_length=1)
+    schedule: ScheduleConfig = ScheduleConfig()
+    signals: SignalsConfig = SignalsConfig()
+    energy: EnergyConfig = EnergyConfig()
+    # a machine state is trusted this long after the machine's last sample; then NO_DATA
+    heartbeat_s: float = Field(default=300.0, gt=0)
+    micro_stop_s: float = Field(
+        default=120.0, gt=0, description="minor stop vs breakdown (Nakajima)"
+    )
+    effectiveness_flag_above: float = Field(default=1.05, gt=0)
+    # product when a machine publishes none: machine id -> product id, "*" for all machines
+    default_product: dict[str, str] = Field(default_factory=dict)
+    measurement_prefix: str = Field(default="kpi_", pattern=r"^[a-z][a-z0-9_]*$")
+
+    def resolve(self, base: Path) -> KpiConfig:
+        """Relative paths are relative to the config file."""
+        sites = [p if p.is_absolute() else base / p for p in self.sites]
+        energy = self.energy
+        if energy.coefficients is not None and not energy.coefficients.is_absolute():
+            energy = energy.model_copy(update={"coefficients": base / energy.coefficients})
+        return self.model_copy(update={"sites": sites, "energy": energy})
+
+
+def load_kpi_config(path: str | Path) -> KpiConfig:
+    p = Path(path)
+    return load_model(KpiConfig, p).resolve(p.parent)

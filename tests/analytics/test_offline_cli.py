@@ -1,0 +1,174 @@
+"""``zhizao kpi compute`` from a CSV export, the sample kpi.yaml, and config errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from analytics.config import KpiConfig, load_kpi_config
+from tests.analytics.helpers import TZ, at, m1_state_samples
+from tests.analytics.test_timeline import m1_counters
+from zhizao.cli import main
+from zhizao.errors import ConfigError
+
+SITE = {
+    "enterprise": "acme",
+    "site": "plant1",
+    "district": "Pudong",
+    "machine_types": {"cnc": {"profile": "custom"}},
+    "calendars": {
+        "day": {
+            "shifts": [
+                {
+                    "name": "day",
+                    "start": "06:00",
+                    "end": "22:00",
+                    "breaks": [
+                        {"name": "lunch", "start": "12:00", "end": "12:30"},
+                        {"name": "dinner", "start": "18:00", "end": "18:30"},
+                    ],
+                }
+            ]  # fmt: skip
+        }
+    },
+    "products": [{"id": "P-100", "ideal_cycle_s": 120}],
+    "areas": [
+        {
+            "id": "machining",
+            "lines": [
+                {
+                    "id": "l1",
+                    "calendar": "day",
+                    "machines": [{"id": "M1", "type": "cnc"}, {"id": "M9", "type": "cnc"}],
+                }
+            ],
+        }
+    ],  # fmt: skip
+    "meters": [
+        {
+            "id": "em-M1",
+            "medium": "electricity",
+            "unit": "kWh",
+            "signal": "energy_kwh",
+            "asset": "machining/l1/M1",
+        },
+        {"id": "em-main", "medium": "electricity", "unit": "kWh", "signal": "energy_kwh"},
+        {"id": "gm-main", "medium": "natural_gas", "unit": "m3", "signal": "gas_m3"},
+    ],
+}
+
+
+def write_export(tmp_path: Path) -> tuple[Path, Path]:
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump(SITE), encoding="utf-8")
+    # the export holds on-change states without heartbeats: trust a state for the whole day
+    (tmp_path / "kpi.yaml").write_text("sites: [site.yaml]\nheartbeat_s: 86400\n", encoding="utf-8")
+    path = tmp_path / "export.csv"
+    asset = "acme/plant1/machining/l1/M1"
+    rows: list[tuple[str, str, str, str]] = []
+
+    def iso(ts: int) -> str:
+        return datetime.fromtimestamp(ts / 1e9, TZ).isoformat()
+
+    ts, states = m1_state_samples()
+    rows += [(iso(int(t)), asset, "state", str(s)) for t, s in zip(ts, states, strict=True)]
+    names = {
+        "parts_total": "part_count",
+        "parts_scrap": "scrap_part_count",
+        "parts_rework": "rework_part_count",
+    }
+    for role, sig in m1_counters().items():
+        rows += [
+            (str(int(t)), asset, f"counter.{names[role]}", repr(float(v)))
+            for t, v in zip(sig.ts_ns, sig.value, strict=True)
+        ]
+    # machine meter 700 kWh; plant meters 4800 kWh and 120 m3 with a rollover-free reset in the middle
+    rows += [
+        (iso(at("00:00")), asset, "energy_kwh", "1000"),
+        (iso(at("23:59")), asset, "energy_kwh", "1700"),
+    ]
+    rows += [(iso(at("00:00")), "acme/plant1", "meter:em-main", "0"), (iso(at("12:00")), "acme/plant1", "meter:em-main", "2000"),
+             (iso(at("12:01")), "acme/plant1", "meter:em-main", "5"), (iso(at("23:59")), "acme/plant1", "meter:em-main", "2800")]  # fmt: skip
+    rows += [
+        (iso(at("00:00")), "acme/plant1", "gas_m3", "10"),
+        (iso(at("23:59")), "acme/plant1", "gas_m3", "130"),
+    ]
+    rows += [(iso(at("08:00")), "acme/plant1/machining/l1/M1", "unknown_signal", "1")]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", "asset path", "signal", "value"])
+        w.writerows(rows)
+    return site, path
+
+
+def test_compute_from_csv_reproduces_m1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site, samples = write_export(tmp_path)
+    rc = main(["kpi", "compute", "--samples", str(samples), "--site", str(site), "-c", str(site.parent / "kpi.yaml"),
+               "--from", "2026-03-02T00:00", "--to", "2026-03-03T00:00", "--json"])  # fmt: skip
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    m1 = next(r for r in report["machines"] if r["machine"] == "M1")
+    assert m1["components"]["pbt_s"] == 900 * 60 and m1["components"]["apt_s"] == 780 * 60
+    assert m1["components"]["gq"] == 351 and m1["components"]["kwh"] == 700
+    assert m1["kpis"]["oee"]["value"] == pytest.approx(0.78, abs=1e-6)
+    assert m1["kpis"]["oee"]["label"] == "OEE=PRI*GQ/PBT"
+    assert m1["kpis"]["kwh_per_good"]["value"] == pytest.approx(700 / 351, abs=1e-9)
+    m9 = next(r for r in report["machines"] if r["machine"] == "M9")
+    assert m9["components"]["adet_no_data_s"] == 900 * 60 and m9["kpis"]["oee"]["value"] == 0.0
+    assert any("M9: no state data" in n for n in report["notes"])
+    assert any("1 rows skipped" in n and "unknown_signal" in n for n in report["notes"])
+    # the line is sum/sum over both machines: 0.78 x 900 / 1800
+    line = report["rollups"]["line"][0]
+    assert line["group"] == "acme/plant1/machining/l1"
+    assert line["kpis"]["oee"]["value"] == pytest.approx(0.39, abs=1e-6)
+    energy = report["plant_energy"][0]
+    assert energy["electricity_kwh"] == 2000 + 5 + 2795 and energy["natural_gas_m3"] == 120
+    assert energy["kgce"] == pytest.approx(4800 * 0.1229 + 120 * 1.2143, abs=1e-9)
+    assert report["energy_conversion"]["id"] == "GBT2589-calorific"
+    assert report["emission_factors"]["electricity"]["id"] == "CN-SH-grid-2023"
+
+
+def test_compute_per_hour_windows_add_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site, samples = write_export(tmp_path)
+    assert main(["kpi", "compute", "--samples", str(samples), "--site", str(site), "-c", str(site.parent / "kpi.yaml"), "--from", "2026-03-02T00:00",
+                 "--to", "2026-03-03T00:00", "--window", "hour", "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    m1 = [r for r in report["machines"] if r["machine"] == "M1"]
+    assert len(m1) == 24
+    assert sum(r["components"]["apt_s"] for r in m1) == 780 * 60
+    assert sum(r["components"]["pq"] for r in m1) == 360
+    assert np.isclose(sum(r["components"]["kwh"] for r in m1), 700)
+
+
+def test_compute_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site, samples = write_export(tmp_path)
+    assert main(["kpi", "compute", "--samples", str(samples), "--site", str(site), "-c", str(site.parent / "kpi.yaml"),
+                 "--from", "2026-03-02T00:00", "--to", "2026-03-03T00:00"]) == 0  # fmt: skip
+    out = capsys.readouterr()
+    first = out.out.splitlines()[1].split("\t")
+    assert first[0] == "M1" and first[2] == "0.7800"
+    assert "OEE=PRI*GQ/PBT" in out.err
+
+
+def test_sample_config_parses() -> None:
+    cfg = load_kpi_config(Path(__file__).parents[2] / "analytics" / "kpi.sample.yaml")
+    assert isinstance(cfg, KpiConfig)
+    assert cfg.windows == ["hour", "shift", "day"] and cfg.micro_stop_s == 120
+    assert cfg.influx is not None and cfg.influx.database == "zhizao"
+    assert cfg.sites[0].name == "site.yaml" and cfg.sites[0].is_absolute()
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    p = tmp_path / "kpi.yaml"
+    p.write_text("sites: [site.yaml]\nwindows: [week]\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_kpi_config(p)
+    assert "windows" in str(err.value) and str(p) in str(err.value)

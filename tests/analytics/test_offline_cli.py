@@ -34,7 +34,7 @@ SITE = {
                         {"name": "dinner", "start": "18:00", "end": "18:30"},
                     ],
                 }
-            ]  # fmt: skip
+            ]
         }
     },
     "products": [{"id": "P-100", "ideal_cycle_s": 120}],
@@ -49,7 +49,7 @@ SITE = {
                 }
             ],
         }
-    ],  # fmt: skip
+    ],
     "meters": [
         {
             "id": "em-M1",

@@ -45,10 +45,13 @@ __all__ = [
     "FrameCodec",
     "FrameDecoder",
     "GatewayFrame",
+    "RefusedKeys",
     "decode_many",
     "frame_topic",
     "frames_subscription",
     "parse_frame_topic",
+    "peek_sample_count",
+    "sample_dtypes",
 ]
 
 MAGIC = b"ZF"
@@ -300,6 +303,21 @@ def _check_index(series: NDArray[np.int32], n_keys: int) -> None:
         )
 
 
+def peek_sample_count(payload: bytes) -> int:
+    """Samples a frame declares (from its header only), 1 if it is not a readable frame.
+
+    Used to size batches as messages arrive, before anything is decoded.
+    """
+    if len(payload) < HEADER_SIZE or payload[:2] != MAGIC:
+        return 1
+    meta_len = int.from_bytes(payload[4:8], "little")
+    try:
+        meta = _meta_decoder.decode(payload[HEADER_SIZE : HEADER_SIZE + meta_len])
+    except msgspec.DecodeError:
+        return 1
+    return max(1, min(meta.n, MAX_FRAME_SAMPLES))
+
+
 class FrameCodec:
     """Encode and decode single gateway frames (format version 1)."""
 
@@ -376,12 +394,50 @@ class FrameCodec:
         return GatewayFrame(p.meta.gateway_id, p.meta.seq, keys, batch, p.meta.created_ns)
 
 
+def sample_dtypes(
+    table: SeriesTable, refused: Sequence[SeriesKey], series: NDArray[np.int32]
+) -> NDArray[np.uint8]:
+    """``FieldType`` per sample: from the table, from ``refused`` for ``-2 - i``, FLOAT for -1."""
+    n = len(series)
+    if n == 0:
+        return np.empty(0, np.uint8)
+    known = (series >= 0) & (series < len(table))
+    out = np.where(known, table.dtypes[np.where(known, series, 0)], np.uint8(FieldType.FLOAT))
+    out = out.astype(np.uint8)
+    if refused:
+        ref_dt = np.fromiter((int(k.dtype) for k in refused), np.uint8, len(refused))
+        r = series <= -2
+        if r.any():
+            out[r] = ref_dt[-2 - series[r]]
+    return out
+
+
+class RefusedKeys:
+    """Keys a table refused (type change), numbered so samples can point at them as ``-2 - i``."""
+
+    def __init__(self) -> None:
+        self.keys: list[SeriesKey] = []
+        self._index: dict[SeriesKey, int] = {}
+
+    def series_of(self, table: SeriesTable, key: SeriesKey) -> int:
+        """``table.add(key)``, or ``-2 - i`` when the table knows the series with another type."""
+        try:
+            return table.add(key)
+        except ValidationError:
+            i = self._index.get(key)
+            if i is None:
+                i = self._index[key] = len(self.keys)
+                self.keys.append(key)
+            return -2 - i
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedFrames:
     """Many frames decoded into one ``Batch`` over a shared ``SeriesTable``.
 
-    ``batch.series`` is a global index, or -1 for samples whose frame declared a series with a
-    type other than the one the table knows (reason ``type_change``, for the validator).
+    ``batch.series`` is a global index, or ``-2 - i`` for samples whose message declared a series
+    with a type other than the one the table knows: ``refused[i]`` is the declared key (reason
+    ``type_change``, for the validator).
     ``frame_index[i]`` is the position (in the ``decode_many`` input) of the frame of sample ``i``.
     """
 
@@ -392,7 +448,7 @@ class DecodedFrames:
     gateway_ids: list[str]  # per decoded frame
     seqs: list[int]  # per decoded frame
     errors: list[tuple[int, DecodeError]]  # input position, error
-    type_changes: list[tuple[int, SeriesKey, str]] = field(default_factory=list)
+    refused: list[SeriesKey] = field(default_factory=list)
 
 
 class FrameDecoder:
@@ -404,14 +460,11 @@ class FrameDecoder:
 
     def __init__(self, table: SeriesTable | None = None, *, max_cached_key_blocks: int = 4096):
         self.table = table if table is not None else SeriesTable()
-        self._mapping: dict[
-            bytes, tuple[NDArray[np.int32], NDArray[np.uint8], list[tuple[SeriesKey, str]]]
-        ] = {}
+        self._mapping: dict[bytes, tuple[NDArray[np.int32], NDArray[np.uint8]]] = {}
         self._max_cached = max_cached_key_blocks
+        self.refused = RefusedKeys()
 
-    def _map_keys(
-        self, block: bytes
-    ) -> tuple[NDArray[np.int32], NDArray[np.uint8], list[tuple[SeriesKey, str]]]:
+    def _map_keys(self, block: bytes) -> tuple[NDArray[np.int32], NDArray[np.uint8]]:
         hit = self._mapping.get(block)
         if hit is not None:
             return hit
@@ -421,21 +474,15 @@ class FrameDecoder:
             raise DecodeError(
                 "bad_header", "frame series keys cannot be decoded", detail=str(exc)
             ) from exc
-        glob = np.empty(len(keys), np.int32)
-        changes: list[tuple[SeriesKey, str]] = []
-        for i, key in enumerate(keys):
-            try:
-                glob[i] = self.table.add(key)
-            except ValidationError as exc:
-                glob[i] = -1
-                changes.append((key, str(exc)))
+        glob = np.fromiter(
+            (self.refused.series_of(self.table, k) for k in keys), np.int32, len(keys)
+        )
         dtypes = np.fromiter((int(k.dtype) for k in keys), np.uint8, len(keys))
         if len(self._mapping) >= self._max_cached:
             self._mapping.clear()
-        entry = (glob, dtypes, changes)
-        # a mapping with type changes is not cached: the clash is reported for every frame
-        if not changes:
-            self._mapping[block] = entry
+        # the table only grows and never changes a type, so a mapping stays valid
+        entry = (glob, dtypes)
+        self._mapping[block] = entry
         return entry
 
     def decode_many(self, payloads: Sequence[bytes | bytearray | memoryview]) -> DecodedFrames:
@@ -446,11 +493,10 @@ class FrameDecoder:
         gws: list[str] = []
         seqs: list[int] = []
         errors: list[tuple[int, DecodeError]] = []
-        type_changes: list[tuple[int, SeriesKey, str]] = []
         for pos, payload in enumerate(payloads):
             try:
                 p = _parse(payload)
-                glob, key_dt, changes = self._map_keys(p.keys_block)
+                glob, key_dt = self._map_keys(p.keys_block)
                 _check_index(p.series, len(glob))
                 n = p.meta.n
                 dtypes = key_dt[p.series] if n else np.empty(0, np.uint8)
@@ -458,7 +504,6 @@ class FrameDecoder:
             except DecodeError as exc:
                 errors.append((pos, exc))
                 continue
-            type_changes.extend((pos, k, msg) for k, msg in changes)
             parts.append(
                 Batch(
                     series=glob[p.series],
@@ -477,7 +522,9 @@ class FrameDecoder:
         if len(parts) == 1:  # concat returns the part itself; own the buffers anyway
             batch = batch.take(np.arange(len(batch)))
         frame_index = np.concatenate(frame_of) if frame_of else np.empty(0, np.int64)
-        return DecodedFrames(self.table, batch, frame_index, ok, gws, seqs, errors, type_changes)
+        return DecodedFrames(
+            self.table, batch, frame_index, ok, gws, seqs, errors, list(self.refused.keys)
+        )
 
 
 def decode_many(
@@ -487,7 +534,11 @@ def decode_many(
     decoded = FrameDecoder(table).decode_many(payloads)
     if decoded.errors:
         raise decoded.errors[0][1]
-    if decoded.type_changes:
-        _, _key, msg = decoded.type_changes[0]
-        raise ValidationError("type_change", msg)
+    if len(decoded.batch) and int(decoded.batch.series.min()) < 0:
+        key = decoded.refused[-2 - int(decoded.batch.series.min())]
+        raise ValidationError(
+            "type_change",
+            f"series {key.measurement}.{key.field} changes type",
+            detail=f"frame declares {key.dtype.name}",
+        )
     return decoded.table, decoded.batch

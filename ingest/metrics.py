@@ -1,0 +1,148 @@
+"""Prometheus metrics (a private registry per service) and the ``/metrics`` + ``/healthz`` server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["HealthServer", "IngestMetrics"]
+
+
+class IngestMetrics:
+    """Every metric of one ingest service, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages_in = Counter(
+            "zhizao_ingest_messages", "MQTT messages received", ["codec"], registry=r
+        )
+        self.samples_in = Counter(
+            "zhizao_ingest_samples_in", "samples decoded from messages", ["codec"], registry=r
+        )
+        self.samples_written = Counter(
+            "zhizao_ingest_samples_written",
+            "samples stored in InfluxDB (increments included)",
+            registry=r,
+        )
+        self.messages_rejected = Counter(
+            "zhizao_ingest_messages_rejected",
+            "whole messages quarantined",
+            ["reason"],
+            registry=r,
+        )
+        self.samples_rejected = Counter(
+            "zhizao_ingest_samples_rejected", "samples quarantined", ["reason"], registry=r
+        )
+        self.messages_acked = Counter(
+            "zhizao_ingest_messages_acked", "messages acknowledged to the broker", registry=r
+        )
+        self.batch_seconds = Histogram(
+            "zhizao_ingest_batch_seconds",
+            "from the oldest message of a batch arriving to its acknowledgement",
+            buckets=(0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.write_seconds = Histogram(
+            "zhizao_ingest_write_seconds",
+            "InfluxDB write time per batch",
+            buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.influx_errors = Counter(
+            "zhizao_ingest_influx_errors", "failed InfluxDB batch writes", ["kind"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "zhizao_ingest_consumer_lag_seconds",
+            "age of the oldest received, unacknowledged message",
+            registry=r,
+        )
+        self.frame_age = Gauge(
+            "zhizao_ingest_frame_age_seconds",
+            "now minus the creation time of the newest stored gateway frame",
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "zhizao_ingest_inflight_messages", "received and not yet acknowledged", registry=r
+        )
+        self.frame_gaps = Gauge(
+            "zhizao_ingest_frame_gaps", "frames missing between sequence numbers", registry=r
+        )
+        self.counter_out_of_order = Gauge(
+            "zhizao_ingest_counter_out_of_order",
+            "counter samples not newer than the last one (no increment)",
+            registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "zhizao_ingest_mqtt_connected", "1 while connected to the broker", registry=r
+        )
+        self.mqtt_connects = Counter(
+            "zhizao_ingest_mqtt_connects", "successful (re)connections to the broker", registry=r
+        )
+        self.last_write = Gauge(
+            "zhizao_ingest_last_write_timestamp_seconds",
+            "wall-clock time of the last successful InfluxDB write",
+            registry=r,
+        )
+
+
+class HealthServer:
+    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON; 200 healthy, 503 not)."""
+
+    def __init__(
+        self,
+        metrics: IngestMetrics,
+        health: Callable[[], tuple[bool, dict[str, Any]]],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        registry = metrics.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/metrics"):
+                    body, ctype, status = generate_latest(registry), CONTENT_TYPE_LATEST, 200
+                elif self.path.startswith("/healthz"):
+                    ok, detail = health()
+                    body = orjson.dumps({"status": "ok" if ok else "unhealthy", **detail})
+                    ctype, status = "application/json", 200 if ok else 503
+                else:
+                    body, ctype, status = b"not found\n", "text/plain", 404
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # scrapes every few seconds would flood the log
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ingest-health", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,559 @@
+"""The ingest service: MQTT messages in, InfluxDB points out, acknowledged only once stored.
+
+``IngestPipeline`` is the synchronous, vectorized core (decode -> validate -> quarantine ->
+counter increments) over one growing ``SeriesTable``; tests and benchmarks drive it directly.
+``IngestService`` wraps it with the MQTT consumer, the InfluxDB writer, batching by size or age,
+backpressure, metrics and ``/healthz``:
+
+    paho thread --on_message--> inbox (bounded by the broker's Receive Maximum)
+        --flush (points or age)--> prepare (pipeline) --queue (pipeline_depth)--> write (retried
+        until stored) --> quarantine fsync --> PUBACK, in arrival order
+
+A batch is never dropped: a failed write is retried until InfluxDB takes it. Meanwhile the
+prepared-batch queue fills, preparation stops, the inbox fills to Receive Maximum and the broker
+stops sending: memory stays bounded and unacknowledged messages wait in the broker's session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ingest.config import IngestConfig
+from ingest.consumer import InMessage, MqttConsumer
+from ingest.counters import CounterTracker
+from ingest.frames import (
+    DecodedFrames,
+    FrameDecoder,
+    frames_subscription,
+    parse_frame_topic,
+    peek_sample_count,
+)
+from ingest.influx import InfluxWriter
+from ingest.json_codec import JsonTagCodec
+from ingest.lineprotocol import REJECT_REASONS
+from ingest.metrics import HealthServer, IngestMetrics
+from ingest.quarantine import QuarantineStore
+from ingest.sparkplug_codec import SparkplugCodec
+from ingest.validation import SAMPLE_REASONS, FrameDeduplicator, SampleValidator
+from zhizao.errors import ConfigError, PartialWriteError, SinkError
+from zhizao.model import Batch, SeriesKey, SeriesTable
+from zhizao.sparkplug import (
+    REBIRTH_METRIC,
+    DataType,
+    MessageType,
+    SparkplugTopic,
+    pb,
+    set_metric_value,
+)
+
+__all__ = ["IngestPipeline", "IngestService", "Prepared"]
+
+log = logging.getLogger(__name__)
+
+CODEC_FRAMES, CODEC_JSON, CODEC_SPARKPLUG = "frames", "json", "sparkplug"
+
+
+@dataclass
+class Prepared:
+    """One batch ready for InfluxDB: accepted samples plus counter increments."""
+
+    table: SeriesTable
+    batch: Batch
+    message_of: NDArray[np.int64]  # input position of each sample's message (-1: increments)
+    topics: Sequence[str]
+    frames: list[tuple[str, int]] = field(default_factory=list)  # (gateway, seq) to remember
+    samples_in: dict[str, int] = field(default_factory=dict)  # by codec
+    messages_in: dict[str, int] = field(default_factory=dict)  # by codec
+    accepted: int = 0  # raw samples accepted (increments not included)
+    newest_frame_ns: int = 0
+
+
+class IngestPipeline:
+    """Decode, validate, quarantine and add counter increments; no I/O except the quarantine."""
+
+    def __init__(
+        self,
+        config: IngestConfig,
+        quarantine: QuarantineStore,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.table = SeriesTable()
+        self.quarantine = quarantine
+        self.metrics = metrics
+        self.frames = FrameDecoder(self.table)
+        self.json = JsonTagCodec(config.json_topics, self.table) if config.json_topics else None
+        self.sparkplug = SparkplugCodec(config.sparkplug, self.table) if config.sparkplug else None
+        self.validator = SampleValidator(config.validation)
+        self.dedup = FrameDeduplicator(config.validation.duplicate_window)
+        self.counters = CounterTracker(config.counters)
+        self.frame_prefix = config.mqtt.topic_prefix
+
+    def subscriptions(self) -> list[str]:
+        group = self.config.mqtt.group
+
+        def shared(topic: str) -> str:
+            return f"$share/{group}/{topic}" if group else topic
+
+        subs = []
+        if self.config.mqtt.frames:
+            subs.append(frames_subscription(group, self.frame_prefix))
+        if self.json is not None:
+            subs.append(shared(self.json.subscription()))
+        if self.sparkplug is not None:
+            # births and deaths carry alias state every process needs: not shared
+            subs += [t for t in self.sparkplug.subscriptions() if "BIRTH" in t or "DEATH" in t]
+            subs += [shared(t) for t in self.sparkplug.subscriptions() if "DATA" in t]
+        return subs
+
+    def codec_of(self, topic: str) -> str | None:
+        if parse_frame_topic(topic, self.frame_prefix) is not None:
+            return CODEC_FRAMES
+        if self.sparkplug is not None and self.sparkplug.matches(topic):
+            return CODEC_SPARKPLUG
+        if self.json is not None and self.json.matches(topic):
+            return CODEC_JSON
+        return None
+
+    def _reject_message(self, topic: str, payload: bytes, reason: str, message: str) -> None:
+        self.quarantine.add_payload(topic, payload, reason, message)
+        if self.metrics is not None:
+            self.metrics.messages_rejected.labels(reason).inc()
+
+    def prepare(
+        self,
+        topics: Sequence[str],
+        payloads: Sequence[bytes],
+        now_ns: int | None = None,
+    ) -> Prepared:
+        """One batch from many messages; rejects go to the quarantine (not yet flushed)."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        max_bytes = self.config.batch.max_message_bytes
+        groups: dict[str, list[int]] = {CODEC_FRAMES: [], CODEC_JSON: [], CODEC_SPARKPLUG: []}
+        for pos, (topic, payload) in enumerate(zip(topics, payloads, strict=True)):
+            codec = self.codec_of(topic)
+            if codec is None:
+                self._reject_message(
+                    topic, payload, "unknown_topic", "no codec is configured for this topic"
+                )
+            elif len(payload) > max_bytes:
+                self._reject_message(
+                    topic,
+                    payload,
+                    "too_large",
+                    f"message of {len(payload)} bytes exceeds max_message_bytes {max_bytes}",
+                )
+            else:
+                groups[codec].append(pos)
+        prep = Prepared(self.table, Batch.empty(), np.empty(0, np.int64), topics)
+        parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]] = []
+        for codec, positions in groups.items():
+            if not positions:
+                continue
+            sub_topics = [topics[i] for i in positions]
+            sub_payloads = [payloads[i] for i in positions]
+            decoded: DecodedFrames
+            if codec == CODEC_FRAMES:
+                decoded = self.frames.decode_many(sub_payloads)
+            elif codec == CODEC_JSON:
+                assert self.json is not None
+                decoded = self.json.decode_many(sub_topics, sub_payloads)
+            else:
+                assert self.sparkplug is not None
+                decoded = self.sparkplug.decode_many(sub_topics, sub_payloads)
+            prep.messages_in[codec] = len(positions)
+            for local, err in decoded.errors:
+                self._reject_message(sub_topics[local], sub_payloads[local], err.reason, str(err))
+            pos_arr = np.asarray(positions, np.int64)
+            batch, frame_index = decoded.batch, decoded.frame_index
+            if codec == CODEC_FRAMES and decoded.ok:
+                dup_local: list[int] = []
+                for local, gw, seq in zip(
+                    decoded.ok, decoded.gateway_ids, decoded.seqs, strict=True
+                ):
+                    if self.dedup.is_duplicate(gw, seq):
+                        dup_local.append(local)
+                        self._reject_message(
+                            sub_topics[local],
+                            sub_payloads[local],
+                            "duplicate_frame",
+                            f"frame {seq} of gateway {gw} was already stored",
+                        )
+                    else:
+                        prep.frames.append((gw, seq))
+                if dup_local:
+                    keep = ~np.isin(frame_index, np.asarray(dup_local, np.int64))
+                    batch, frame_index = batch.take(keep), frame_index[keep]
+            prep.samples_in[codec] = len(batch)
+            parts.append((batch, pos_arr[frame_index], decoded.refused))
+        if not parts:
+            return prep
+        batch, message_of = _concat_refused(parts)
+        reason = self.validator.validate(self.table, batch, now_ns)
+        rejected = np.flatnonzero(reason)
+        if len(rejected):
+            self._quarantine_samples(batch, reason, rejected, message_of, topics, parts)
+        ok = reason == 0
+        accepted = batch.take(ok)
+        message_of = message_of[ok]
+        prep.accepted = len(accepted)
+        increments = self.counters.increments(self.table, accepted)
+        if len(increments):
+            accepted = Batch.concat([accepted, increments])
+            message_of = np.concatenate([message_of, np.full(len(increments), -1, np.int64)])
+        prep.batch = accepted
+        prep.message_of = message_of
+        if self.metrics is not None:
+            for codec, n in prep.messages_in.items():
+                self.metrics.messages_in.labels(codec).inc(n)
+            for codec, n in prep.samples_in.items():
+                self.metrics.samples_in.labels(codec).inc(n)
+            self.metrics.counter_out_of_order.set(self.counters.out_of_order)
+        return prep
+
+    def _quarantine_samples(
+        self,
+        batch: Batch,
+        reason: NDArray[np.uint8],
+        rejected: NDArray[np.int64],
+        message_of: NDArray[np.int64],
+        topics: Sequence[str],
+        parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]],
+    ) -> None:
+        refused = _all_refused(parts)
+        combo = message_of[rejected] * 256 + reason[rejected]
+        order = np.argsort(combo, kind="stable")
+        rejected, combo = rejected[order], combo[order]
+        starts = np.flatnonzero(np.r_[True, combo[1:] != combo[:-1]])
+        ends = np.r_[starts[1:], len(combo)]
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            idx = rejected[a:b]
+            code = int(reason[idx[0]])
+            name = SAMPLE_REASONS[code - 1]
+            msg_pos = int(message_of[idx[0]])
+            keys = None
+            if name == "type_change":
+                keys = [refused[-2 - int(s)] for s in batch.series[idx].tolist()]
+            self.quarantine.add_samples(
+                self.table,
+                batch,
+                idx,
+                name,
+                _SAMPLE_MESSAGES[name],
+                topic=topics[msg_pos],
+                keys=keys,
+            )
+            if self.metrics is not None:
+                self.metrics.samples_rejected.labels(name).inc(len(idx))
+
+    def quarantine_encoder_rejects(
+        self, prep: Prepared, index: NDArray[np.int64], codes: NDArray[np.uint8]
+    ) -> None:
+        """Samples the line-protocol encoder refused (e.g. a string over 64 KiB)."""
+        for code in np.unique(codes).tolist():
+            idx = index[codes == code]
+            name = f"influx_{REJECT_REASONS[int(code) - 1]}"
+            pos = int(prep.message_of[idx[0]])
+            self.quarantine.add_samples(
+                prep.table,
+                prep.batch,
+                idx,
+                name,
+                "the InfluxDB line-protocol encoder refused these samples",
+                topic=prep.topics[pos] if pos >= 0 else "",
+            )
+            if self.metrics is not None:
+                self.metrics.samples_rejected.labels(name).inc(len(idx))
+
+    def commit(self, prep: Prepared) -> None:
+        """The batch is stored: remember its frames for duplicate detection."""
+        for gw, seq in prep.frames:
+            self.dedup.commit(gw, seq)
+        if self.metrics is not None:
+            self.metrics.frame_gaps.set(self.dedup.gaps)
+
+
+_SAMPLE_MESSAGES = {
+    "unknown_series": "sample of a series (measurement) ingest is not configured to accept",
+    "type_change": "sample type differs from the series' known type",
+    "non_finite": "NaN or infinite float value",
+    "ts_future": "timestamp too far in the future (validation.max_future_s)",
+    "ts_past": "timestamp too far in the past (validation.max_past_s)",
+}
+
+
+def _concat_refused(
+    parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]],
+) -> tuple[Batch, NDArray[np.int64]]:
+    """Concatenate codec outputs; renumber refused-key references (-2 - i) across codecs."""
+    batches = []
+    offset = 0
+    for batch, _, refused in parts:
+        if offset and len(batch) and (batch.series <= -2).any():
+            s = batch.series.copy()
+            r = s <= -2
+            s[r] -= offset
+            batch = Batch(
+                s, batch.ts_ns, batch.value_f64, batch.value_i64, batch.quality, batch.value_str
+            )
+        batches.append(batch)
+        offset += len(refused)
+    return Batch.concat(batches), np.concatenate([m for _, m, _ in parts])
+
+
+def _all_refused(parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]]) -> list[SeriesKey]:
+    out: list[SeriesKey] = []
+    for _, _, refused in parts:
+        out += refused
+    return out
+
+
+class IngestService:
+    """MQTT -> pipeline -> InfluxDB, acknowledging each message once its points are stored."""
+
+    def __init__(self, config: IngestConfig, *, metrics: IngestMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or IngestMetrics()
+        self.quarantine = QuarantineStore(config.quarantine)
+        self.pipeline = IngestPipeline(config, self.quarantine, self.metrics)
+        self.consumer: MqttConsumer | None = None
+        self.health_server: HealthServer | None = None
+        self._inbox: deque[tuple[InMessage, int]] = deque()
+        self._inbox_points = 0
+        self._unacked: deque[float] = deque()  # received_s of messages not yet acknowledged
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_write_s = time.monotonic()
+        self._writing_since: float | None = None
+        self.acked = 0
+        self.samples_written = 0
+        self.rebirths_sent = 0
+
+    # -- arrival (paho thread -> event loop) -------------------------------------------------
+    def _on_message(self, msg: InMessage) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._arrive, msg)
+
+    def _arrive(self, msg: InMessage) -> None:
+        points = peek_sample_count(msg.payload) if msg.topic.endswith("/frames") else 1
+        self._inbox.append((msg, points))
+        self._unacked.append(msg.received_s)
+        self._inbox_points += points
+        self.metrics.inflight.set(len(self._unacked))
+        assert self._wake is not None
+        if len(self._inbox) == 1 or self._inbox_points >= self.config.batch.flush_points:
+            self._wake.set()
+
+    # -- health ---------------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        connected = self.consumer is not None and self.consumer.connected.is_set()
+        now = time.monotonic()
+        waiting = len(self._unacked)
+        stale = waiting > 0 and now - self._last_write_s > self.config.health.stale_write_s
+        oldest = now - self._unacked[0] if self._unacked else 0.0
+        return connected and not stale, {
+            "mqtt_connected": connected,
+            "unacked_messages": waiting,
+            "oldest_unacked_s": round(oldest, 3),
+            "seconds_since_last_write": round(now - self._last_write_s, 3),
+            "samples_written": self.samples_written,
+            "messages_acked": self.acked,
+        }
+
+    # -- batching -------------------------------------------------------------------------
+    async def _next_batch(self, stop: asyncio.Event) -> list[InMessage] | None:
+        assert self._wake is not None
+        cfg = self.config.batch
+        age_s = cfg.flush_age_ms / 1000.0
+        while not stop.is_set():
+            timeout: float | None = None
+            if self._inbox:
+                waited = time.monotonic() - self._inbox[0][0].received_s
+                if self._inbox_points >= cfg.flush_points or waited >= age_s:
+                    break
+                timeout = age_s - waited
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout if timeout else 1.0)
+        if stop.is_set():
+            return None
+        out: list[InMessage] = []
+        points = 0
+        while self._inbox and (not out or points < cfg.flush_points):
+            msg, n = self._inbox.popleft()
+            self._inbox_points -= n
+            points += n
+            out.append(msg)
+        return out
+
+    async def _prepare_loop(
+        self, queue: asyncio.Queue[tuple[list[InMessage], Prepared]], stop: asyncio.Event
+    ) -> None:
+        while True:
+            msgs = await self._next_batch(stop)
+            if msgs is None:
+                return
+            prep = self.pipeline.prepare([m.topic for m in msgs], [m.payload for m in msgs])
+            self._request_rebirths()
+            await queue.put((msgs, prep))
+
+    def _request_rebirths(self) -> None:
+        sp = self.pipeline.sparkplug
+        if sp is None or not sp.rebirth_needed or self.consumer is None:
+            return
+        for group, node in sorted(sp.rebirth_needed):
+            payload = pb.Payload()
+            payload.timestamp = int(time.time() * 1000)
+            metric = payload.metrics.add()
+            metric.name = REBIRTH_METRIC
+            metric.timestamp = payload.timestamp
+            set_metric_value(metric, DataType.Boolean, True)
+            topic = SparkplugTopic(group, MessageType.NCMD, node).format()
+            self.consumer.publish(topic, payload.SerializeToString(), qos=0)
+            self.rebirths_sent += 1
+        sp.rebirth_needed.clear()
+
+    async def _write_loop(
+        self, queue: asyncio.Queue[tuple[list[InMessage], Prepared]], writer: InfluxWriter
+    ) -> None:
+        cfg = self.config.batch
+        while True:
+            msgs, prep = await queue.get()
+            delay_s = cfg.retry_initial_s
+            failing = False
+            self._writing_since = time.monotonic()
+            while len(prep.batch):
+                t0 = time.monotonic()
+                try:
+                    report = await writer.write_batch(prep.table, prep.batch)
+                except PartialWriteError as exc:
+                    self._quarantine_lines(prep, exc)
+                    break
+                except (SinkError, ConfigError) as exc:
+                    kind = "retryable" if getattr(exc, "retryable", False) else type(exc).__name__
+                    self.metrics.influx_errors.labels(kind).inc()
+                    if not failing:
+                        log.warning(
+                            "InfluxDB write failed, holding %d messages: %s", len(msgs), exc
+                        )
+                        failing = True
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, cfg.retry_max_s)
+                    continue
+                self.metrics.write_seconds.observe(time.monotonic() - t0)
+                if len(report.rejected_index):
+                    self.pipeline.quarantine_encoder_rejects(
+                        prep, report.rejected_index, report.rejected_reason
+                    )
+                written = len(prep.batch) - len(report.rejected_index)
+                self.samples_written += written
+                self.metrics.samples_written.inc(written)
+                break
+            if failing:
+                log.warning("InfluxDB writes recovered")
+            await asyncio.to_thread(self.quarantine.flush)
+            self.pipeline.commit(prep)
+            assert self.consumer is not None
+            self.consumer.ack(msgs)
+            now = time.monotonic()
+            self._last_write_s = now
+            self._writing_since = None
+            self.metrics.last_write.set(time.time())
+            self.metrics.batch_seconds.observe(now - msgs[0].received_s)
+            for _ in msgs:
+                self._unacked.popleft()
+            self.acked += len(msgs)
+            self.metrics.messages_acked.inc(len(msgs))
+            self.metrics.inflight.set(len(self._unacked))
+            self.metrics.consumer_lag.set(now - self._unacked[0] if self._unacked else 0.0)
+            queue.task_done()
+
+    def _quarantine_lines(self, prep: Prepared, exc: PartialWriteError) -> None:
+        for line_no, line, why in exc.rejected:
+            self.quarantine.add_payload(
+                "", line.encode(), "influx_refused", f"line {line_no}: {why}"
+            )
+            self.metrics.samples_rejected.labels("influx_refused").inc()
+
+    # -- life cycle -------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set (or SIGTERM/SIGINT when running the CLI)."""
+        stop = stop or asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        consumer = MqttConsumer(self.config.mqtt, self.pipeline.subscriptions(), self._on_message)
+        consumer.on_connect_change = self._connect_changed
+        self.consumer = consumer
+        if self.config.quarantine.dead_letter_topic:
+            self.quarantine.set_publisher(lambda t, p: consumer.publish(t, p))
+        queue: asyncio.Queue[tuple[list[InMessage], Prepared]] = asyncio.Queue(
+            self.config.batch.pipeline_depth
+        )
+        async with InfluxWriter(self.config.influx) as writer:
+            await asyncio.to_thread(consumer.start)
+            prepare = asyncio.create_task(self._prepare_loop(queue, stop), name="ingest-prepare")
+            write = asyncio.create_task(self._write_loop(queue, writer), name="ingest-write")
+            try:
+                done, _ = await asyncio.wait(
+                    [prepare, write, asyncio.create_task(stop.wait())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in done:
+                    if task in (prepare, write) and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                await prepare
+                # let the writer finish what is prepared (bounded), then leave the rest to the
+                # broker: unacknowledged messages are delivered again on the next start
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(queue.join(), 10.0)
+            finally:
+                prepare.cancel()
+                write.cancel()
+                for task in (prepare, write):
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                await asyncio.to_thread(consumer.stop)
+                self.quarantine.close()
+
+    def _connect_changed(self, up: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if up else 0)
+        if up:
+            self.metrics.mqtt_connects.inc()
+
+    def start_health(self) -> HealthServer | None:
+        hc = self.config.health
+        if not hc.port:
+            return None
+        self.health_server = HealthServer(self.metrics, self.health, hc.host, hc.port).start()
+        return self.health_server
+
+
+def run_service(config: IngestConfig) -> int:
+    """Blocking entry point for the CLI: SIGTERM/SIGINT stop cleanly."""
+    service = IngestService(config)
+    service.start_health()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        if service.health_server is not None:
+            service.health_server.stop()
+    return 0

@@ -22,9 +22,9 @@ counted; the rest of the batch is encoded.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import orjson
@@ -53,10 +53,12 @@ REJECT_REASONS: tuple[str, ...] = (
     "timestamp_out_of_range",
     "string_too_long",
     "nul_in_string",  # NUL bytes are not valid in line protocol text
+    "invalid_utf8",  # text that has no UTF-8 form (lone surrogates)
     "empty_tag_value",
     "empty_name",  # empty measurement, tag key or field key
     "control_character_in_name",  # newline/CR/tab in a name: breaks or corrupts the line
-    "trailing_backslash_in_name",  # would escape the following separator
+    # a backslash at the end or before , = space " : InfluxDB would read it as an escape
+    "ambiguous_backslash_in_name",
     "unknown_series",
 )
 _CODE = {name: i + 1 for i, name in enumerate(REJECT_REASONS)}
@@ -67,26 +69,52 @@ _COMMA, _SPACE, _NEWLINE, _QUOTE, _E, _LBRACKET, _RBRACKET = 44, 32, 10, 34, 101
 
 _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_AMBIGUOUS_BACKSLASH = re.compile(r'\\([,= "]|$)')
 _CONTROL = ("\n", "\r", "\t", "\x00")
 
 
-_STRING = np.dtypes.StringDType()
+def _joined_utf8(
+    values: list[str],
+) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
+    """UTF-8 bytes of ``values`` joined by NUL (values hold no NUL), with starts and lengths.
+
+    One C-level join and encode for the whole column instead of a call per value.
+    """
+    buf = np.frombuffer(("\x00".join(values) + "\x00").encode("utf-8"), np.uint8)
+    ends = np.flatnonzero(buf == 0)
+    starts = np.empty(len(ends), np.int64)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    return buf, starts, (ends - starts).astype(np.int64)
 
 
-def _utf8_lengths(text: Any) -> NDArray[np.int64]:
-    """UTF-8 byte length of each string of a StringDType array (numpy has no such kernel)."""
-    chars = np.strings.str_len(text).astype(np.int64)
-    out = chars.copy()
-    # strings of up to 64 characters encode to at most 256 bytes: a bounded fixed-width encode
-    small = chars <= 64
-    if small.any():
-        out[small] = np.strings.str_len(np.strings.encode(text[small], "utf-8"))
-    if not small.all():
-        big = np.flatnonzero(~small)  # long texts only (alarm messages): few per batch
-        out[big] = np.fromiter(
-            (len(v.encode("utf-8")) for v in text[big].tolist()), np.int64, count=len(big)
-        )
-    return out
+def _split_joined(
+    joined: str,
+) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
+    """Encode NUL-joined text once; the buffer gets a leading NUL so a window may start one byte
+    before the first value. Returns the buffer, value starts and byte lengths."""
+    buf = np.frombuffer(("\x00" + joined + "\x00").encode("utf-8"), np.uint8)
+    seps = np.flatnonzero(buf == 0)
+    starts = (seps[:-1] + 1).astype(np.int64)
+    return buf, starts, (seps[1:] - starts).astype(np.int64)
+
+
+def _windows(
+    buf: NDArray[np.uint8], starts: NDArray[np.int64], lens: NDArray[np.int64], width: int
+) -> NDArray[np.uint8]:
+    """Row i = ``buf[starts[i] : starts[i] + lens[i]]``, NUL-padded to ``width``."""
+    padded = np.concatenate((buf, np.zeros(width, np.uint8)))
+    win = np.lib.stride_tricks.sliding_window_view(padded, width)[starts]
+    win[np.arange(width) >= lens[:, None]] = 0
+    return win
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _name_problem(name: str) -> str | None:
@@ -94,8 +122,10 @@ def _name_problem(name: str) -> str | None:
         return "empty_name"
     if any(c in name for c in _CONTROL):
         return "control_character_in_name"
-    if name.endswith("\\"):
-        return "trailing_backslash_in_name"
+    if "\\" in name and _AMBIGUOUS_BACKSLASH.search(name):
+        return "ambiguous_backslash_in_name"
+    if not _encodable(name):
+        return "invalid_utf8"
     return None
 
 
@@ -256,14 +286,17 @@ class _SeriesTexts:
                         problem = problem or "empty_tag_value"
                     elif any(c in tv for c in _CONTROL):
                         problem = problem or "control_character_in_name"
-                    elif tv.endswith("\\"):
-                        problem = problem or "trailing_backslash_in_name"
+                    elif "\\" in tv and _AMBIGUOUS_BACKSLASH.search(tv):
+                        problem = problem or "ambiguous_backslash_in_name"
+                    elif not _encodable(tv):
+                        problem = problem or "invalid_utf8"
                     parts.append(f"{tk.translate(_ESCAPE_KEY)}={tv.translate(_ESCAPE_KEY)}")
-                heads[g] = (",".join(parts) + " ").encode()
+                # a refused group's head is never written; surrogatepass only keeps encode() quiet
+                heads[g] = (",".join(parts) + " ").encode("utf-8", "surrogatepass")
                 group_reason[g] = _CODE[problem] if problem else 0
             field_problem = _name_problem(key.field)
             reason[i] = group_reason[g] or (_CODE[field_problem] if field_problem else 0)
-            fields.append(key.field.translate(_ESCAPE_KEY).encode() + b"=")
+            fields.append(key.field.translate(_ESCAPE_KEY).encode("utf-8", "surrogatepass") + b"=")
         self.head_mat, self.head_len = _byte_table([heads[g] for g in range(len(heads))])
         # row 2*i: "key=" (first field of a line), row 2*i+1: ",key=" (a following field)
         self.field_mat, self.field_len = _byte_table([v for f in fields for v in (f, b"," + f)])
@@ -322,16 +355,29 @@ class LineProtocolEncoder:
             if batch.value_str is None:
                 reason[idx] = _CODE["unknown_series"]
             else:
-                text = batch.value_str[idx].astype(_STRING)
-                nbytes = _utf8_lengths(text)
-                too_long = nbytes > INFLUX_MAX_STRING_BYTES
-                reason[idx[too_long]] = _CODE["string_too_long"]
-                # numpy's string kernels treat a NUL needle as "": one C-level scan of the joined
-                # text instead, and a per-value look only when a NUL is present at all
                 values = batch.value_str[idx].tolist()
-                if "\x00" in "".join(values):
+                bad = np.zeros(len(idx), np.uint8)
+                # one C-level scan for NUL and for text that UTF-8 cannot encode (lone
+                # surrogates); a per-value look only when one of them is present at all
+                joined = "".join(values)
+                if "\x00" in joined:
                     has_nul = np.fromiter(("\x00" in v for v in values), bool, count=len(values))
-                    reason[idx[has_nul & ~too_long]] = _CODE["nul_in_string"]
+                    bad[has_nul] = _CODE["nul_in_string"]
+                try:
+                    joined.encode("utf-8")
+                except UnicodeEncodeError:
+                    bad[[not _encodable(v) for v in values]] = _CODE["invalid_utf8"]
+                ok_vals = (
+                    [v for v, b in zip(values, bad.tolist(), strict=True) if not b]
+                    if bad.any()
+                    else values
+                )
+                if ok_vals:
+                    _, _, nbytes = _joined_utf8(ok_vals)
+                    too_long = np.zeros(len(idx), bool)
+                    too_long[bad == 0] = nbytes > INFLUX_MAX_STRING_BYTES
+                    bad[too_long] = _CODE["string_too_long"]
+                reason[idx] = np.where(bad > 0, bad, reason[idx])
         return reason
 
     def encode(self, batch: Batch) -> EncodedBatch:
@@ -410,16 +456,16 @@ class LineProtocolEncoder:
         long_lens = np.empty(0, np.int64)
         if len(str_idx):
             assert b.value_str is not None
-            text = b.value_str[str_idx].astype(_STRING)
-            esc = np.strings.replace(np.strings.replace(text, "\\", "\\\\"), '"', '\\"')
-            blen = _utf8_lengths(esc)
+            joined = "\x00".join(b.value_str[str_idx].tolist())
+            escaped = joined.replace("\\", "\\\\").replace('"', '\\"')
+            buf, sstart, blen = _split_joined(escaped)
             short = blen <= _MATRIX_STRING_BYTES
             if short.any():
                 sidx = str_idx[short]
-                enc = np.strings.encode(esc[short], "utf-8")  # fixed-width, NUL-padded
-                width = enc.dtype.itemsize
-                mat = np.zeros((len(sidx), width + 2), np.uint8)
-                mat[:, 1 : width + 1] = enc.view(np.uint8).reshape(len(sidx), width)
+                width = int(blen[short].max()) + 2
+                # window from one byte before the value: replace that byte and the one after
+                # the value with quotes
+                mat = _windows(buf, sstart[short] - 1, blen[short] + 2, width)
                 mat[:, 0] = _QUOTE
                 mat[np.arange(len(sidx)), blen[short] + 1] = _QUOTE
                 pieces.append((sidx, mat, blen[short] + 2))
@@ -429,7 +475,9 @@ class LineProtocolEncoder:
                 # there and their bytes are inserted between the quotes after compaction.
                 long_idx = str_idx[~short]
                 long_lens = blen[~short]
-                long_bytes = np.frombuffer("".join(esc[~short].tolist()).encode("utf-8"), np.uint8)
+                long_bytes = np.concatenate(
+                    [buf[a : a + n] for a, n in zip(sstart[~short], long_lens, strict=True)]
+                )
                 pieces.append(
                     (long_idx, _EMPTY_STRING_MAT[np.zeros(len(long_idx), np.intp)], long_lens)
                 )

@@ -17,11 +17,12 @@ piece is encoded in a worker thread, so encoding hides behind the server's own w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -189,7 +190,7 @@ class InfluxWriter:
         rejected_index: list[NDArray[np.int64]] = []
         rejected_reason: list[NDArray[np.uint8]] = []
 
-        async def chunks() -> AsyncIterator[RequestChunk]:
+        async def chunks() -> AsyncGenerator[RequestChunk, None]:
             bounds = _piece_bounds(table, batch, PIPELINE_PIECE_SAMPLES)
             line_offset = 0
             pending = asyncio.create_task(_encode_in_thread(encoder, batch, bounds[0], bounds[1]))
@@ -241,7 +242,7 @@ class InfluxWriter:
 
     # -- request scheduling ---------------------------------------------------------------------
 
-    async def _run(self, chunks: AsyncIterator[RequestChunk], report: WriteReport) -> None:
+    async def _run(self, chunks: AsyncGenerator[RequestChunk, None], report: WriteReport) -> None:
         """Send every chunk (bounded in flight); raise the first hard error, or, after all were
         sent, one ``PartialWriteError`` for every line InfluxDB refused."""
         self._ensure_open()
@@ -260,9 +261,12 @@ class InfluxWriter:
                     raise errors[0]
 
         try:
-            async for chunk in chunks:
-                await drain(max_pending - 1)
-                pending.add(asyncio.create_task(self._send(chunk, report)))
+            # aclosing: on an error the producer (and its encode-ahead task) is shut down now,
+            # not whenever the garbage collector finds it
+            async with contextlib.aclosing(chunks) as source:
+                async for chunk in source:
+                    await drain(max_pending - 1)
+                    pending.add(asyncio.create_task(self._send(chunk, report)))
             await drain(0)
         except BaseException:
             for task in pending:
@@ -440,24 +444,32 @@ class InfluxWriter:
 
     def _missing_target_error(self, text: str) -> ConfigError:
         cfg = self.config
-        if cfg.api == "v2":
-            return ConfigError(
-                f"InfluxDB has no bucket {cfg.bucket!r} in org {cfg.org!r}: {text}",
-                key="bucket",
-                expected=f"an existing bucket on {cfg.host_port}",
-            )
-        if "retention policy not found" in text:
+        lowered = text.lower()
+        if "retention policy not found" in lowered:
             return ConfigError(
                 f"InfluxDB has no retention policy {cfg.retention_policy!r} "
                 f"in database {cfg.database!r}",
                 key="retention_policy",
                 expected=f"an existing retention policy on {cfg.host_port}, or empty",
             )
+        if "database not found" in lowered:
+            return ConfigError(
+                f"InfluxDB has no database {cfg.database!r}; create it "
+                f'(CREATE DATABASE "{cfg.database}") or set create_database: true',
+                key="database",
+                expected=f"an existing database on {cfg.host_port}",
+            )
+        if "bucket" in lowered:
+            return ConfigError(
+                f"InfluxDB has no bucket {cfg.bucket!r} in org {cfg.org!r}: {text}",
+                key="bucket",
+                expected=f"an existing bucket on {cfg.host_port}",
+            )
+        # a 404 without InfluxDB's wording: a proxy or a wrong path prefix in the URL
         return ConfigError(
-            f"InfluxDB has no database {cfg.database!r}; create it "
-            f'(CREATE DATABASE "{cfg.database}") or set create_database: true',
-            key="database",
-            expected=f"an existing database on {cfg.host_port}",
+            f"{cfg.url} answered 404 to a write ({text[:200]}); is this the InfluxDB base URL?",
+            key="url",
+            expected="the InfluxDB base URL (scheme, host, port, optional path prefix)",
         )
 
     def _hard_error(self, status: int, text: str) -> SinkError:
@@ -473,7 +485,7 @@ class InfluxWriter:
         )
 
 
-async def _aiter(chunks: Iterable[RequestChunk]) -> AsyncIterator[RequestChunk]:
+async def _aiter(chunks: Iterable[RequestChunk]) -> AsyncGenerator[RequestChunk, None]:
     for chunk in chunks:
         yield chunk
 
@@ -517,10 +529,8 @@ def _accepted_samples(
 
 
 def _is_missing_target(status: int, text: str) -> bool:
-    lowered = text.lower()
-    return (status == 404 and "not found" in lowered) or (
-        status in (400, 404, 500) and "retention policy not found" in lowered
-    )
+    # InfluxDB 1.x answers a missing retention policy with 500, not 404
+    return status == 404 or "retention policy not found" in text.lower()
 
 
 def _first_reason(rejected: list[tuple[int | None, str, str]]) -> str:

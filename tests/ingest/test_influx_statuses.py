@@ -145,6 +145,24 @@ async def test_requests_are_bounded_by_lines_and_bytes() -> None:
     assert report.requests == len(rec.requests) > 10
 
 
+async def test_404_without_influx_wording_points_at_the_url() -> None:
+    rec = Recorder([httpx.Response(404, text="404 page not found")])
+    async with writer_for(rec) as writer:
+        with pytest.raises(ConfigError) as info:
+            await writer.write_body(BODY)
+    assert info.value.key == "url"
+    assert len(rec.requests) == 1
+
+
+async def test_missing_retention_policy_500_is_a_config_error_not_retried() -> None:
+    rec = Recorder([httpx.Response(500, json={"error": "retention policy not found: raw"})])
+    async with writer_for(rec, retention_policy="raw") as writer:
+        with pytest.raises(ConfigError) as info:
+            await writer.write_body(BODY)
+    assert info.value.key == "retention_policy"
+    assert len(rec.requests) == 1
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
@@ -171,3 +189,15 @@ def test_secrets_stay_out_of_repr() -> None:
         {"url": "http://127.0.0.1:8086", "database": "d", "token": "s3cret"}
     )
     assert "s3cret" not in repr(config)
+
+
+def test_sample_config_parses() -> None:
+    from pathlib import Path
+
+    import ingest.influx
+    from zhizao.config import load_model
+
+    sample = Path(ingest.influx.__file__).parent / "influx.sample.yaml"
+    config = load_model(InfluxConfig, sample)
+    assert (config.api, config.database, config.concurrency) == ("v1", "factory", 4)
+    assert config.max_bytes_per_request < 25_000_000

@@ -32,8 +32,9 @@ def counter_increments(
     v = np.asarray(value, np.float64)
     ok = np.isfinite(v)
     ts, v = ts[ok], v[ok]
-    order = np.argsort(ts, kind="stable")
-    ts, v = ts[order], v[order]
+    if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
+        order = np.argsort(ts, kind="stable")
+        ts, v = ts[order], v[order]
     if len(v) == 0:
         return ts, v, np.zeros(0, bool)
     prev = np.concatenate(([v[0]], v[:-1]))

@@ -14,8 +14,8 @@ from numpy.typing import NDArray
 
 from analytics.calendar import PlannedTime
 from analytics.components import Components
-from analytics.counters import counter_increments, increments_by_window, value_at
-from analytics.states import NO_DATA, StateClassifier, state_timeline
+from analytics.counters import counter_increments, increments_by_window
+from analytics.states import StateClassifier, state_timeline
 from analytics.timeelements import TimeElementOptions, time_elements
 
 __all__ = ["MachineContext", "MachineResult", "MachineSignals", "Signal", "machine_components"]
@@ -85,7 +85,8 @@ def _counter_window(
     ts, inc, reset = counter_increments(
         sig.ts_ns, np.asarray(sig.value, np.float64), rollover=rollover
     )
-    return ts, inc, int(reset.sum())
+    nz = inc != 0  # a counter polled every second mostly repeats itself
+    return ts[nz], inc[nz], int(reset.sum())
 
 
 def machine_components(
@@ -104,12 +105,22 @@ def machine_components(
     ts, codes, unknown = ctx.classifier.combine(streams)
     # any sample of the machine proves the connection is alive: re-assert the carried state there
     alive = [sig.ts_ns for sig in (*signals.signals.values(), *signals.states.values()) if len(sig)]
+    hb_ns = int(ctx.heartbeat_s * 1e9)
     if alive and len(ts):
-        live = np.unique(np.concatenate(alive))
-        k = np.searchsorted(ts, live, "right") - 1
-        live_codes = np.where(k >= 0, codes[np.clip(k, 0, None)], np.int8(NO_DATA)).astype(np.int8)
-        ts, idx = np.unique(np.concatenate((ts, live)), return_index=True)
-        codes = np.concatenate((codes, live_codes))[idx]
+        # only state gaps longer than the heartbeat need help; elsewhere the state holds anyway
+        long_gap = np.flatnonzero(np.diff(ts) > hb_ns)
+        gap_lo = np.append(ts[long_gap], ts[-1])
+        gap_hi = np.append(ts[long_gap + 1], np.iinfo(np.int64).max)
+        live = np.concatenate(alive)
+        g = np.searchsorted(gap_lo, live, "right") - 1
+        useful = (
+            (g >= 0) & (live < gap_hi[np.clip(g, 0, None)]) & (live > gap_lo[np.clip(g, 0, None)])
+        )
+        if useful.any():
+            live = live[useful]
+            k = np.searchsorted(ts, live, "right") - 1
+            ts, idx = np.unique(np.concatenate((ts, live)), return_index=True)
+            codes = np.concatenate((codes, codes[k]))[idx]
     timeline = state_timeline(ts, codes, start_ns=lo, end_ns=hi, heartbeat_s=ctx.heartbeat_s)
 
     cutting = None
@@ -157,17 +168,22 @@ def machine_components(
     unknown_products: set[str] = set()
     prod = signals.get("product")
 
+    if prod is not None:
+        # PRI per product change, then per part by position: no per-part strings
+        names, which = np.unique(np.asarray(prod.value).astype(str), return_inverse=True)
+        pri_of_name = np.array([ctx.pri_s_by_product.get(n, np.nan) for n in names.tolist()])
+        unknown_products.update(n for n in names.tolist() if n not in ctx.pri_s_by_product)
+        order = np.argsort(prod.ts_ns, kind="stable")
+        change_ts, change_pri = prod.ts_ns[order], pri_of_name[which[order]]
+    default_pri = ctx.pri_s_by_product.get(ctx.default_product or "", np.nan)
+    if prod is None and ctx.default_product and ctx.default_product not in ctx.pri_s_by_product:
+        unknown_products.add(ctx.default_product)
+
     def pri_at(t: I64) -> NDArray[np.float64]:
-        default = ctx.default_product or ""
-        ids = (
-            value_at(prod.ts_ns, prod.value.astype(object), t, default)
-            if prod
-            else np.full(len(t), default, object)
-        )
-        uniq, inv = np.unique(ids.astype(str), return_inverse=True)
-        lut = np.array([ctx.pri_s_by_product.get(u, np.nan) for u in uniq.tolist()], np.float64)
-        unknown_products.update(u for u in uniq.tolist() if u not in ctx.pri_s_by_product)
-        return lut[inv] if len(uniq) else np.empty(0, np.float64)
+        if prod is None:
+            return np.full(len(t), default_pri)
+        k = np.searchsorted(change_ts, t, "right") - 1
+        return np.where(k >= 0, change_pri[np.clip(k, 0, None)], default_pri)
 
     pri_pq = pri_at(pq_ts)
     cols["pri_pq_s"] = increments_by_window(pq_ts, pq_inc * pri_pq, ws, we)

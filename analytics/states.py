@@ -164,19 +164,31 @@ class StateClassifier:
 
         Work is done on the distinct codes only, then spread with one ``take``.
         """
-        text = _as_text(codes)
-        if len(text) == 0:
+        arr = np.asarray(codes)
+        if len(arr) == 0:
             return np.empty(0, np.int8)
-        uniq, inv = np.unique(text, return_inverse=True)
+        if arr.dtype.kind in "iub":
+            # small integer enums (the common case): a direct table instead of a sort
+            ints = arr.astype(np.int64)
+            lo, hi = int(ints.min()), int(ints.max())
+            if hi - lo < 65536:
+                present = np.flatnonzero(np.bincount(ints - lo, minlength=hi - lo + 1))
+                table = np.full(hi - lo + 1, UNMAPPED, np.int8)
+                table[present] = self._lut(present + lo, signal)
+                return table[ints - lo]
+        uniq, inv = np.unique(_as_text(arr), return_inverse=True)
+        return self._lut(uniq, signal)[inv]
+
+    def _lut(self, uniq: NDArray[np.generic], signal: str) -> NDArray[np.int8]:
         lut = np.full(len(uniq), UNMAPPED, np.int8)
-        for j, raw in enumerate(uniq.tolist()):  # distinct codes, a handful
+        for j, raw in enumerate(_as_text(uniq).tolist()):  # distinct codes, a handful
             code = _normalize(str(raw))
             state = self.mapping.get(f"{signal}={code}") if signal else None
             if state is None:
                 state = self.mapping.get(code)
             if state is not None:
                 lut[j] = STATE_CODE[state]
-        return lut[inv]
+        return lut
 
     def classify(
         self, codes: NDArray[np.generic], signal: str = ""
@@ -202,6 +214,11 @@ class StateClassifier:
         ]
         if not items:
             return np.empty(0, np.int64), np.empty(0, np.int8), []
+        if len(items) == 1 and bool(np.all(items[0][1][1:] > items[0][1][:-1])):
+            name, ts, vals = items[0]
+            looked = self.lookup(vals, name)
+            if not (looked == UNMAPPED).any():
+                return ts, looked, []
         all_ts = np.unique(np.concatenate([ts for _, ts, _ in items]))
         best = np.full(len(all_ts), -1, np.int8)
         for name, ts, vals in items:  # a few signals per machine, each vectorized
@@ -266,17 +283,30 @@ def state_timeline(
     hb_ns = np.int64(round(heartbeat_s * 1e9))
     if len(ts) == 0:
         return StateTimeline(
-            np.array([start_ns], np.int64), np.array([end_ns], np.int64),
+            np.array([start_ns], np.int64),
+            np.array([end_ns], np.int64),
             np.array([no_data_code], np.int8),
-        )  # fmt: skip
-    nxt = np.append(ts[1:], np.int64(end_ns))
-    held_end = np.minimum(nxt, ts + hb_ns)
-    starts = np.concatenate(([np.int64(start_ns)], np.column_stack((ts, held_end)).ravel()))
-    ends = np.concatenate(([ts[0]], np.column_stack((held_end, nxt)).ravel()))
+        )
+    # runs: consecutive samples of one code with no gap above the heartbeat (1 s samples of a
+    # steady state collapse into one run, so the rest works on runs, not samples)
+    gap = np.diff(ts)
+    new = np.concatenate(([True], (c[1:] != c[:-1]) | (gap > hb_ns)))
+    first_i = np.flatnonzero(new)
+    last_i = np.append(first_i[1:] - 1, len(ts) - 1)
+    run_start = ts[first_i]
+    nxt = np.append(run_start[1:], np.int64(end_ns))
+    held_end = np.minimum(nxt, ts[last_i] + hb_ns)
+    rc = c[first_i]
+    starts = np.concatenate(([np.int64(start_ns)], np.column_stack((run_start, held_end)).ravel()))
+    ends = np.concatenate(([run_start[0]], np.column_stack((held_end, nxt)).ravel()))
     codes = np.concatenate(
-        ([np.int8(no_data_code)], np.column_stack((c, np.full_like(c, no_data_code))).ravel())
+        ([np.int8(no_data_code)], np.column_stack((rc, np.full_like(rc, no_data_code))).ravel())
     )
     starts = np.clip(starts, start_ns, end_ns)
     ends = np.clip(ends, start_ns, end_ns)
     keep = ends > starts
-    return StateTimeline(starts[keep], ends[keep], codes[keep].astype(np.int8))
+    starts, ends, codes = starts[keep], ends[keep], codes[keep].astype(np.int8)
+    # merge touching segments of one code (a NO_DATA gap next to a NO_DATA sample, ...)
+    new = np.concatenate(([True], (codes[1:] != codes[:-1]) | (starts[1:] != ends[:-1])))
+    last_of_run = np.concatenate((new[1:], [True]))
+    return StateTimeline(starts[new], ends[last_of_run], codes[new])

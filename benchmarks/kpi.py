@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     best = float("inf")
     for _ in range(2 if args.quick else 3):
         t0 = time.perf_counter()
-        day, kpis = ours(data, lines)
+        _day, kpis = ours(data, lines)
         best = min(best, time.perf_counter() - t0)
     t0 = time.perf_counter()
     base = baseline(data, lines)

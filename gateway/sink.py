@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gateway.outbox import SqliteOutbox
-from zhizao.model import Batch, SeriesKey
+from zhizao.model import Batch, SeriesKey, SeriesTable
 
 __all__ = ["OutboxSink"]
 
@@ -18,6 +18,10 @@ class OutboxSink:
 
     def __init__(self, outbox: SqliteOutbox) -> None:
         self.outbox = outbox
+
+    @property
+    def table(self) -> SeriesTable:
+        return self.outbox.table
 
     def series_index(self, key: SeriesKey) -> int:
         return self.outbox.series_index(key)

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from zhizao.model import Batch, FieldType, SeriesKey
+from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 from zhizao.quality import Quality
 
 __all__ = [
@@ -35,6 +35,9 @@ CONNECTION_MEASUREMENT = "gateway_connection"
 
 class SampleSink(Protocol):
     """Where sources put samples. ``emit`` returns after the samples are stored durably."""
+
+    @property
+    def table(self) -> SeriesTable: ...
 
     def series_index(self, key: SeriesKey) -> int: ...
 

@@ -60,7 +60,10 @@ def _column(values: NDArray[np.object_]) -> NDArray[Any]:
     if not kinds:
         return np.full(len(values), np.nan)
     if kinds == {int} and not has_null:
-        return values.astype(np.int64)
+        try:
+            return values.astype(np.int64)
+        except OverflowError:  # unsigned fields above 2**63 stay exact as Python ints
+            return values
     if kinds <= {int, float}:
         # numpy turns None into NaN when asked for float64
         return np.array(values.tolist(), dtype=np.float64)

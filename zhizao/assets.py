@@ -50,13 +50,16 @@ class AssetPath:
 
     @classmethod
     def parse(cls, text: str) -> AssetPath:
-        """Parse ``enterprise/site[/area[/line[/cell]]][/machine]`` given positionally."""
+        """Parse a path of 2 to 6 levels. Up to 4 levels fill enterprise/site/area/line; a 5th is
+        the machine (cells are the rare optional level); 6 levels fill every level."""
         parts = [p for p in text.strip("/").split("/") if p]
         if not 2 <= len(parts) <= len(LEVELS):
             raise ConfigError(
                 f"asset path {text!r} has {len(parts)} levels",
-                expected="2 to 6 levels: enterprise/site/area/line/cell/machine",
+                expected="2 to 6 levels: enterprise/site[/area[/line[/cell]/machine]]",
             )
+        if len(parts) == 5:
+            return cls(*parts[:4], None, parts[4])
         return cls(**dict(zip(LEVELS, parts, strict=False)))
 
     def __str__(self) -> str:

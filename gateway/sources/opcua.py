@@ -106,6 +106,17 @@ def _trusted_fingerprints(trust_dir: Path) -> set[str]:
     return out
 
 
+def _text(value: Any) -> str:
+    """String samples: LocalizedText (40001 CurrentState) carries its text in ``.Text``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, ua.LocalizedText):
+        return value.Text or ""
+    if isinstance(value, ua.QualifiedName):
+        return value.Name or ""
+    return str(value)
+
+
 class _Slots:
     """Tag slots: slot i <-> client handle i + 1 <-> series index <-> dtype."""
 
@@ -202,7 +213,7 @@ class _Collector:
             ok = self._convert(FieldType(dtype), values, mask, f64, i64)
             if dtype == FieldType.STRING:
                 strs = np.full(n, None, dtype=object)
-                strs[mask] = [str(v) for v in values[mask]]
+                strs[mask] = [_text(v) for v in values[mask]]
             keep &= ok
         batch = Batch(
             series=self.slots.series[slots],

@@ -1,0 +1,175 @@
+"""Health: Prometheus metrics on a local port and the status file behind ``zhizao gateway status``.
+
+Metrics are produced at scrape time from the sources', outbox's and uplink's own counters (a
+custom collector on a private registry), so the hot paths never touch a metric object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.outbox import SqliteOutbox
+from gateway.sources.base import SourceStats
+from gateway.uplink import UplinkStats
+
+__all__ = ["GatewayCollector", "read_status", "serve_metrics", "status_snapshot", "write_status"]
+
+STATUS_FILE = "status.json"
+
+
+class GatewayCollector(Collector):
+    def __init__(
+        self,
+        gateway_id: str,
+        sources: Sequence[SourceStats],
+        outbox: SqliteOutbox,
+        uplink: UplinkStats,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.sources = sources
+        self.outbox = outbox
+        self.uplink = uplink
+
+    def collect(self) -> Iterator[Any]:
+        src = ["source", "kind"]
+        connected = GaugeMetricFamily(
+            "zhizao_gateway_source_connected", "1 if the source is connected", labels=src
+        )
+        last = GaugeMetricFamily(
+            "zhizao_gateway_source_last_sample_timestamp_seconds",
+            "source timestamp of the newest sample",
+            labels=src,
+        )
+        samples = CounterMetricFamily(
+            "zhizao_gateway_source_samples", "samples stored from the source", labels=src
+        )
+        reconnects = CounterMetricFamily(
+            "zhizao_gateway_source_reconnects", "sessions re-established", labels=src
+        )
+        rejected = CounterMetricFamily(
+            "zhizao_gateway_source_rejected",
+            "messages or values not turned into samples, by reason",
+            labels=[*src, "reason"],
+        )
+        for s in self.sources:
+            lv = [s.name, s.kind]
+            connected.add_metric(lv, float(s.connected))
+            last.add_metric(lv, s.last_sample_ns / 1e9)
+            samples.add_metric(lv, s.samples)
+            reconnects.add_metric(lv, s.reconnects)
+            for reason, n in s.rejected.items():
+                rejected.add_metric([*lv, reason], n)
+        yield from (connected, last, samples, reconnects, rejected)
+        o = self.outbox.snapshot()
+        yield GaugeMetricFamily("zhizao_gateway_outbox_samples", "samples stored", value=o.samples)
+        yield GaugeMetricFamily(
+            "zhizao_gateway_outbox_bytes", "payload bytes stored", value=o.bytes
+        )
+        yield GaugeMetricFamily("zhizao_gateway_outbox_chunks", "chunks stored", value=o.chunks)
+        yield GaugeMetricFamily(
+            "zhizao_gateway_outbox_oldest_age_seconds",
+            "age of the oldest chunk",
+            value=o.oldest_age_s,
+        )
+        yield CounterMetricFamily(
+            "zhizao_gateway_outbox_appended_samples", "samples accepted", value=o.appended
+        )
+        dropped = CounterMetricFamily(
+            "zhizao_gateway_outbox_dropped_samples",
+            "samples dropped by the configured policy, by reason",
+            labels=["reason"],
+        )
+        for reason, n in o.dropped.items():
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield CounterMetricFamily(
+            "zhizao_gateway_outbox_refused_samples", "samples refused (refuse_new)", value=o.refused
+        )
+        u = self.uplink
+        yield GaugeMetricFamily(
+            "zhizao_gateway_uplink_connected",
+            "1 if the uplink is connected",
+            value=float(u.connected),
+        )
+        yield CounterMetricFamily(
+            "zhizao_gateway_uplink_frames_sent", "frames sent", value=u.frames_sent
+        )
+        yield CounterMetricFamily(
+            "zhizao_gateway_uplink_samples_acked",
+            "samples confirmed by the uplink",
+            value=u.samples_acked,
+        )
+        yield CounterMetricFamily(
+            "zhizao_gateway_uplink_retries", "chunks put back for another attempt", value=u.retries
+        )
+        yield GaugeMetricFamily(
+            "zhizao_gateway_uplink_inflight_frames",
+            "frames awaiting PUBACK",
+            value=u.inflight_frames,
+        )
+        errors = CounterMetricFamily(
+            "zhizao_gateway_uplink_publish_errors", "publish refusals by code", labels=["code"]
+        )
+        for code, n in u.publish_errors.items():
+            errors.add_metric([code], n)
+        yield errors
+
+
+def serve_metrics(host: str, port: int, collector: GatewayCollector) -> tuple[Any, int]:
+    """Start the metrics HTTP server on a private registry; returns (server, bound port)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server, int(server.server_port)
+
+
+def status_snapshot(
+    gateway_id: str,
+    sources: Sequence[SourceStats],
+    outbox: SqliteOutbox,
+    uplink: UplinkStats,
+    metrics_port: int | None,
+) -> dict[str, Any]:
+    o = outbox.snapshot()
+    return {
+        "gateway": gateway_id,
+        "written_at_s": time.time(),
+        "pid": os.getpid(),
+        "metrics_port": metrics_port,
+        "sources": [s.as_dict() for s in sources],
+        "outbox": {
+            "samples": o.samples,
+            "bytes": o.bytes,
+            "chunks": o.chunks,
+            "oldest_age_s": round(o.oldest_age_s, 3),
+            "appended": o.appended,
+            "acked": o.acked,
+            "dropped": o.dropped,
+            "refused": o.refused,
+        },
+        "uplink": uplink.as_dict(),
+    }
+
+
+def write_status(state_dir: Path, snapshot: dict[str, Any]) -> None:
+    """Atomically replace ``state_dir/status.json``."""
+    tmp = state_dir / (STATUS_FILE + ".tmp")
+    tmp.write_text(json.dumps(snapshot, indent=1))
+    os.replace(tmp, state_dir / STATUS_FILE)
+
+
+def read_status(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data

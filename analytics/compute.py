@@ -266,7 +266,8 @@ class SiteComputer:
     def report(self, result: SiteResult) -> dict[str, object]:
         """JSON-ready: per machine and window, roll-ups per line/factory/district, plant energy."""
         c = result.components
-        rows = report_rows(c)
+        flag = self.cfg.effectiveness_flag_above
+        rows = report_rows(c, effectiveness_flag_above=flag)
         out_rows = []
         for i, row in enumerate(rows):
             out_rows.append({"machine": result.machine[i], "tags": result.tags[i], "window_start_ns": int(result.start_ns[i]),
@@ -288,7 +289,9 @@ class SiteComputer:
                         "window_start_ns": int(name.rsplit("@", 1)[1]),
                         **r,
                     }
-                    for name, r in zip(names, report_rows(comps), strict=True)
+                    for name, r in zip(
+                        names, report_rows(comps, effectiveness_flag_above=flag), strict=True
+                    )
                 ]
         energy = [
             {

@@ -92,8 +92,10 @@ class KpiConfig(StrictModel):
     schedule: ScheduleConfig = ScheduleConfig()
     signals: SignalsConfig = SignalsConfig()
     energy: EnergyConfig = EnergyConfig()
-    # a machine state is trusted this long after the machine's last sample; then NO_DATA
-    heartbeat_s: float = Field(default=300.0, gt=0)
+    # a machine state is trusted this long after the machine's last sample of any signal; then
+    # NO_DATA. On-change sources (OPC UA subscriptions) can be quiet for a whole setup, so the
+    # default is an hour; lower it when the gateway republishes values periodically.
+    heartbeat_s: float = Field(default=3600.0, gt=0)
     micro_stop_s: float = Field(
         default=120.0, gt=0, description="minor stop vs breakdown (Nakajima)"
     )

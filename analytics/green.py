@@ -30,9 +30,12 @@ __all__ = [
     "EnergyResult",
     "WasteResult",
     "chained_decline",
+    "check_same_convention",
+    "co2_decline_variants",
     "co2_kg",
     "comparable_value_added",
     "comprehensive_energy_kgce",
+    "equipment_penetration",
     "intensity_decline",
     "key_process_cnc_rate",
     "per_value_added",
@@ -303,6 +306,65 @@ class EnergyBaseline:
         self, actual: float | F64, production: float | F64, degree_days: float | F64 = 0.0
     ) -> F64:
         return self.expected(production, degree_days) - np.asarray(actual, np.float64)
+
+
+def check_same_convention(base: EnergyResult, current: EnergyResult) -> None:
+    """Refuse a comparison of periods converted with different conventions (DOMAIN section 5)."""
+    if base.convention != current.convention:
+        raise ConfigError(
+            "base and reporting period use different energy conversion conventions",
+            key="energy.conversion",
+            expected=f"the same convention in both periods (base {base.conversion_set!r} is "
+            f"{base.convention}, reporting {current.conversion_set!r} is {current.convention})",
+        )
+
+
+def co2_decline_variants(
+    quantities_t: Mapping[str, float],
+    va_t_10k_cny: float,
+    quantities_0: Mapping[str, float],
+    va_0_10k_cny: float,
+    factors_t: Sequence[EmissionFactorConfig],
+    factors_0: Sequence[EmissionFactorConfig],
+    *,
+    statistical_rounding: bool = False,
+) -> dict[str, DeclineResult]:
+    """CO2-intensity decline with the base-year factors in both periods (``fixed_factor``: shows
+    what the factory changed) and with each period's own factors (``current_factor``)."""
+    base = co2_kg(quantities_0, factors_0).kgco2 / 1000.0 / va_0_10k_cny
+    fixed = co2_kg(quantities_t, factors_0).kgco2 / 1000.0 / va_t_10k_cny
+    current = co2_kg(quantities_t, factors_t).kgco2 / 1000.0 / va_t_10k_cny
+    return {
+        "fixed_factor": intensity_decline(fixed, base, statistical_rounding=statistical_rounding),
+        "current_factor": intensity_decline(
+            current, base, statistical_rounding=statistical_rounding
+        ),
+    }
+
+
+def equipment_penetration(
+    digitally_controlled: Sequence[bool],
+    networked: Sequence[bool],
+    original_value_cny: Sequence[float | None],
+) -> dict[str, dict[str, object]]:
+    """Intelligent-equipment penetration (operational definition, DOMAIN section 7): digitally
+    controlled AND networked equipment / all equipment, by count and by original value."""
+    smart = np.asarray(digitally_controlled, bool) & np.asarray(networked, bool)
+    value = np.array([np.nan if v is None else v for v in original_value_cny], np.float64)
+    known = ~np.isnan(value)
+    return {
+        "by_count": {
+            "label": "digitally controlled and networked equipment / all equipment (count)",
+            "value": float(smart.mean()) if smart.size else None,
+        },
+        "by_value": {
+            "label": "original value of digitally controlled and networked equipment / all (known values)",
+            "value": float(value[known & smart].sum() / value[known].sum())
+            if value[known].sum()
+            else None,
+            "equipment_without_value": int((~known).sum()),
+        },
+    }
 
 
 def key_process_cnc_rate(

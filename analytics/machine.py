@@ -104,7 +104,9 @@ def machine_components(
     streams = {name: (sig.ts_ns, sig.value) for name, sig in signals.states.items() if len(sig)}
     ts, codes, unknown = ctx.classifier.combine(streams)
     # any sample of the machine proves the connection is alive: re-assert the carried state there
-    alive = [sig.ts_ns for sig in (*signals.signals.values(), *signals.states.values()) if len(sig)]
+    # (a separate energy meter proves nothing about the machine's own connection)
+    own = [sig for role, sig in signals.signals.items() if role != "energy_kwh"]
+    alive = [sig.ts_ns for sig in (*own, *signals.states.values()) if len(sig)]
     hb_ns = int(ctx.heartbeat_s * 1e9)
     if alive and len(ts):
         # only state gaps longer than the heartbeat need help; elsewhere the state holds anyway

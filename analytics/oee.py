@@ -197,19 +197,23 @@ def specific_energy_kpis(c: Components) -> dict[str, Kpi]:
     }
 
 
-def all_kpis(c: Components) -> dict[str, Kpi]:
+def all_kpis(
+    c: Components, *, effectiveness_flag_above: float = EFFECTIVENESS_FLAG_ABOVE
+) -> dict[str, Kpi]:
     """Every component-based KPI (ISO 22400, TPM, CNC utilization, specific energy)."""
     out: dict[str, Kpi] = {}
-    out.update(iso22400_kpis(c))
+    out.update(iso22400_kpis(c, effectiveness_flag_above=effectiveness_flag_above))
     out.update(nakajima_kpis(c))
     out.update({f"utilization {k}": v for k, v in cnc_utilization(c).items()})
     out.update(specific_energy_kpis(c))
     return out
 
 
-def report_rows(c: Components) -> list[dict[str, object]]:
+def report_rows(
+    c: Components, *, effectiveness_flag_above: float = EFFECTIVENESS_FLAG_ABOVE
+) -> list[dict[str, object]]:
     """Per row: components, labelled KPIs and the six big losses, ready for JSON."""
-    kpis = all_kpis(c)
+    kpis = all_kpis(c, effectiveness_flag_above=effectiveness_flag_above)
     losses = six_big_losses_s(c)
     rows: list[dict[str, object]] = []
     for i in range(len(c)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from tests.analytics.helpers import at, m1_state_samples
 from tests.analytics.test_offline_cli import SITE
 from tests.analytics.test_timeline import m1_counters
 from tests.conftest import InfluxDb
+from zhizao.cli import main
 from zhizao.site import load_site
 
 NEXT_DAY = date(2026, 3, 3)
@@ -195,3 +198,25 @@ async def test_engine_partitions_by_site(tmp_path: Path, influx_db: InfluxDb) ->
         v["adet_no_data_s"] == v["pbt_s"] == 900 * 60 and v["apt_s"] == 0 for v in day.values()
     )
     _ = InfluxConfig
+
+
+@pytest.mark.integration
+async def test_cli_run_once(
+    tmp_path: Path, influx_db: InfluxDb, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = engine_config(tmp_path, influx_db)
+    assert cfg.influx is not None
+    lines, _ = raw_day()
+    async with InfluxWriter(cfg.influx) as writer:
+        await writer.write_body(("\n".join(lines) + "\n").encode(), len(lines))
+    # the CLI runs its own event loop: run it in a worker thread of this test's loop
+
+
+    rc = await asyncio.to_thread(
+        main,
+        ["kpi", "run", "-c", str(tmp_path / "kpi.yaml"), "--once", "--now", "2026-03-03T00:01"],
+    )
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["points_written"] == 2 * 26 + 25
+    assert influx_db.count("kpi_machine_day") == 2

@@ -180,3 +180,23 @@ def test_products_change_inside_a_window() -> None:
     assert c.pq[0] == 4 and c.gq[0] == 3 and c.sq[0] == 1
     assert c.pri_pq_s[0] == 2 * 60 + 2 * 300 and c.pri_gq_s[0] == 2 * 60 + 300
     assert res.unknown_products == []
+
+
+def test_any_own_sample_keeps_the_state_alive_but_a_meter_does_not() -> None:
+    ws = np.array([at("08:00")], np.int64)
+    we = ws + 60 * MIN_NS
+    state = {"state": Signal(np.array([at("08:00")], np.int64), np.array(["IN_CYCLE"], object))}
+    minutes = at("08:00") + np.arange(0, 60, dtype=np.int64) * MIN_NS
+    counter = Signal(minutes, np.arange(60, dtype=np.float64))
+    ctx = m1_context(heartbeat_s=300.0)
+    planned = _always(int(ws[0]), int(we[0]))
+    alone = machine_components(MachineSignals({}, state), ctx, planned, ws, we).components
+    assert (alone.apt_s[0], alone.adet_no_data_s[0]) == (300.0, 3300.0)
+    counted = machine_components(
+        MachineSignals({"parts_total": counter}, state), ctx, planned, ws, we
+    ).components
+    assert (counted.apt_s[0], counted.adet_no_data_s[0]) == (3600.0, 0.0)
+    metered = machine_components(
+        MachineSignals({"energy_kwh": counter}, state), ctx, planned, ws, we
+    ).components
+    assert metered.apt_s[0] == 300.0

@@ -65,7 +65,7 @@ def iso22400_kpis(
         "nee": Kpi(
             "nee",
             "NEE=AUPT/PBT*E*Q",
-            "AUPT / PBT x Effectiveness x Quality (setup not a loss)",
+            "AUPT / PBT x sum(PRI x GQ) / APT (= AUPT/PBT x E x Q; setup not a loss)",
             nee_value,
         ),
         "utilization_efficiency": Kpi.ratio(

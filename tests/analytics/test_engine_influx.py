@@ -211,7 +211,6 @@ async def test_cli_run_once(
         await writer.write_body(("\n".join(lines) + "\n").encode(), len(lines))
     # the CLI runs its own event loop: run it in a worker thread of this test's loop
 
-
     rc = await asyncio.to_thread(
         main,
         ["kpi", "run", "-c", str(tmp_path / "kpi.yaml"), "--once", "--now", "2026-03-03T00:01"],

@@ -381,9 +381,9 @@ def build_scenario(
                 reason = "reduced_speed" if speed < 1.0 else "producing"
                 tl.add(t, t + ct_ns, IN_CYCLE, reason_code(reason), product)
                 if is_cnc:
-                    lead = (ct_ns - ct_ns * beh.cutting_share) // 2
-                    c0 = t + lead - lead % NS_PER_MS
-                    c1 = c0 + (int(ct_ns * beh.cutting_share) // NS_PER_MS) * NS_PER_MS
+                    cut_ns = int(ct_ns * beh.cutting_share) // NS_PER_MS * NS_PER_MS
+                    c0 = t + (ct_ns - cut_ns) // 2 // NS_PER_MS * NS_PER_MS
+                    c1 = c0 + cut_ns
                     if c1 > c0:
                         cut["m"].append(mi)
                         cut["s"].append(c0)

@@ -6,7 +6,6 @@ this module decides windows, calendars, PRIs, coefficients and returns rows of c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +16,6 @@ from analytics.calendar import (
     PlannedTime,
     day_windows,
     hour_windows,
-    local_date,
     planned_time,
     zone,
 )
@@ -319,10 +317,3 @@ class SiteComputer:
             "emission_factors": result.factors,
             "notes": result.notes,
         }
-
-
-def local_day(ts_ns: int, site: SiteModel) -> str:
-    return local_date(ts_ns, zone(site.timezone)).isoformat()
-
-
-_ = Mapping  # re-exported type names stay importable for callers building SiteData

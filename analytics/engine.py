@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from analytics.compute import SiteComputer, SiteData, SiteResult
-from analytics.config import KpiConfig, SignalRef
+from analytics.config import KpiConfig
 from analytics.green import CoefficientLibrary
 from analytics.lineformat import component_lines
 from analytics.machine import MachineSignals, Signal
@@ -257,6 +257,3 @@ def _merge(
     keep = np.concatenate(([True], ts[1:] != ts[:-1]))  # the carry-in may repeat a sample
     ts, vals = ts[keep], vals[keep]
     return Signal(ts, vals if obj else vals.astype(np.float64))
-
-
-_ = SignalRef

@@ -16,7 +16,7 @@ from analytics.compute import SiteComputer, SiteData
 from analytics.config import KpiConfig, load_kpi_config
 from analytics.engine import KpiEngine
 from analytics.machine import MachineSignals, Signal
-from ingest.influx import InfluxConfig, InfluxWriter
+from ingest.influx import InfluxWriter
 from tests.analytics.helpers import at, m1_state_samples
 from tests.analytics.test_offline_cli import SITE
 from tests.analytics.test_timeline import m1_counters
@@ -197,7 +197,6 @@ async def test_engine_partitions_by_site(tmp_path: Path, influx_db: InfluxDb) ->
     assert all(
         v["adet_no_data_s"] == v["pbt_s"] == 900 * 60 and v["apt_s"] == 0 for v in day.values()
     )
-    _ = InfluxConfig
 
 
 @pytest.mark.integration

@@ -1,0 +1,41 @@
+"""The engine's pure parts: which range a run recomputes, and the lines it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from analytics.config import KpiConfig
+from analytics.engine import compute_range
+from analytics.lineformat import component_lines
+
+S = 10**9
+
+
+def test_first_run_backfills_later_runs_look_back_from_the_last_run() -> None:
+    cfg = KpiConfig.model_validate(
+        {
+            "sites": [Path("s.yaml")],
+            "schedule": {"backfill_s": 86400, "lookback_s": 7200, "delay_s": 60},
+        }
+    )
+    now = 1_000_000 * S
+    assert compute_range(now, cfg, None) == (now - 60 * S - 86400 * S, now - 60 * S)
+    last_end = now - 60 * S
+    later = now + 300 * S
+    assert compute_range(later, cfg, last_end) == (last_end - 7200 * S, later - 60 * S)
+
+
+def test_component_lines_are_deterministic_and_skip_nan() -> None:
+    tags = [{"site": "p 1", "machine": "M,1", "line": ""}, {"site": "p1", "machine": "M2"}]
+    lines = component_lines(
+        "kpi_machine_day",
+        tags,
+        np.array([10, 20], np.int64),
+        {"pbt_s": np.array([54000.0, np.nan]), "gq": np.array([351.0, 2.0])},
+    )
+    assert lines == [
+        r"kpi_machine_day,machine=M\,1,site=p\ 1 gq=351.0,pbt_s=54000.0 10",
+        "kpi_machine_day,machine=M2,site=p1 gq=2.0 20",
+    ]

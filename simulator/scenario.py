@@ -172,33 +172,44 @@ class Scenario:
 
     # --- meters ----------------------------------------------------------------------------------
     def meter_consumption(self, meter: int, ts_ns: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Consumption since the scenario start (not wrapped) at each of ``ts_ns``."""
+        """Consumption since the scenario start (not wrapped) at each of ``ts_ns``; never
+        decreases, so a published counter only drops at a real rollover."""
         key = f"meter:{meter}"
         if key not in self._cache:
             sel = self.rate_meter == meter
-            rate_s = self.rate_per_h[sel] / 3600.0
-            s = (self.rate_start_ns[sel] - self.start_ns) / NS_PER_S
-            e = (self.rate_end_ns[sel] - self.start_ns) / NS_PER_S
-            prepared = []
-            for edge, sign in ((s, 1.0), (e, -1.0)):
-                order = np.argsort(edge, kind="stable")
-                edge_sorted = edge[order]
-                r = rate_s[order] * sign
-                prepared.append(
-                    (
-                        edge_sorted,
-                        np.concatenate(([0.0], np.cumsum(r))),
-                        np.concatenate(([0.0], np.cumsum(r * edge_sorted))),
-                    )
-                )
-            self._cache[key] = prepared
-        t = (np.asarray(ts_ns, dtype=np.int64) - self.start_ns) / NS_PER_S
-        total = np.zeros(t.shape, dtype=np.float64)
-        # sum over segments of rate * (max(0, t - s) - max(0, t - e))
-        for edge_sorted, cum_r, cum_rs in self._cache[key]:
-            k = np.searchsorted(edge_sorted, t, side="right")
-            total += t * cum_r[k] - cum_rs[k]
-        return total
+            edges = np.concatenate((self.rate_start_ns[sel], self.rate_end_ns[sel]))
+            deltas = np.concatenate((self.rate_per_h[sel], -self.rate_per_h[sel])) / 3600.0
+            order = np.argsort(edges, kind="stable")
+            points, first = np.unique(edges[order], return_index=True)
+            # the rate after each breakpoint (unit per second); rounding noise is not a flow
+            rate = np.cumsum(deltas[order])[np.r_[first[1:], len(order)] - 1]
+            rate = np.where(np.abs(rate) < 1e-12, 0.0, np.maximum(rate, 0.0))
+            dt_s = np.diff(points) / NS_PER_S
+            cum = np.concatenate(([0.0], np.cumsum(rate[:-1] * dt_s)))
+            self._cache[key] = (points, rate, cum)
+        points, rate, cum = self._cache[key]
+        t = np.asarray(ts_ns, dtype=np.int64)
+        if len(points) == 0:
+            return np.zeros(t.shape, dtype=np.float64)
+        k = np.clip(np.searchsorted(points, t, side="right") - 1, 0, None)
+        before = t < points[0]
+        out: NDArray[np.float64] = np.where(
+            before, 0.0, cum[k] + rate[k] * ((t - points[k]) / NS_PER_S)
+        )
+        # consumption before the first segment starts is zero; the origin is the scenario start
+        return out - self._origin(meter, points, rate, cum)
+
+    def _origin(
+        self,
+        meter: int,
+        points: NDArray[np.int64],
+        rate: NDArray[np.float64],
+        cum: NDArray[np.float64],
+    ) -> float:
+        if len(points) == 0 or self.start_ns <= points[0]:
+            return 0.0
+        k = int(np.searchsorted(points, self.start_ns, side="right") - 1)
+        return float(cum[k] + rate[k] * ((self.start_ns - points[k]) / NS_PER_S))
 
     def meter_reading(self, meter: int, ts_ns: NDArray[np.int64]) -> NDArray[np.float64]:
         """The counter a meter shows at ``ts_ns`` (wrapped at its rollover)."""

@@ -102,8 +102,6 @@ def counter_increments(values: list[tuple[int, Any]], rollover: float | None = N
     if len(x) < 2:
         return 0.0
     d = np.diff(x)
-    if rollover is not None:
-        d = np.where(d < 0, d + rollover, d)
-    else:
-        d = np.where(d < 0, x[1:], d)  # reset: the post-reset value is the increment
+    # a drop is a rollover when the limit is known, else a reset (post-reset value counts)
+    d = np.where(d < 0, d + rollover, d) if rollover is not None else np.where(d < 0, x[1:], d)
     return float(d.sum())

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from typing import Any
 
 import numpy as np
+import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from asyncua import Client
+from asyncua.client.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.client import (
@@ -144,7 +146,7 @@ async def test_a_day_reconstructed_from_opcua_and_mqtt_matches_the_truth(
     site = sc.site
     assert any(r > 0 for r in (m["counter_resets"] for m in truth["machines"].values()))
     assert any(m["no_data"] for m in truth["machines"].values())
-    for mi, info in enumerate(sc.machines):
+    for info in sc.machines:
         mine = {k.split("/", 1)[1]: v for k, v in samples.items() if k.startswith(info.id + "/")}
         expected = truth["machines"][info.id]
         calendar = site.calendars[info.calendar]
@@ -165,9 +167,9 @@ async def test_a_day_reconstructed_from_opcua_and_mqtt_matches_the_truth(
                 ["packml_state", "packml_unit_mode"],
                 state_from_state_map(site.machine_types[info.type]),
             )
-        got = state_times_ns(tl, calendar, a, b)
+        times = state_times_ns(tl, calendar, a, b)
         for element in ("pot", "pbt", "apt", "aust", "adet", "adot", "no_data"):
-            assert got[element] == round(expected[f"{element}_s"] * 1e9), (info.id, element)
+            assert times[element] == round(expected[f"{element}_s"] * 1e9), (info.id, element)
         pq = counter_increments(mine["part_count"])
         sq = counter_increments(mine["scrap_part_count"])
         rq = counter_increments(mine["rework_part_count"])
@@ -178,8 +180,6 @@ async def test_a_day_reconstructed_from_opcua_and_mqtt_matches_the_truth(
     # meters: counters published as plain JSON and over Sparkplug B
     by_topic: dict[str, list[tuple[int, float]]] = {}
     spb: list[tuple[SparkplugTopic, Any]] = []
-    import orjson
-
     for topic, payload in collector.messages:
         if topic.startswith("spBv1.0/"):
             spb.append((SparkplugTopic.parse(topic), pb.Payload.FromString(payload)))
@@ -212,7 +212,7 @@ async def test_a_day_reconstructed_from_opcua_and_mqtt_matches_the_truth(
     kinds = [t.message_type for t, _ in spb]
     assert kinds[:2] == [MessageType.NBIRTH, MessageType.DBIRTH]
     seqs = [int(p.seq) for t, p in spb if t.message_type is not MessageType.NDEATH]
-    assert all((b_ - a_) % 256 == 1 for a_, b_ in zip(seqs, seqs[1:], strict=False))
+    assert all((b_ - a_) % 256 == 1 for a_, b_ in itertools.pairwise(seqs))
     assert max(seqs) == 255 and seqs.count(0) >= 2
     dbirth = next(p for t, p in spb if t.message_type is MessageType.DBIRTH)
     alias = {m.alias: (m.name, m.datatype) for m in dbirth.metrics}

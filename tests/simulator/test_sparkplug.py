@@ -27,7 +27,7 @@ def test_payload_round_trips_through_the_wire_format() -> None:
     assert back.metrics[0].alias == 3
     assert metric_value(back.metrics[0]) == 1234.5
     assert pb.DESCRIPTOR.package == "org.eclipse.tahu.protobuf"
-    assert pb.DataType.Value("Template") == DataType.Template == 19
+    assert pb.DataType.Value("Template") == int(DataType.Template) == 19
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     extra.add_argument("--repeats", type=int, default=0)
     known, rest = extra.parse_known_args(argv)
     args = parse_args(__doc__ or "write benchmark", rest)
-    repeats = known.repeats or 3
+    repeats = known.repeats or (5 if args.quick else 3)
     emit(asyncio.run(main_async(args.points, repeats)))
     return 0
 

@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ class InfluxWriter:
         self._sem: asyncio.Semaphore | None = None
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self._encoders: dict[int, tuple[SeriesTable, LineProtocolEncoder]] = {}
+        self._encoders: dict[int, tuple[SeriesTable, _LockedEncoder]] = {}
         self._failing_attempts = 0  # consecutive failed attempts, for log-once / recovered-once
         self._db_lock = asyncio.Lock()
         self._db_created = False
@@ -236,12 +237,12 @@ class InfluxWriter:
             report.rejected = _reason_counts(report.rejected_reason)
         return report
 
-    def _encoder(self, table: SeriesTable) -> LineProtocolEncoder:
+    def _encoder(self, table: SeriesTable) -> _LockedEncoder:
         # one encoder per table: it caches the encoded series prefixes; the table is kept alive
         # alongside so its id cannot be reused by another table
         entry = self._encoders.get(id(table))
         if entry is None or entry[0] is not table:
-            entry = (table, LineProtocolEncoder(table))
+            entry = (table, _LockedEncoder(LineProtocolEncoder(table)))
             self._encoders[id(table)] = entry
         return entry[1]
 
@@ -495,8 +496,21 @@ async def _aiter(chunks: Iterable[RequestChunk]) -> AsyncGenerator[RequestChunk,
         yield chunk
 
 
+class _LockedEncoder:
+    """An encoder shared by concurrent ``write_batch`` calls: its series-text cache is refreshed
+    in place, so one encode at a time (pieces of one call are sequential anyway)."""
+
+    def __init__(self, encoder: LineProtocolEncoder) -> None:
+        self._encoder = encoder
+        self._lock = threading.Lock()
+
+    def encode(self, batch: Batch) -> EncodedBatch:
+        with self._lock:
+            return self._encoder.encode(batch)
+
+
 async def _encode_in_thread(
-    encoder: LineProtocolEncoder, batch: Batch, lo: int, hi: int
+    encoder: _LockedEncoder, batch: Batch, lo: int, hi: int
 ) -> EncodedBatch:
     piece = batch.take(slice(lo, hi))  # type: ignore[arg-type]  # views, no copy
     return await asyncio.to_thread(encoder.encode, piece)

@@ -248,3 +248,15 @@ async def test_server_killed_mid_write_loses_and_duplicates_nothing(
     assert writer.stats.retries > 0
     assert writer.stats.errors.get("connect", 0) + writer.stats.errors.get("connection", 0) > 0
     assert_stored_exactly(await read_back(config, data.measurement), data)
+
+
+async def test_concurrent_write_batch_calls_share_one_writer(influx_db: InfluxDb) -> None:
+    data = make_points(60_000)
+    rows = np.arange(len(data.batch))
+    halves = [data.batch.take(rows[: len(rows) // 2]), data.batch.take(rows[len(rows) // 2 :])]
+    config = config_for(influx_db.url, influx_db.database, max_lines_per_request=2_000)
+    async with InfluxWriter(config) as writer:
+        reports = await asyncio.gather(*(writer.write_batch(data.table, h) for h in halves))
+    assert sum(r.samples_written for r in reports) == len(data.batch)
+    assert writer.stats.samples_written == len(data.batch)
+    assert_stored_exactly(await read_back(config, data.measurement), data)

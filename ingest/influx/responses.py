@@ -26,6 +26,11 @@ _CONFLICT = re.compile(
     r'"(?P<measurement>(?:[^"\\]|\\.)*)" is type (?P<given>\w+), already exists as type '
     r"(?P<existing>\w+)"
 )
+# InfluxDB 3: "failed to parse line protocol: errors encountered on line(s):\nerror parsing
+# line 2 (1-based): Invalid measurement was provided\n..."; the other lines are stored
+# (its default, accept_partial=true)
+_V3_PREFIX = "failed to parse line protocol:"
+_V3_LINE = re.compile(r"error (?:parsing line|in line) (\d+)(?: \(1-based\))?: (.*)")
 _BOOLS = frozenset({"t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE"})
 # cap on how long Retry-After may hold a request: a misconfigured proxy must not park us for days
 MAX_RETRY_AFTER_S = 600.0
@@ -120,6 +125,8 @@ def _conflicting_lines(
 def parse_rejected_lines(message: str, body: bytes, lines: int) -> RejectedLines:
     """Which lines of ``body`` (``lines`` lines) a 400 with error ``message`` rejected, and why."""
     text = message.strip()
+    if text.startswith(_V3_PREFIX) or _V3_LINE.search(text):
+        return _parse_v3(text, body, lines)
     partial = text.startswith("partial write:")
     if partial:
         text = text[len("partial write:") :].strip()
@@ -169,3 +176,15 @@ def parse_rejected_lines(message: str, body: bytes, lines: int) -> RejectedLines
     # a 400 without "partial write" stored nothing of this request
     accepted = max(lines - unparsed - dropped, 0) if partial else 0
     return RejectedLines(rejected, accepted, partial)
+
+
+def _parse_v3(text: str, body: bytes, lines: int) -> RejectedLines:
+    body_lines = body.decode("utf-8", "replace").split("\n")
+    rejected: list[tuple[int | None, str, str]] = []
+    for match in _V3_LINE.finditer(text):
+        no = int(match.group(1))
+        line = body_lines[no - 1] if 0 < no <= len(body_lines) else ""
+        rejected.append((no if line else None, line, match.group(2).strip()))
+    if not rejected:
+        rejected.append((None, "", text))
+    return RejectedLines(rejected, max(lines - len(rejected), 0), partial=True)

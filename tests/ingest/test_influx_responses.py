@@ -56,6 +56,24 @@ def test_field_type_conflict_finds_the_conflicting_lines() -> None:
     assert parsed.accepted_lines == 3
 
 
+def test_influxdb3_error_lines() -> None:
+    # the format InfluxDB 3 documents for rejected points (other lines are stored)
+    body = b"good v=1 1\n,bad v=1 2\ngood v=2 3\ngood v=3 123461000000000000000000000000\n"
+    message = (
+        "failed to parse line protocol: errors encountered on line(s):\n"
+        "error parsing line 2 (1-based): Invalid measurement was provided\n"
+        "error parsing line 4 (1-based): Unable to parse timestamp value "
+        "'123461000000000000000000000000'"
+    )
+    parsed = parse_rejected_lines(message, body, lines=4)
+    assert [(no, line) for no, line, _ in parsed.rejected] == [
+        (2, ",bad v=1 2"),
+        (4, "good v=3 123461000000000000000000000000"),
+    ]
+    assert parsed.rejected[0][2] == "Invalid measurement was provided"
+    assert parsed.accepted_lines == 2
+
+
 def test_whole_request_refusal_stores_nothing() -> None:
     parsed = parse_rejected_lines("field type conflict", b"m v=1 1\nm v=2i 2\n", lines=2)
     assert parsed.rejected == [(None, "", "field type conflict")]

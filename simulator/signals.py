@@ -278,6 +278,12 @@ def build_change_table(sc: Scenario, machines: list[int]) -> ChangeTable:
                     "rework_part_count",
                 ):
                     put(key, ts, 0)
+        # every variable has a value from the scenario's start on
+        for spec in specs:
+            ts_list, val_list = changes[spec.key]
+            if not ts_list or ts_list[0] > t0:
+                ts_list.insert(0, t0)
+                val_list.insert(0, spec.initial)
         # connection drops: bad status from the start, current values again at the end
         dsel = np.flatnonzero(sc.drop_machine == mi)
         for key, (ts_list, val_list) in changes.items():

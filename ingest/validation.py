@@ -78,7 +78,7 @@ class SampleValidator:
         return self._series_ok
 
     def validate(self, table: SeriesTable, batch: Batch, now_ns: int) -> NDArray[np.uint8]:
-        """Reason code per sample (0 = accepted). ``batch.series == -1`` marks a type change."""
+        """Reason code per sample (0 = accepted). ``series <= -2`` marks a type change."""
         n = len(batch)
         reason = np.zeros(n, np.uint8)
         if n == 0:
@@ -87,8 +87,9 @@ class SampleValidator:
         s = batch.series
         in_table = (s >= 0) & (s < len(table))
         safe = np.where(in_table, s, 0)
-        reason[s == -1] = _CODE["type_change"]
-        unknown = ((s < -1) | (s >= len(table))) | (in_table & ~ok_series[safe])
+        # -2 - i: the message declared a key the table knows with another type (RefusedKeys)
+        reason[s <= -2] = _CODE["type_change"]
+        unknown = (s == -1) | (s >= len(table)) | (in_table & ~ok_series[safe])
         reason[unknown & (reason == 0)] = _CODE["unknown_series"]
         is_float = in_table & (table.dtypes[safe] == FieldType.FLOAT)
         bad = is_float & ~np.isfinite(batch.value_f64) & (reason == 0)

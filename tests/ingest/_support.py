@@ -157,8 +157,10 @@ def per_machine(
     sums: dict[str, float] = {}
     for s in res["results"][0].get("series", []) or []:
         m = s["tags"]["machine"]
-        counts[m] = int(s["values"][0][1])
-        sums[m] = float(s["values"][0][2])
+        count, total = s["values"][0][1:3]
+        if count:  # a group without points in range answers null
+            counts[m] = int(count)
+            sums[m] = float(total)
     return counts, sums
 
 
@@ -212,3 +214,58 @@ def stop_proc(proc: subprocess.Popen[bytes], kill: bool = False) -> None:
 def iter_chunks(items: list[bytes], n: int) -> Iterator[list[bytes]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+class ServiceThread:
+    """An in-process ``IngestService`` on its own event loop thread."""
+
+    def __init__(self, config: IngestConfig) -> None:
+        import asyncio
+        import threading
+
+        from ingest.service import IngestService
+
+        self.service = IngestService(config)
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._loop.run_until_complete(self.service.run(self._stop))
+            except BaseException as exc:
+                self.error = exc
+
+        self._thread = threading.Thread(target=run, name="ingest-service", daemon=True)
+
+    def __enter__(self) -> ServiceThread:
+        self._thread.start()
+        wait_until(
+            lambda: (
+                self.error is not None
+                or (self.service.consumer is not None and self.service.consumer.connected.is_set())
+            ),
+            30,
+            "ingest connected",
+        )
+        assert self.error is None, self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+        self._loop.close()
+        assert not self._thread.is_alive()
+
+
+def metric(url: str, name: str) -> float:
+    """Sum of a Prometheus metric's samples (all label sets) from a /metrics endpoint."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

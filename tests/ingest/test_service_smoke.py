@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ingest.service import IngestService
 from tests.ingest._support import (
     GatewayPublisher,
+    ServiceThread,
     make_config,
     make_frames,
     per_machine,
@@ -25,26 +23,15 @@ def test_frames_stored_exactly(mosquitto: MosquittoServer, influx_db: Any, tmp_p
     config = make_config(
         mosquitto.port, influx_db.url, influx_db.database, tmp_path, mqtt={"client_id": "smoke-1"}
     )
-    service = IngestService(config)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(service.run(stop)))
-    thread.start()
-    try:
-        wait_until(
-            lambda: service.consumer is not None and service.consumer.connected.is_set(),
-            30,
-            "connect",
-        )
+    with ServiceThread(config) as st:
         fs = make_frames("gw-1", 20, 1000)
         pub = GatewayPublisher(mosquitto.port)
         pub.frames(fs)
         pub.close()
-        wait_until(lambda: service.acked == 20, 60, "20 frames acknowledged")
+        wait_until(lambda: st.service.acked == 20, 60, "20 frames acknowledged")
         counts, sums = per_machine(influx_db)
         assert counts == fs.series_count
         assert sums == fs.series_sum
-        assert service.samples_written == 20_000
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
+        assert st.service.samples_written == 20_000
+        ok, detail = st.service.health()
+        assert ok and detail["unacked_messages"] == 0

@@ -73,6 +73,9 @@ class BatchConfig(StrictModel):
     pipeline_depth: int = Field(
         2, ge=1, le=16, description="prepared batches waiting for the writer (backpressure)"
     )
+    max_concurrent_writes: int = Field(
+        2, ge=1, le=16, description="batches being written at once (acknowledged in order)"
+    )
     retry_initial_s: float = Field(0.5, gt=0, description="pause after a failed write, doubling")
     retry_max_s: float = Field(10.0, gt=0)
 

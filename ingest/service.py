@@ -335,7 +335,6 @@ class IngestService:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_write_s = time.monotonic()
-        self._writing_since: float | None = None
         self.acked = 0
         self.samples_written = 0
         self.rebirths_sent = 0
@@ -427,57 +426,88 @@ class IngestService:
     async def _write_loop(
         self, queue: asyncio.Queue[tuple[list[InMessage], Prepared]], writer: InfluxWriter
     ) -> None:
+        """Store prepared batches, up to ``max_concurrent_writes`` at once; finish in order.
+
+        Overlapping batches hides the tail of each write (its last requests leave the writer's
+        concurrency idle); acknowledgements still go out in arrival order.
+        """
+        limit = self.config.batch.max_concurrent_writes
+        pending: deque[tuple[list[InMessage], Prepared, asyncio.Task[None]]] = deque()
+        getter: asyncio.Task[tuple[list[InMessage], Prepared]] | None = None
+        try:
+            while True:
+                if getter is None and len(pending) < limit:
+                    getter = asyncio.create_task(queue.get())
+                waits: set[asyncio.Task[Any]] = {getter} if getter is not None else set()
+                if pending:
+                    waits.add(pending[0][2])
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if getter is not None and getter.done():
+                    msgs, prep = getter.result()
+                    getter = None
+                    task = asyncio.create_task(self._store(msgs, prep, writer))
+                    pending.append((msgs, prep, task))
+                while pending and pending[0][2].done():
+                    msgs, prep, task = pending.popleft()
+                    task.result()
+                    await self._finish(msgs, prep)
+                    queue.task_done()
+        finally:
+            for *_, task in pending:
+                task.cancel()
+            if getter is not None:
+                getter.cancel()
+
+    async def _store(self, msgs: list[InMessage], prep: Prepared, writer: InfluxWriter) -> None:
+        """Write one batch, retrying until InfluxDB takes it (the batch is never dropped)."""
         cfg = self.config.batch
-        while True:
-            msgs, prep = await queue.get()
-            delay_s = cfg.retry_initial_s
-            failing = False
-            self._writing_since = time.monotonic()
-            while len(prep.batch):
-                t0 = time.monotonic()
-                try:
-                    report = await writer.write_batch(prep.table, prep.batch)
-                except PartialWriteError as exc:
-                    self._quarantine_lines(prep, exc)
-                    break
-                except (SinkError, ConfigError) as exc:
-                    kind = "retryable" if getattr(exc, "retryable", False) else type(exc).__name__
-                    self.metrics.influx_errors.labels(kind).inc()
-                    if not failing:
-                        log.warning(
-                            "InfluxDB write failed, holding %d messages: %s", len(msgs), exc
-                        )
-                        failing = True
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, cfg.retry_max_s)
-                    continue
-                self.metrics.write_seconds.observe(time.monotonic() - t0)
-                if len(report.rejected_index):
-                    self.pipeline.quarantine_encoder_rejects(
-                        prep, report.rejected_index, report.rejected_reason
-                    )
-                written = len(prep.batch) - len(report.rejected_index)
-                self.samples_written += written
-                self.metrics.samples_written.inc(written)
+        delay_s = cfg.retry_initial_s
+        failing = False
+        while len(prep.batch):
+            t0 = time.monotonic()
+            try:
+                report = await writer.write_batch(prep.table, prep.batch)
+            except PartialWriteError as exc:
+                self._quarantine_lines(prep, exc)
                 break
-            if failing:
-                log.warning("InfluxDB writes recovered")
+            except (SinkError, ConfigError) as exc:
+                kind = "retryable" if getattr(exc, "retryable", False) else type(exc).__name__
+                self.metrics.influx_errors.labels(kind).inc()
+                if not failing:
+                    log.warning("InfluxDB write failed, holding %d messages: %s", len(msgs), exc)
+                    failing = True
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, cfg.retry_max_s)
+                continue
+            self.metrics.write_seconds.observe(time.monotonic() - t0)
+            if len(report.rejected_index):
+                self.pipeline.quarantine_encoder_rejects(
+                    prep, report.rejected_index, report.rejected_reason
+                )
+            written = len(prep.batch) - len(report.rejected_index)
+            self.samples_written += written
+            self.metrics.samples_written.inc(written)
+            break
+        if failing:
+            log.warning("InfluxDB writes recovered")
+
+    async def _finish(self, msgs: list[InMessage], prep: Prepared) -> None:
+        """Stored: make the quarantine durable, remember the frames, acknowledge in order."""
+        if self.quarantine.pending:
             await asyncio.to_thread(self.quarantine.flush)
-            self.pipeline.commit(prep)
-            assert self.consumer is not None
-            self.consumer.ack(msgs)
-            now = time.monotonic()
-            self._last_write_s = now
-            self._writing_since = None
-            self.metrics.last_write.set(time.time())
-            self.metrics.batch_seconds.observe(now - msgs[0].received_s)
-            for _ in msgs:
-                self._unacked.popleft()
-            self.acked += len(msgs)
-            self.metrics.messages_acked.inc(len(msgs))
-            self.metrics.inflight.set(len(self._unacked))
-            self.metrics.consumer_lag.set(now - self._unacked[0] if self._unacked else 0.0)
-            queue.task_done()
+        self.pipeline.commit(prep)
+        assert self.consumer is not None
+        self.consumer.ack(msgs)
+        now = time.monotonic()
+        self._last_write_s = now
+        self.metrics.last_write.set(time.time())
+        self.metrics.batch_seconds.observe(now - msgs[0].received_s)
+        for _ in msgs:
+            self._unacked.popleft()
+        self.acked += len(msgs)
+        self.metrics.messages_acked.inc(len(msgs))
+        self.metrics.inflight.set(len(self._unacked))
+        self.metrics.consumer_lag.set(now - self._unacked[0] if self._unacked else 0.0)
 
     def _quarantine_lines(self, prep: Prepared, exc: PartialWriteError) -> None:
         for line_no, line, why in exc.rejected:

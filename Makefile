@@ -36,7 +36,7 @@ bench-quick: setup
 	$(PY) benchmarks/run_all.py --quick
 
 demo: setup
-	$(PY) -m zhizao.cli demo
+	$(PY) deploy/demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from zhizao import __version__
 from zhizao.errors import ZhizaoError
 
-# component module -> registers these sub-commands (sim, gateway, ingest, kpi, api, demo)
+# component module -> registers these sub-commands (sim, gateway, ingest, kpi, api)
 COMPONENT_CLIS: tuple[str, ...] = (
     "simulator.cli",
     "gateway.cli",
     "ingest.cli",
     "analytics.cli",
     "api.cli",
-    "zhizao.demo",
 )
 
 

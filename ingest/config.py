@@ -40,6 +40,11 @@ class MqttConsumerConfig(StrictModel):
     )
     topic_prefix: str = Field("zhizao/v1", description="gateway frames: <prefix>/+/+/frames")
     frames: bool = Field(True, description="subscribe to gateway frames")
+    frame_filter: str = Field(
+        "+/+",
+        description="<site>/<gateway-id> levels to subscribe to, e.g. 'plant-1/+' to partition "
+        "gateways between processes (exact counter increments with N processes)",
+    )
     keepalive_s: int = Field(30, ge=5, le=65535)
     session_expiry_s: int = Field(
         7 * 86400, ge=0, description="how long the broker keeps messages for a stopped ingest"
@@ -56,6 +61,11 @@ class MqttConsumerConfig(StrictModel):
     def _check(self) -> MqttConsumerConfig:
         if (self.username is None) != (self.password is None) and self.password is not None:
             raise ValueError("`password` needs `username`")
+        levels = self.frame_filter.split("/")
+        if len(levels) != 2 or any(
+            not lv or "#" in lv or ("+" in lv and lv != "+") for lv in levels
+        ):
+            raise ValueError("`frame_filter` must be two topic levels, e.g. '+/+' or 'plant-1/+'")
         for name, value in (("client_id", self.client_id), ("group", self.group or "x")):
             if not value or any(c in value for c in "/+#"):
                 raise ValueError(f"`{name}` must be non-empty without '/', '+' or '#'")

@@ -12,7 +12,14 @@ Rules (DOMAIN.md rule 4):
   value in the top ``rollover_band`` of the range is a rollover: increment = limit - prev + value;
 - the first sample of a series this process has seen gets no increment (there is no previous
   value), and a sample not newer than the last one seen gets none either (a redelivery: the
-  increment was computed and written the first time).
+  increment was computed and written the first time);
+- for gateway frames, the previous sample is used only if this process saw every frame of that
+  gateway in between (frame sequence numbers without a gap). With several ingest processes on a
+  shared subscription a gateway's frames alternate between them: a process that missed frame
+  ``n-1`` cannot know the value before frame ``n``, and guessing from older state would count
+  the interval twice. Such samples get no increment and are counted
+  (``unknown_previous``); for exact increments with N processes, partition gateways between
+  processes (``mqtt.frame_filter``) instead of sharing one subscription.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ from zhizao.config import StrictModel
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 
 __all__ = ["CounterSpec", "CounterTracker", "counter_increments"]
+
+
+# a frame sequence number this far below the highest seen means the gateway started over
+_SEQ_RESTART = 1000
 
 
 class CounterSpec(StrictModel):
@@ -93,7 +104,12 @@ class CounterTracker:
         self._last_i = np.zeros(0, np.int64)
         self._last_ts = np.zeros(0, np.int64)
         self._has_last = np.zeros(0, np.bool_)
+        self._last_gw = np.zeros(0, np.int64)  # gateway of each series' last sample (-1: none)
+        self._last_seq = np.zeros(0, np.int64)  # frame sequence number of that sample
+        self._gw_seen: dict[int, int] = {}  # gateway -> highest frame seq seen
+        self._gw_break: dict[int, int] = {}  # gateway -> highest seq that followed a gap
         self.out_of_order = 0  # samples not newer than the last seen (no increment)
+        self.unknown_previous = 0  # samples whose previous value this process cannot know
 
     def _refresh(self, table: SeriesTable) -> None:
         if not self.specs:
@@ -122,11 +138,54 @@ class CounterTracker:
             self._last_i = np.concatenate([self._last_i, np.zeros(grow, np.int64)])
             self._last_ts = np.concatenate([self._last_ts, np.zeros(grow, np.int64)])
             self._has_last = np.concatenate([self._has_last, np.zeros(grow, np.bool_)])
+            self._last_gw = np.concatenate([self._last_gw, np.full(grow, -1, np.int64)])
+            self._last_seq = np.concatenate([self._last_seq, np.zeros(grow, np.int64)])
 
-    def increments(self, table: SeriesTable, batch: Batch) -> Batch:
+    def _latest_breaks(
+        self, gateway: NDArray[np.int64], seq: NDArray[np.int64]
+    ) -> NDArray[np.int64]:
+        """Per sample: the highest frame seq <= its own that followed a gap (-1 for non-frames).
+
+        A previous sample at frame ``a`` is usable for a sample at frame ``b`` only if no frame
+        in ``a+1 .. b`` followed a gap, i.e. ``latest_break(b) <= a``.
+        """
+        out = np.full(len(gateway), -1, np.int64)
+        is_frame = gateway >= 0
+        if not is_frame.any():
+            return out
+        pairs, inverse = np.unique(
+            np.stack([gateway[is_frame], seq[is_frame]], axis=1), axis=0, return_inverse=True
+        )
+        breaks = np.empty(len(pairs), np.int64)
+        # per frame, not per sample: a batch holds a handful of frames per gateway
+        for k, (gw, sq) in enumerate(pairs.tolist()):
+            seen = self._gw_seen.get(gw)
+            if seen is not None and sq == seen + 1:
+                self._gw_seen[gw] = sq
+                breaks[k] = self._gw_break[gw]
+                continue
+            if seen is None or sq > seen + 1 or sq + _SEQ_RESTART < seen:
+                # first frame, a gap (another process or a loss), or a gateway whose sequence
+                # numbers started over: nothing before this frame can be trusted
+                self._gw_seen[gw] = sq
+                self._gw_break[gw] = sq
+            # an old frame (redelivery, reordering) links to nothing either
+            breaks[k] = sq
+        out[is_frame] = breaks[inverse.reshape(-1)]
+        return out
+
+    def increments(
+        self,
+        table: SeriesTable,
+        batch: Batch,
+        gateway: NDArray[np.int64] | None = None,
+        seq: NDArray[np.int64] | None = None,
+    ) -> Batch:
         """Increment samples (new series in ``table``) for the counter samples of ``batch``.
 
         ``batch`` must hold accepted samples only; state advances, so call once per batch.
+        ``gateway`` (an id per gateway, -1 for samples not from frames) and ``seq`` (frame
+        sequence number) let the tracker refuse a previous value across a missed frame.
         """
         if not self.specs or len(batch) == 0:
             return Batch.empty()
@@ -135,6 +194,10 @@ class CounterTracker:
         idx = np.flatnonzero(self._inc_series[s_all] >= 0)
         if len(idx) == 0:
             return Batch.empty()
+        if gateway is None or seq is None:
+            gateway = np.full(len(batch), -1, np.int64)
+            seq = np.zeros(len(batch), np.int64)
+        gw_all, seq_all = gateway, seq
         s = s_all[idx]
         ts = batch.ts_ns[idx]
         # newer than the state only, and one sample per (series, ts): redeliveries carry no delta
@@ -152,7 +215,17 @@ class CounterTracker:
         first = np.r_[True, s[1:] != s[:-1]]
         last = np.r_[s[1:] != s[:-1], True]
         is_float = table.dtypes[s] == FieldType.FLOAT
-        has_prev = ~first | self._has_last[s]
+        gw, sq = gw_all[idx], seq_all[idx]
+        brk = self._latest_breaks(gw, sq)
+        prev_gw = np.r_[np.int64(-1), gw[:-1]]
+        prev_sq = np.r_[np.int64(0), sq[:-1]]
+        prev_gw[first] = self._last_gw[s[first]]
+        prev_sq[first] = self._last_seq[s[first]]
+        # same gateway (or both not from frames) and no missed frame in between
+        contiguous = (prev_gw == gw) & ((gw < 0) | (brk <= prev_sq))
+        known = ~first | self._has_last[s]
+        has_prev = known & contiguous
+        self.unknown_previous += int(np.count_nonzero(known & ~contiguous))
         f64 = np.zeros(n)
         i64 = np.zeros(n, np.int64)
         for want_float in (True, False):
@@ -180,6 +253,8 @@ class CounterTracker:
             state[ss[last[sel]]] = v[last[sel]]
         self._last_ts[s[last]] = ts[last]
         self._has_last[s[last]] = True
+        self._last_gw[s[last]] = gw[last]
+        self._last_seq[s[last]] = sq[last]
         keep = np.flatnonzero(has_prev)
         return Batch(
             series=self._inc_series[s[keep]].astype(np.int32),

@@ -85,6 +85,11 @@ class IngestMetrics:
             "counter samples not newer than the last one (no increment)",
             registry=r,
         )
+        self.counter_unknown_previous = Gauge(
+            "zhizao_ingest_counter_unknown_previous",
+            "counter samples without increment: the previous frame went to another process",
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "zhizao_ingest_mqtt_connected", "1 while connected to the broker", registry=r
         )

@@ -35,7 +35,6 @@ from ingest.counters import CounterTracker
 from ingest.frames import (
     DecodedFrames,
     FrameDecoder,
-    frames_subscription,
     parse_frame_topic,
     peek_sample_count,
 )
@@ -99,6 +98,7 @@ class IngestPipeline:
         self.dedup = FrameDeduplicator(config.validation.duplicate_window)
         self.counters = CounterTracker(config.counters)
         self.frame_prefix = config.mqtt.topic_prefix
+        self._gateway_ids: dict[str, int] = {}
 
     def subscriptions(self) -> list[str]:
         group = self.config.mqtt.group
@@ -108,7 +108,7 @@ class IngestPipeline:
 
         subs = []
         if self.config.mqtt.frames:
-            subs.append(frames_subscription(group, self.frame_prefix))
+            subs.append(shared(f"{self.frame_prefix}/{self.config.mqtt.frame_filter}/frames"))
         if self.json is not None:
             subs.append(shared(self.json.subscription()))
         if self.sparkplug is not None:
@@ -158,6 +158,7 @@ class IngestPipeline:
                 groups[codec].append(pos)
         prep = Prepared(self.table, Batch.empty(), np.empty(0, np.int64), topics)
         parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]] = []
+        frame_ids: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []  # gateway, seq
         for codec, positions in groups.items():
             if not positions:
                 continue
@@ -197,6 +198,15 @@ class IngestPipeline:
                     batch, frame_index = batch.take(keep), frame_index[keep]
             prep.samples_in[codec] = len(batch)
             parts.append((batch, pos_arr[frame_index], decoded.refused))
+            gw_of = np.full(len(positions), -1, np.int64)
+            seq_of = np.zeros(len(positions), np.int64)
+            if codec == CODEC_FRAMES:
+                for local, gw, seq in zip(
+                    decoded.ok, decoded.gateway_ids, decoded.seqs, strict=True
+                ):
+                    gw_of[local] = self._gateway_ids.setdefault(gw, len(self._gateway_ids))
+                    seq_of[local] = seq
+            frame_ids.append((gw_of[frame_index], seq_of[frame_index]))
         if not parts:
             return prep
         batch, message_of = _concat_refused(parts)
@@ -208,7 +218,9 @@ class IngestPipeline:
         accepted = batch.take(ok)
         message_of = message_of[ok]
         prep.accepted = len(accepted)
-        increments = self.counters.increments(self.table, accepted)
+        gateway = np.concatenate([g for g, _ in frame_ids])[ok]
+        seq = np.concatenate([q for _, q in frame_ids])[ok]
+        increments = self.counters.increments(self.table, accepted, gateway, seq)
         if len(increments):
             accepted = Batch.concat([accepted, increments])
             message_of = np.concatenate([message_of, np.full(len(increments), -1, np.int64)])
@@ -220,6 +232,7 @@ class IngestPipeline:
             for codec, n in prep.samples_in.items():
                 self.metrics.samples_in.labels(codec).inc(n)
             self.metrics.counter_out_of_order.set(self.counters.out_of_order)
+            self.metrics.counter_unknown_previous.set(self.counters.unknown_previous)
         return prep
 
     def _quarantine_samples(

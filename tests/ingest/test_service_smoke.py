@@ -35,3 +35,58 @@ def test_frames_stored_exactly(mosquitto: MosquittoServer, influx_db: Any, tmp_p
         assert st.service.samples_written == 20_000
         ok, detail = st.service.health()
         assert ok and detail["unacked_messages"] == 0
+
+
+@pytest.mark.integration
+def test_counter_increments_stored_exactly(
+    mosquitto: MosquittoServer, influx_db: Any, tmp_path: Path
+) -> None:
+    """A 16-bit part counter with a reset and a rollover, and a kWh meter with a reset, sent as
+    frames through the broker: raw values and increments in InfluxDB are exact."""
+    import numpy as np
+
+    from ingest.frames import FrameCodec, GatewayFrame, frame_topic
+    from tests.ingest._support import BASE_TS_NS, GatewayPublisher
+    from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
+
+    config = make_config(
+        mosquitto.port,
+        influx_db.url,
+        influx_db.database,
+        tmp_path,
+        mqtt={"client_id": "counters-1", "group": "counters"},
+        counters=[  # type: ignore[arg-type]
+            {"measurement": "counter", "field": "parts", "rollover_limit": 65536},
+            {"measurement": "energy", "field": "energy_kwh"},
+        ],
+    )
+    keys = [
+        SeriesKey.make("counter", {"machine": "m1"}, "parts", FieldType.INT),
+        SeriesKey.make("energy", {"meter": "e1"}, "energy_kwh", FieldType.FLOAT),
+    ]
+    table = SeriesTable.of(keys)
+    parts = [65500, 65510, 65530, 4, 20, 3, 9]  # rollover after 65530, reset 20 -> 3
+    kwh = [1000.25, 1000.75, 3.5, 4.0]  # meter replaced after 1000.75
+    frames = []
+    for seq, (p_vals, e_vals) in enumerate(
+        ((parts[:3], kwh[:2]), (parts[3:5], kwh[2:3]), (parts[5:], kwh[3:]))
+    ):
+        n_p, n_e = len(p_vals), len(e_vals)
+        ts = [BASE_TS_NS + (seq * 10 + i) * 10**9 for i in range(n_p)] + [
+            BASE_TS_NS + (seq * 10 + i) * 10**9 for i in range(n_e)
+        ]
+        batch = Batch.build(table, [0] * n_p + [1] * n_e, ts, np.array(p_vals + e_vals, object))
+        frames.append(FrameCodec.encode(GatewayFrame("gw-c", seq, keys, batch)))
+    with ServiceThread(config) as st:
+        pub = GatewayPublisher(mosquitto.port, client_id="counter-pub")
+        pub.publish(frame_topic("s1", "gw-c"), frames)
+        pub.close()
+        wait_until(lambda: st.service.acked == 3, 60, "3 frames")
+    res = influx_db.query('SELECT "parts", "parts_inc" FROM "counter"')
+    rows = [v[1:] for v in res["results"][0]["series"][0]["values"]]
+    assert rows == [[65500, None], [65510, 10], [65530, 20], [4, 10], [20, 16], [3, 3], [9, 6]]
+    res = influx_db.query('SELECT "energy_kwh", "energy_kwh_inc" FROM "energy"')
+    rows = [v[1:] for v in res["results"][0]["series"][0]["values"]]
+    assert rows == [[1000.25, None], [1000.75, 0.5], [3.5, 3.5], [4.0, 0.5]]
+    res = influx_db.query('SELECT sum("parts_inc") FROM "counter"')
+    assert res["results"][0]["series"][0]["values"][0][1] == 65  # 9 - 65500 + 65536 + 20 (reset)

@@ -39,3 +39,14 @@ def test_component_lines_are_deterministic_and_skip_nan() -> None:
         r"kpi_machine_day,machine=M\,1,site=p\ 1 gq=351.0,pbt_s=54000.0 10",
         "kpi_machine_day,machine=M2,site=p1 gq=2.0 20",
     ]
+
+
+def test_kpis_from_summed_components() -> None:
+    from analytics import kpis_from_components
+
+    out = kpis_from_components([{"time": 0, "pbt_s": 3600.0, "apt_s": 3000.0, "pri_pq_s": 2700.0,
+                                 "pri_gq_s": 2640.0, "pq": 45.0, "gq": 44.0}])  # fmt: skip
+    kpis = out[0]["kpis"]
+    assert isinstance(kpis, dict)
+    assert kpis["oee"]["value"] == 2640 / 3600 and kpis["oee"]["label"] == "OEE=PRI*GQ/PBT"
+    assert kpis["utilization cutting/PBT"]["value"] == 0.0

@@ -180,6 +180,7 @@ class OpcUaFactoryServer:
         self._node_ids: list[ua.NodeId] = []
         self._vtypes: list[ua.VariantType] = []
         self._extra_ids: list[ua.NodeId] = []
+        self._extra_attrs: list[Any] = []
         self._pos = 0
         self._task: asyncio.Task[None] | None = None
         self._ns: dict[str, int] = {}
@@ -219,6 +220,10 @@ class OpcUaFactoryServer:
         await self._build_address_space(server)
         self._server = server
         await server.start()
+        nodes = server.iserver.aspace._nodes  # asyncua internals: see tick()
+        self._extra_attrs = [
+            nodes[nid].attributes[ua.AttributeIds.Value] for nid in self._extra_ids
+        ]
         await self._catch_up()
 
     async def stop(self) -> None:
@@ -379,18 +384,16 @@ class OpcUaFactoryServer:
             )  # always a change, even at the same phase
             source = ns_to_datetime(now)
             server_now = datetime.now(UTC)
-            aspace = self._server.iserver.aspace if self._server else None
-            assert aspace is not None
-            for n, (nid, v) in enumerate(zip(self._extra_ids, vals.tolist(), strict=True)):
-                await aspace.write_attribute_value(
-                    nid,
-                    ua.AttributeIds.Value,
-                    ua.DataValue(
-                        Value=ua.Variant(v, ua.VariantType.Double),
-                        SourceTimestamp=source,
-                        ServerTimestamp=server_now,
-                    ),
+            double = ua.VariantType.Double
+            for n, (att, v) in enumerate(zip(self._extra_attrs, vals.tolist(), strict=True)):
+                # load signals have a fixed type: set the attribute and notify its monitored
+                # items directly, without the per-write node lookup and type check
+                dv = ua.DataValue(
+                    Value=ua.Variant(v, double), SourceTimestamp=source, ServerTimestamp=server_now
                 )
+                att.value = dv
+                for handle, callback in list(att.datachange_callbacks.items()):
+                    await callback(handle, dv)
                 if n % YIELD_EVERY == YIELD_EVERY - 1:
                     await asyncio.sleep(0)
             written += len(self._extra_ids)

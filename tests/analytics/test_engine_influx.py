@@ -218,3 +218,54 @@ async def test_cli_run_once(
     out = json.loads(capsys.readouterr().out)
     assert out["points_written"] == 2 * 26 + 25
     assert influx_db.count("kpi_machine_day") == 2
+
+
+@pytest.mark.integration
+async def test_window_in_progress_is_completed_by_later_runs(
+    tmp_path: Path, influx_db: InfluxDb
+) -> None:
+    cfg = engine_config(tmp_path, influx_db)
+    assert cfg.influx is not None
+    lines, _ = raw_day()
+    async with InfluxWriter(cfg.influx) as writer:
+        await writer.write_body(("\n".join(lines) + "\n").encode(), len(lines))
+    engine = KpiEngine(cfg)
+    await engine.run_once(at("12:31"))  # cutoff 12:30 (delay 60 s)
+    day = rows(influx_db, "kpi_machine_day")
+    n_points = len(day)  # the back-fill also wrote the day before (all NO_DATA)
+    m1 = next(v for (tags, t), v in day.items() if ("machine", "M1") in tags and t == at("00:00"))
+    assert m1["calendar_s"] == 12.5 * 3600
+    assert m1["pot_s"] == 390 * 60 and m1["planned_down_s"] == 30 * 60
+    await engine.run_once(at("00:01", NEXT_DAY))
+    day = rows(influx_db, "kpi_machine_day")
+    assert len(day) == n_points  # the same points, overwritten
+    m1 = next(v for (tags, t), v in day.items() if ("machine", "M1") in tags and t == at("00:00"))
+    assert m1["calendar_s"] == 86400 and m1["pbt_s"] == 900 * 60
+
+
+async def test_scheduled_engine_survives_an_unreachable_influxdb(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from zhizao.localstack import free_port
+
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(SITE), encoding="utf-8")
+    doc = {
+        "sites": ["site.yaml"],
+        "influx": {"url": f"http://127.0.0.1:{free_port()}", "database": "none", "timeout_s": 2},
+        "schedule": {"interval_s": 0.05},
+    }
+    (tmp_path / "kpi.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    engine = KpiEngine(load_kpi_config(tmp_path / "kpi.yaml"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run_forever(stop))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while sum("kpi run failed" in r.getMessage() for r in caplog.records) < 2:
+        assert loop.time() < deadline, "the engine did not retry"
+        assert not task.done()
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert "cannot be reached" in next(
+        r.getMessage() for r in caplog.records if "kpi run failed" in r.getMessage()
+    )

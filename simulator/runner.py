@@ -204,7 +204,7 @@ class ShardedSimulator:
             and "fork" in multiprocessing.get_all_start_methods()
             and not _loop_running()
         )
-        ctx = multiprocessing.get_context("fork" if single else "spawn")
+        ctx: Any = multiprocessing.get_context("fork" if single else "spawn")
         start_ns = to_ns(self.start) if self.start is not None else default_start_ns(self.config)
         state_dir = self.state_dir or Path(tempfile.mkdtemp(prefix="zhizao-sim-shards-"))
         n_machines = len(self.config.build_site().machines())

@@ -27,6 +27,7 @@ from analytics.machine import MachineContext, MachineSignals, Signal, machine_co
 from analytics.oee import report_rows
 from analytics.states import StateClassifier
 from analytics.timeelements import TimeElementOptions
+from zhizao.errors import ConfigError
 from zhizao.site import MeterConfig, SiteModel
 
 __all__ = ["SiteComputer", "SiteData", "SiteResult", "Windows"]
@@ -90,6 +91,7 @@ class SiteComputer:
             mid = meter.asset.rstrip("/").split("/")[-1]
             if mid in self.paths:
                 self.meter_of_machine[mid] = meter
+        self.plant = self.plant_meters()  # refuse ambiguous meters at start-up
         ef = {f.medium: f.value for f in self.factors}
         elec = self.conversion.coefficients.get("electricity")
         self.contexts: dict[str, MachineContext] = {}
@@ -220,10 +222,33 @@ class SiteComputer:
         )  # fmt: skip
 
     def plant_meters(self) -> list[MeterConfig]:
-        wanted = set(self.cfg.energy.plant_meters)
+        """Meters whose sum is the plant's intake: configured, or the one site-level purchased
+        meter per medium. Several candidates of one medium are refused: a main meter usually
+        includes its sub-meters, and summing them would count energy twice."""
+        wanted = self.cfg.energy.plant_meters
         if wanted:
-            return [m for m in self.site.meters if m.id in wanted]
-        return [m for m in self.site.meters if not m.asset and (m.purchased or m.medium == "water")]
+            known = {m.id: m for m in self.site.meters}
+            missing = [w for w in wanted if w not in known]
+            if missing:
+                raise ConfigError(
+                    f"plant meters {missing} are not in site {self.site.site!r}",
+                    key="energy.plant_meters",
+                    expected=f"ids among {sorted(known)}",
+                )
+            return [known[w] for w in wanted]
+        out = [m for m in self.site.meters if not m.asset and (m.purchased or m.medium == "water")]
+        by_medium: dict[str, list[str]] = {}
+        for m in out:
+            by_medium.setdefault(m.medium, []).append(m.id)
+        clash = {k: v for k, v in by_medium.items() if len(v) > 1}
+        if clash:
+            raise ConfigError(
+                f"site {self.site.site!r} has several site-level meters per medium {clash}; "
+                "which of them measure the plant's intake?",
+                key="energy.plant_meters",
+                expected="the main meter ids (sub-meters would be counted twice)",
+            )
+        return out
 
     def _plant_energy(
         self, data: SiteData, kind: str, start_ns: int, end_ns: int
@@ -236,7 +261,7 @@ class SiteComputer:
         )
         n = len(w.start_ns)
         by_medium: dict[str, F64] = {}
-        for meter in self.plant_meters():
+        for meter in self.plant:
             sig = data.meters.get(meter.id)
             if sig is None or not len(sig):
                 continue

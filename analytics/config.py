@@ -67,7 +67,8 @@ class EnergyConfig(StrictModel):
     emission_factors: list[str] = Field(
         default_factory=lambda: ["CN-SH-grid-2023", "natural-gas-default", "diesel-default"]
     )
-    # meters counted for the plant total; empty = every purchased site-level meter (asset "")
+    # meters measuring the plant intake (a main meter includes its sub-meters); empty = the one
+    # purchased site-level meter per medium (several of one medium are refused)
     plant_meters: list[str] = Field(default_factory=list)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from analytics.compute import SiteComputer, SiteData
-from analytics.config import KpiConfig
+from analytics.config import EnergyConfig, KpiConfig
 from analytics.machine import MachineSignals, Signal
 from analytics.oee import iso22400_kpis
 from analytics.sources import read_plan
@@ -25,6 +25,8 @@ from simulator.signals import BAD, build_change_table
 from simulator.truth import iso22400_elements
 
 MIN_NS = 60 * 10**9
+# the simulated site has a main meter and a compressor sub-meter: name the main meters
+PLANT = EnergyConfig(plant_meters=["em-main", "gm-main", "wm-main"])
 
 
 def simulated_day(seed: int) -> tuple[object, SiteData, int, int]:
@@ -33,7 +35,7 @@ def simulated_day(seed: int) -> tuple[object, SiteData, int, int]:
     end = start + 86_400 * 10**9
     sc = build_scenario(SimConfig(), seed, start, end)
     table = build_change_table(sc, list(range(len(sc.machines))))
-    cfg = KpiConfig(sites=[Path("site.yaml")])
+    cfg = KpiConfig(sites=[Path("site.yaml")], energy=PLANT)
     plans = read_plan(sc.site, cfg)
     data = SiteData()
     var = np.asarray(table.var)
@@ -73,7 +75,7 @@ def test_oee_and_energy_match_the_simulator_truth(seed: int) -> None:
     sc, data, start, end = simulated_day(seed)
     truth = iso22400_elements(sc, start, end)  # type: ignore[arg-type]
     # on-change signals: a state holds until the next change (drops are published as bad values)
-    cfg = KpiConfig(sites=[Path("site.yaml")], heartbeat_s=86_400)
+    cfg = KpiConfig(sites=[Path("site.yaml")], heartbeat_s=86_400, energy=PLANT)
     computer = SiteComputer(sc.site, cfg)  # type: ignore[attr-defined]
     result = computer.compute(data, "range", start, end)
     kpis = iso22400_kpis(result.components)

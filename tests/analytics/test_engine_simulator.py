@@ -91,6 +91,7 @@ async def test_engine_on_a_simulated_day_matches_the_truth(
         "influx": {"url": influx_db.url, "database": influx_db.database},
         "windows": ["day"],
         "schedule": {"backfill_s": 86400, "delay_s": 60},
+        "energy": {"plant_meters": ["em-main", "gm-main", "wm-main"]},
     }
     (tmp_path / "kpi.yaml").write_text(yaml.safe_dump(cfg_doc), encoding="utf-8")
     cfg = load_kpi_config(tmp_path / "kpi.yaml")

@@ -172,3 +172,25 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_kpi_config(p)
     assert "windows" in str(err.value) and str(p) in str(err.value)
+
+
+def test_ambiguous_plant_meters_are_refused(tmp_path: Path) -> None:
+    from analytics.compute import SiteComputer
+    from zhizao.site import SiteModel
+
+    doc = dict(SITE)
+    doc["meters"] = [
+        *SITE["meters"],
+        {"id": "em-compressor", "medium": "electricity", "unit": "kWh", "signal": "energy_kwh"},
+    ]
+    site = SiteModel.model_validate(doc)
+    with pytest.raises(ConfigError, match="several site-level meters") as err:
+        SiteComputer(site, KpiConfig(sites=[Path("s.yaml")]))
+    assert err.value.key == "energy.plant_meters"
+    ok = KpiConfig.model_validate(
+        {"sites": ["s.yaml"], "energy": {"plant_meters": ["em-main", "gm-main"]}}
+    )
+    assert [m.id for m in SiteComputer(site, ok).plant] == ["em-main", "gm-main"]
+    bad = KpiConfig.model_validate({"sites": ["s.yaml"], "energy": {"plant_meters": ["em-nope"]}})
+    with pytest.raises(ConfigError, match="em-nope"):
+        SiteComputer(site, bad)

@@ -235,6 +235,38 @@ class IngestPipeline:
             self.metrics.counter_unknown_previous.set(self.counters.unknown_previous)
         return prep
 
+    def prepare_safe(self, topics: Sequence[str], payloads: Sequence[bytes]) -> Prepared:
+        """``prepare``, but a message that trips a bug is quarantined instead of stopping ingest.
+
+        A crash here would be a crash loop: the broker delivers the same message again on
+        restart. The batch is retried message by message to isolate the culprit.
+        """
+        try:
+            return self.prepare(topics, payloads)
+        except Exception:
+            log.exception("ingest pipeline failed on a batch; retrying message by message")
+        parts: list[Prepared] = []
+        for pos, (topic, payload) in enumerate(zip(topics, payloads, strict=True)):
+            try:
+                one = self.prepare([topic], [payload])
+            except Exception as exc:
+                self._reject_message(
+                    topic, payload, "internal_error", f"{type(exc).__name__}: {exc}"
+                )
+                continue
+            one.message_of = np.where(one.message_of >= 0, pos, -1)
+            parts.append(one)
+        merged = Prepared(
+            self.table, Batch.concat([p.batch for p in parts]), np.empty(0, np.int64), topics
+        )
+        merged.message_of = (
+            np.concatenate([p.message_of for p in parts]) if parts else np.empty(0, np.int64)
+        )
+        for p in parts:
+            merged.frames += p.frames
+            merged.accepted += p.accepted
+        return merged
+
     def _quarantine_samples(
         self,
         batch: Batch,
@@ -416,7 +448,7 @@ class IngestService:
             msgs = await self._next_batch(stop)
             if msgs is None:
                 return
-            prep = self.pipeline.prepare([m.topic for m in msgs], [m.payload for m in msgs])
+            prep = self.pipeline.prepare_safe([m.topic for m in msgs], [m.payload for m in msgs])
             self._request_rebirths()
             await queue.put((msgs, prep))
 

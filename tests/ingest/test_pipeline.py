@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -311,3 +312,32 @@ def test_bad_config_names_key(tmp_path: Path) -> None:
         load_model(IngestConfig, bad)
     assert "batch.flush_points" in str(info.value) and str(bad) in str(info.value)
     _ = time
+
+
+def test_a_bug_on_one_message_quarantines_it_and_keeps_the_rest(tmp_path: Path) -> None:
+    p = pipeline(tmp_path)
+    assert p.json is not None
+    real = p.json.decode_many
+
+    def buggy(topics: Any, payloads: Any) -> Any:
+        if any(b"boom" in x for x in payloads):
+            raise RuntimeError("simulated bug")
+        return real(topics, payloads)
+
+    p.json.decode_many = buggy  # type: ignore[method-assign]
+    fs = make_frames("gw-b", 2, 5)
+    topic = "factory/acme/s1/energy/power_kw"
+    prep = p.prepare_safe(
+        [frame_topic("s1", "gw-b"), topic, topic, frame_topic("s1", "gw-b")],
+        [
+            fs.payloads[0],
+            b'{"timestamp_ms": 1767225600000, "value": 1}',
+            b'{"boom": 1}',
+            fs.payloads[1],
+        ],
+    )
+    assert prep.accepted == 11 and len(prep.batch) == 11
+    assert sorted(set(prep.message_of.tolist())) == [0, 1, 3]
+    assert prep.frames == [("gw-b", 0), ("gw-b", 1)]
+    recs = records(p)
+    assert [(r["reason"], r["topic"]) for r in recs] == [("internal_error", topic)]

@@ -24,6 +24,7 @@ same keys in frame after frame. Measured against a columnar orjson frame in the 
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -154,6 +155,20 @@ _encoder = msgspec.msgpack.Encoder()
 
 def _pad8(n: int) -> int:
     return (-n) & 7
+
+
+@functools.lru_cache(maxsize=256)
+def _keys_of_block(block: bytes) -> tuple[tuple[SeriesKey, ...], NDArray[np.uint8]]:
+    """Keys and their types of a key block; cached, since a gateway repeats its block."""
+    try:
+        keys = _keys_from_wire(_keys_decoder.decode(block))
+    except msgspec.DecodeError as exc:
+        raise DecodeError(
+            "bad_header", "frame series keys cannot be decoded", detail=str(exc)
+        ) from exc
+    dtypes = np.fromiter((int(k.dtype) for k in keys), np.uint8, len(keys))
+    dtypes.flags.writeable = False
+    return tuple(keys), dtypes
 
 
 def _keys_from_wire(wire: list[_WireKey]) -> list[SeriesKey]:
@@ -372,14 +387,9 @@ class FrameCodec:
     def decode(payload: bytes | bytearray | memoryview) -> GatewayFrame:
         """Decode one frame; any defect raises ``DecodeError`` with a reason from DECODE_REASONS."""
         p = _parse(payload)
-        try:
-            keys = _keys_from_wire(_keys_decoder.decode(p.keys_block))
-        except msgspec.DecodeError as exc:
-            raise DecodeError(
-                "bad_header", "frame series keys cannot be decoded", detail=str(exc)
-            ) from exc
+        keys_t, key_dt = _keys_of_block(p.keys_block)
+        keys = list(keys_t)
         _check_index(p.series, len(keys))
-        key_dt = np.fromiter((int(k.dtype) for k in keys), np.uint8, len(keys))
         dtypes = key_dt[p.series] if len(p.series) else np.empty(0, np.uint8)
         f64, i64, strs = _columns(p, dtypes)
         n = p.meta.n

@@ -7,7 +7,6 @@ clock, so together they publish exactly one factory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import multiprocessing.process
 import signal
@@ -127,8 +126,10 @@ class FactorySimulator:
 
     async def wait_finished(self, timeout_s: float) -> None:
         """Until every part has published the scenario's end (raises TimeoutError)."""
-        waits = [p.finished.wait() for p in (self.opcua, self.mqtt) if p is not None]
-        await asyncio.wait_for(asyncio.gather(*waits), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            for part in (self.opcua, self.mqtt):
+                if part is not None:
+                    await part.finished.wait()
 
     async def _close(self) -> None:
         if self.mqtt is not None:
@@ -150,8 +151,7 @@ class FactorySimulator:
 
     async def serve_forever(self) -> None:
         """Until the scenario ends, then keep serving the last values until cancelled."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await self.wait_finished(timeout_s=1e9)
+        await self.wait_finished(timeout_s=1e9)
         await asyncio.Event().wait()
 
 

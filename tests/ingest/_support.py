@@ -28,7 +28,7 @@ BASE_TS_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
 
 def config_dict(
-    mqtt_port: int, influx_url: str, database: str, tmp: Path, **sections: dict[str, Any]
+    mqtt_port: int, influx_url: str, database: str, tmp: Path, **sections: Any
 ) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "mqtt": {
@@ -131,7 +131,7 @@ class GatewayPublisher:
     ) -> None:
         infos = []
         for p in payloads:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if content_type:
                 props.ContentType = content_type
             infos.append(self.client.publish(topic, p, qos=1, properties=props))

@@ -88,12 +88,14 @@ def test_influx_outage_under_load_nothing_lost_or_duplicated(
         publisher.start()
         # while InfluxDB is down: nothing more is acknowledged, in-flight stays at Receive Maximum
         wait_until(
-            lambda: len(svc._unacked) >= receive_max, 60, "in-flight messages reach Receive Maximum"
+            lambda: svc.health()[1]["unacked_messages"] >= receive_max,
+            60,
+            "in-flight messages reach Receive Maximum",
         )
         acked_during = svc.acked
         max_inflight = 0
         while time.monotonic() - stopped_at < 8:
-            max_inflight = max(max_inflight, len(svc._unacked))
+            max_inflight = max(max_inflight, svc.health()[1]["unacked_messages"])
             time.sleep(0.05)
         assert svc.acked == acked_during
         assert max_inflight == receive_max  # the broker holds the rest (backpressure)

@@ -55,7 +55,7 @@ def test_counter_increments_stored_exactly(
         influx_db.database,
         tmp_path,
         mqtt={"client_id": "counters-1", "group": "counters"},
-        counters=[  # type: ignore[arg-type]
+        counters=[
             {"measurement": "counter", "field": "parts", "rollover_limit": 65536},
             {"measurement": "energy", "field": "energy_kwh"},
         ],

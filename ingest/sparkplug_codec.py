@@ -23,7 +23,15 @@ from ingest.frames import DecodedFrames, RefusedKeys, sample_dtypes
 from zhizao.config import StrictModel
 from zhizao.errors import DecodeError
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
-from zhizao.sparkplug import NAMESPACE, DataType, MessageType, SparkplugTopic, metric_value, pb
+from zhizao.sparkplug import (
+    BDSEQ_METRIC,
+    NAMESPACE,
+    DataType,
+    MessageType,
+    SparkplugTopic,
+    metric_value,
+    pb,
+)
 
 __all__ = ["SPARKPLUG_DECODE_REASONS", "SparkplugCodec", "SparkplugConfig"]
 
@@ -48,6 +56,14 @@ _INT_TYPES = {
     DataType.DateTime,
 }
 _SKIPPED = {DataType.Bytes, DataType.File, DataType.DataSet, DataType.Template}
+
+
+def _bd_seq(msg: pb.Payload) -> int | None:
+    for m in msg.metrics:
+        if m.name == BDSEQ_METRIC:
+            value = metric_value(m, int(m.datatype) or int(DataType.Int64))
+            return int(value) if isinstance(value, int) else None
+    return None
 
 
 def _field_type(dt: int) -> FieldType | None:
@@ -83,6 +99,7 @@ class _Alias:
 class _Birth:
     aliases: dict[int, _Alias] = field(default_factory=dict)
     datatypes: dict[str, int] = field(default_factory=dict)  # by name
+    bd_seq: int | None = None  # NBIRTH's bdSeq: an NDEATH must carry the same to count
 
 
 class SparkplugCodec:
@@ -95,6 +112,7 @@ class SparkplugCodec:
         self._series: dict[tuple[str, str, str | None, str, FieldType], int] = {}
         self.rebirth_needed: set[tuple[str, str]] = set()  # (group, node); the caller clears it
         self.skipped_metrics = 0  # metrics of types not ingested (bytes, datasets, templates)
+        self.stale_deaths = 0  # NDEATHs of an older session (bdSeq mismatch), ignored
         self.refused = RefusedKeys()
 
     def subscriptions(self) -> list[str]:
@@ -193,6 +211,12 @@ class SparkplugCodec:
         node_key = (t.group_id, t.edge_node_id, None)
         own_key = (t.group_id, t.edge_node_id, t.device_id)
         if mtype is MessageType.NDEATH:
+            node = self._births.get(node_key)
+            death_bd = _bd_seq(msg)
+            if node is not None and None not in (node.bd_seq, death_bd) and node.bd_seq != death_bd:
+                # the will message of an older session, delivered after the new NBIRTH: stale
+                self.stale_deaths += 1
+                return []
             for k in [k for k in self._births if k[:2] == node_key[:2]]:
                 del self._births[k]
             return []
@@ -205,7 +229,7 @@ class SparkplugCodec:
                 # a new node session: every device birth of the old one is void
                 for k in [k for k in self._births if k[:2] == node_key[:2]]:
                     del self._births[k]
-            birth = _Birth()
+            birth = _Birth(bd_seq=_bd_seq(msg) if mtype is MessageType.NBIRTH else None)
             for m in msg.metrics:
                 if m.HasField("alias"):
                     birth.aliases[int(m.alias)] = _Alias(m.name, int(m.datatype))

@@ -341,3 +341,37 @@ def test_a_bug_on_one_message_quarantines_it_and_keeps_the_rest(tmp_path: Path) 
     assert prep.frames == [("gw-b", 0), ("gw-b", 1)]
     recs = records(p)
     assert [(r["reason"], r["topic"]) for r in recs] == [("internal_error", topic)]
+
+
+def test_sparkplug_stale_death_of_an_old_session_is_ignored(tmp_path: Path) -> None:
+    p = pipeline(tmp_path)
+    t = {
+        mt: SparkplugTopic("g", mt, "edge").format()
+        for mt in MessageType
+        if not mt.is_device and mt is not MessageType.STATE
+    }
+    data = spb([(None, 1, DataType.Double, 3.0)], ts=1767225602000)
+    msgs = [
+        (
+            t[MessageType.NBIRTH],
+            spb([("bdSeq", None, DataType.Int64, 1), ("temp_c", 1, DataType.Double, 1.0)]),
+        ),
+        (
+            t[MessageType.NBIRTH],
+            spb(
+                [("bdSeq", None, DataType.Int64, 2), ("temp_c", 1, DataType.Double, 2.0)],
+                ts=1767225601000,
+            ),
+        ),
+        (
+            t[MessageType.NDEATH],
+            spb([("bdSeq", None, DataType.Int64, 1)]),
+        ),  # the old session's will
+        (t[MessageType.NDATA], data),
+        (t[MessageType.NDEATH], spb([("bdSeq", None, DataType.Int64, 2)])),
+        (t[MessageType.NDATA], data),
+    ]
+    prep = p.prepare([m[0] for m in msgs], [m[1] for m in msgs], now_ns=NOW_NS)
+    assert prep.batch.values_for(p.table).tolist() == [1.0, 2.0, 3.0]
+    assert p.sparkplug is not None and p.sparkplug.stale_deaths == 1
+    assert [r["reason"] for r in records(p)] == ["no_birth"]  # only after the real death

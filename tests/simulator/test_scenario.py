@@ -247,3 +247,22 @@ def test_cli_truth_matches_the_truth_file(
     for key in ("pot_s", "pbt_s", "apt_s", "aust_s", "adet_s", "adot_s", "pq", "gq", "sq", "rq"):
         assert key in cnc1
     assert cnc1["pot_s"] == 16 * 3600
+
+
+def test_the_commented_sample_config_parses() -> None:
+    from simulator.config import load_sim_config
+
+    config = load_sim_config(Path(__file__).parents[2] / "simulator" / "sim.example.yaml")
+    assert config.behaviour_for("CNC3").breakdown_per_h == 0.3
+    assert config.behaviour_for("CNC1") == config.behaviour
+    assert config.build_site() == SimConfig().build_site()
+
+
+def test_unknown_config_keys_name_the_file_and_key(tmp_path: Path) -> None:
+    from simulator.config import load_sim_config
+
+    bad = tmp_path / "sim.yaml"
+    bad.write_text("machines: 3\nbehavior: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_sim_config(bad)
+    assert info.value.key == "behavior" and info.value.file == str(bad)

@@ -111,15 +111,17 @@ def machine_components(
     if alive and len(ts):
         # only state gaps longer than the heartbeat need help; elsewhere the state holds anyway
         long_gap = np.flatnonzero(np.diff(ts) > hb_ns)
-        gap_lo = np.append(ts[long_gap], ts[-1])
-        gap_hi = np.append(ts[long_gap + 1], np.iinfo(np.int64).max)
-        live = np.concatenate(alive)
-        g = np.searchsorted(gap_lo, live, "right") - 1
-        useful = (
-            (g >= 0) & (live < gap_hi[np.clip(g, 0, None)]) & (live > gap_lo[np.clip(g, 0, None)])
-        )
-        if useful.any():
-            live = live[useful]
+        tail = [a[a > ts[-1]] for a in alive]  # after the last state sample
+        live = np.concatenate(tail)
+        if long_gap.size:
+            gap_lo, gap_hi = ts[long_gap], ts[long_gap + 1]
+            inner = np.concatenate(alive)
+            g = np.searchsorted(gap_lo, inner, "right") - 1
+            gg = np.clip(g, 0, None)
+            live = np.concatenate(
+                (live, inner[(g >= 0) & (inner > gap_lo[gg]) & (inner < gap_hi[gg])])
+            )
+        if live.size:
             k = np.searchsorted(ts, live, "right") - 1
             ts, idx = np.unique(np.concatenate((ts, live)), return_index=True)
             codes = np.concatenate((codes, codes[k]))[idx]

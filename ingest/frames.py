@@ -528,9 +528,8 @@ class FrameDecoder:
             ok.append(pos)
             gws.append(p.meta.gateway_id)
             seqs.append(p.meta.seq)
+        # ts_ns of a single frame stays a read-only view of its payload (no copy)
         batch = Batch.concat(parts)
-        if len(parts) == 1:  # concat returns the part itself; own the buffers anyway
-            batch = batch.take(np.arange(len(batch)))
         frame_index = np.concatenate(frame_of) if frame_of else np.empty(0, np.int64)
         return DecodedFrames(
             self.table, batch, frame_index, ok, gws, seqs, errors, list(self.refused.keys)

@@ -215,12 +215,19 @@ class IngestPipeline:
         if len(rejected):
             self._quarantine_samples(batch, reason, rejected, message_of, topics, parts)
         ok = reason == 0
-        accepted = batch.take(ok)
-        message_of = message_of[ok]
+        if len(rejected):
+            accepted = batch.take(ok)
+            message_of = message_of[ok]
+        else:  # the common case: no copy
+            accepted = batch
         prep.accepted = len(accepted)
-        gateway = np.concatenate([g for g, _ in frame_ids])[ok]
-        seq = np.concatenate([q for _, q in frame_ids])[ok]
-        increments = self.counters.increments(self.table, accepted, gateway, seq)
+        increments = Batch.empty()
+        if self.counters.specs:
+            gw_col = np.concatenate([g for g, _ in frame_ids])
+            seq_col = np.concatenate([q for _, q in frame_ids])
+            if len(rejected):
+                gw_col, seq_col = gw_col[ok], seq_col[ok]
+            increments = self.counters.increments(self.table, accepted, gw_col, seq_col)
         if len(increments):
             accepted = Batch.concat([accepted, increments])
             message_of = np.concatenate([message_of, np.full(len(increments), -1, np.int64)])

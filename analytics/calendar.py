@@ -182,10 +182,15 @@ def day_windows(start_ns: int, end_ns: int, tz: ZoneInfo) -> tuple[I64, I64, lis
     return np.asarray(s, np.int64), np.asarray(e, np.int64), days
 
 
-def hour_windows(start_ns: int, end_ns: int) -> tuple[I64, I64]:
-    """Whole UTC hours intersecting the range (local hours for whole-hour zone offsets)."""
+def hour_windows(start_ns: int, end_ns: int, tz: ZoneInfo | None = None) -> tuple[I64, I64]:
+    """Whole local hours intersecting the range (UTC hours without ``tz``). The zone's offset at
+    ``start_ns`` aligns them, so half-hour zones get local hours too."""
     h = 3_600_000_000_000
-    first = (start_ns // h) * h
+    off = 0
+    if tz is not None:
+        delta = datetime.fromtimestamp(start_ns // 1_000_000_000, tz).utcoffset()
+        off = int(delta.total_seconds()) * 1_000_000_000 if delta is not None else 0
+    first = ((start_ns + off) // h) * h - off
     s = np.arange(first, end_ns, h, dtype=np.int64)
     return s, s + h
 

@@ -132,7 +132,7 @@ class SiteComputer:
         if kind == "range":
             return Windows(kind, np.array([start_ns], np.int64), np.array([end_ns], np.int64), [{}])
         if kind == "hour":
-            s, e = hour_windows(start_ns, end_ns)
+            s, e = hour_windows(start_ns, end_ns, self.tz)
             return Windows(kind, s, e, [{} for _ in s])
         if kind == "day":
             s, e, days = day_windows(start_ns, end_ns, self.tz)

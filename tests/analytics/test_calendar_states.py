@@ -176,3 +176,13 @@ def test_unknown_codes_do_not_stop_the_rest() -> None:
     assert int(unknown.sum()) == n // 2
     assert int((out == STATE_CODE[MachineState.IN_CYCLE]).sum()) == n // 2
     assert MIN_NS == 60 * 10**9
+
+
+def test_hour_windows_follow_local_hours() -> None:
+    from analytics.calendar import hour_windows, zone
+
+    kolkata = zone("Asia/Kolkata")  # UTC+05:30
+    s, e = hour_windows(at("08:10"), at("10:00"), kolkata)
+    assert ((s + 5 * 3600 * 10**9 + 1800 * 10**9) % (3600 * 10**9) == 0).all()
+    s, e = hour_windows(at("08:10"), at("10:00"), TZ)
+    assert s.tolist() == [at("08:00"), at("09:00")] and e[-1] == at("10:00")

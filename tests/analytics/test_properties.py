@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from analytics.aggregate import rollup
+from analytics.calendar import PlannedTime
 from analytics.components import COMPONENT_FIELDS, Components
 from analytics.counters import counter_increments
 from analytics.oee import iso22400_kpis, nakajima_kpis
+from analytics.states import STATES, state_timeline
+from analytics.timeelements import time_elements
 
 SETTINGS = settings(max_examples=60, deadline=None)
+S = 1_000_000_000
 
 
 @st.composite
@@ -121,3 +127,48 @@ def test_reset_without_rollover_counts_post_reset_value() -> None:
     ts = np.arange(5, dtype=np.int64)
     _, inc, reset = counter_increments(ts, np.array([10.0, 12, 3, 5, np.nan]))
     assert inc.tolist() == [0, 2, 3, 2] and reset.tolist() == [False, False, True, False]
+
+
+@st.composite
+def state_story(draw: st.DrawFn) -> tuple[NDArray[np.int64], NDArray[np.int8], list[int], float]:
+    n = draw(st.integers(0, 60))
+    gaps = draw(st.lists(st.integers(1, 900), min_size=n, max_size=n))
+    ts = np.cumsum(np.asarray(gaps, np.int64)) * 1_000_000_000
+    codes = np.asarray(
+        draw(st.lists(st.integers(0, len(STATES) - 1), min_size=n, max_size=n)), np.int8
+    )
+    cuts = sorted(set(draw(st.lists(st.integers(1, 59), max_size=6))))
+    heartbeat = draw(st.sampled_from([30.0, 300.0, 1e6]))
+    return ts, codes, cuts, heartbeat
+
+
+@SETTINGS
+@given(state_story())
+def test_time_elements_close_and_windows_partition(
+    story: tuple[NDArray[np.int64], NDArray[np.int8], list[int], float],
+) -> None:
+    """PBT = APT + AUST + ADET + ADOT exactly, and cutting a range into windows changes no sum."""
+    ts, codes, cuts, heartbeat = story
+    lo, hi = 0, 60 * 600 * 1_000_000_000
+    pot = (np.array([lo + 600 * S], np.int64), np.array([hi - 900 * S], np.int64))
+    down = (np.array([lo + 5000 * S], np.int64), np.array([lo + 6200 * S], np.int64))
+    planned = PlannedTime(pot[0], pot[1], down[0], down[1], ())
+    tl = state_timeline(ts, codes, start_ns=lo, end_ns=hi, heartbeat_s=heartbeat)
+    whole = time_elements(tl, planned, np.array([lo], np.int64), np.array([hi], np.int64))
+    assert whole.pbt_s[0] == whole.apt_s[0] + whole.aust_s[0] + whole.adet_s[0] + whole.adot_s[0]
+    assert whole.pot_s[0] == whole.pbt_s[0] + whole.planned_down_s[0]
+    assert 0 <= whole.adet_no_data_s[0] <= whole.adet_s[0]
+    edges = np.array([lo] + [c * 600 * S for c in cuts] + [hi], np.int64)
+    parts = time_elements(tl, planned, edges[:-1], edges[1:])
+    for name in (
+        "pot_s",
+        "pbt_s",
+        "apt_s",
+        "aust_s",
+        "adet_s",
+        "adet_minor_s",
+        "adet_no_data_s",
+        "adot_s",
+        "in_cycle_s",
+    ):
+        assert parts.column(name).sum() == pytest.approx(whole.column(name)[0], abs=1e-6), name

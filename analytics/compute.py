@@ -211,6 +211,13 @@ class SiteComputer:
             starts.append(w.start_ns)
             ends.append(w.end_ns)
         comp = Components.concat(parts)
+        for meter in self.plant:
+            if meter.id not in data.meters:
+                notes.append(f"plant meter {meter.id}: no data in the range")
+        for machine, meter in self.meter_of_machine.items():
+            sigs = data.machines.get(machine)
+            if sigs is None or sigs.get("energy_kwh") is None:
+                notes.append(f"{machine}: energy meter {meter.id} has no data in the range")
         e_start, e_tags, e_fields = self._plant_energy(data, kind, start_ns, end_ns)
         return SiteResult(
             kind, machines, tags,

@@ -55,10 +55,15 @@ class SignalsConfig(StrictModel):
     parts_startup_scrap: SignalRef | None = None
     spindle_load_pct: SignalRef | None = SignalRef(measurement="spindle", field="spindle_load_pct")
     cutting: SignalRef | None = None  # a boolean "cutting" signal, if the source publishes one
-    # measurement of meter counters; the field is the meter's ``signal`` in the site model
+    # measurement of meter counters (the field is the meter's ``signal`` in the site model),
+    # per medium where it differs from ``meter_measurement``
     meter_measurement: str = "energy"
+    meter_measurements: dict[str, str] = Field(default_factory=lambda: {"water": "water"})
     # tag naming the meter id on meter points ("" = find meters by their asset tags only)
     meter_tag: str = "meter"
+
+    def measurement_of_meter(self, medium: str) -> str:
+        return self.meter_measurements.get(medium, self.meter_measurement)
 
 
 class EnergyConfig(StrictModel):

@@ -116,9 +116,8 @@ class KpiEngine:
         for plan in plans.values():
             for ref in [*plan.states, *plan.roles.values()]:
                 fields.setdefault(ref.measurement, set()).add(ref.field)
-        meter_fields = {m.signal for m in site.meters}
-        if meter_fields:
-            fields.setdefault(self.cfg.signals.meter_measurement, set()).update(meter_fields)
+        for m in site.meters:
+            fields.setdefault(self.cfg.signals.measurement_of_meter(m.medium), set()).add(m.signal)
         where = f"{_q('site')} = {_s(site.site)} AND {_q('enterprise')} = {_s(site.enterprise)}"
         statements: list[str] = []
         for meas, names in sorted(fields.items()):
@@ -138,7 +137,7 @@ class KpiEngine:
     ) -> SiteData:
         parts: dict[tuple[str, str, str], list[tuple[I64, NDArray[np.generic]]]] = {}
         meter_parts: dict[str, list[tuple[I64, NDArray[np.generic]]]] = {}
-        meter_meas = self.cfg.signals.meter_measurement
+        meter_meas = {self.cfg.signals.measurement_of_meter(m.medium) for m in site.meters}
         for s in series:
             machine = s.tags.get("machine", "")
             for fname, col in s.values.items():
@@ -146,8 +145,8 @@ class KpiEngine:
                 if not ok.any():
                     continue
                 ts, vals = s.time_ns[ok], col[ok]
-                if s.name == meter_meas:
-                    mid = self._meter_id(site, s.tags, fname)
+                if s.name in meter_meas:
+                    mid = self._meter_id(site, s.name, s.tags, fname)
                     if mid is not None:
                         meter_parts.setdefault(mid, []).append((ts, vals))
                         continue
@@ -179,18 +178,25 @@ class KpiEngine:
                 data.meters[mid] = sig
         return data
 
-    def _meter_id(self, site: SiteModel, tags: dict[str, str], fname: str) -> str | None:
-        tag = self.cfg.signals.meter_tag
+    def _meter_id(
+        self, site: SiteModel, measurement: str, tags: dict[str, str], fname: str
+    ) -> str | None:
+        """The site-model meter a stored series belongs to: by its meter tag, else by asset."""
+        signals = self.cfg.signals
+        meters = [
+            m for m in site.meters
+            if m.signal == fname and signals.measurement_of_meter(m.medium) == measurement
+        ]  # fmt: skip
+        tag = signals.meter_tag
         if tag and tags.get(tag):
-            return tags[tag] if any(m.id == tags[tag] for m in site.meters) else None
+            return tags[tag] if any(m.id == tags[tag] for m in meters) else None
         asset = "/".join(tags.get(k, "") for k in ("area", "line", "machine")).strip("/")
-        hits = [m for m in site.meters if m.signal == fname and m.asset.strip("/") == asset]
+        hits = [m for m in meters if m.asset.strip("/") == asset]
         if not hits and tags.get("machine"):
-            hits = [
-                m
-                for m in site.meters
-                if m.signal == fname and m.asset.rstrip("/").split("/")[-1] == tags["machine"]
-            ]
+            hits = [m for m in meters if m.asset.rstrip("/").split("/")[-1] == tags["machine"]]
+        if not hits and not tags.get("machine"):
+            # a site-level meter published under some area/line (e.g. utilities/main)
+            hits = [m for m in meters if not m.asset]
         return hits[0].id if len(hits) == 1 else None
 
     # -- one run --------------------------------------------------------------------------------

@@ -64,6 +64,12 @@ def raw_day() -> tuple[list[str], SiteData]:
         f"energy,enterprise=acme,site=plant1,meter=em-main energy_kwh={v} {t}"
         for t, v in zip(kwh_ts.tolist(), main_kwh.tolist(), strict=True)
     ]
+    # the gas meter is published without a meter tag, under a utilities area (matched by signal)
+    gas = np.array([10.0, 70.0, 130.0])
+    lines += [
+        f"energy,enterprise=acme,site=plant1,area=utilities,line=main gas_m3={v} {t}"
+        for t, v in zip(kwh_ts.tolist(), gas.tolist(), strict=True)
+    ]
     data = SiteData(
         machines={
             "M1": MachineSignals(
@@ -71,7 +77,7 @@ def raw_day() -> tuple[list[str], SiteData]:
             ),
             "M9": MachineSignals({"parts_total": Signal(m9_ts, np.array([5.0, 9.0]))}),
         },
-        meters={"em-main": Signal(kwh_ts, main_kwh)},
+        meters={"em-main": Signal(kwh_ts, main_kwh), "gm-main": Signal(kwh_ts, gas)},
     )
     return lines, data
 
@@ -138,7 +144,10 @@ async def test_engine_writes_components_equal_to_the_pure_computation(
     assert {v["shift"] for v in shift.values()} == {"day"} and len(shift) == 2
     site_day = rows(influx_db, "kpi_site_day")
     assert len(site_day) == 1
-    assert next(iter(site_day.values()))["electricity_kwh"] == 4800
+    plant = next(iter(site_day.values()))
+    assert plant["electricity_kwh"] == 4800 and plant["natural_gas_m3"] == 120
+    assert plant["kgce"] == pytest.approx(4800 * 0.1229 + 120 * 1.2143, abs=1e-9)
+    assert plant["kgco2"] == pytest.approx(4800 * 0.5737 + 120 * 2.1622, abs=1e-9)
     # line OEE read back as sum/sum over the stored components, the way dashboards do
     q = influx_db.query(
         'SELECT sum("pri_gq_s") / sum("pbt_s") FROM "kpi_machine_day" WHERE "line" = \'l1\''

@@ -194,3 +194,26 @@ def test_ambiguous_plant_meters_are_refused(tmp_path: Path) -> None:
     bad = KpiConfig.model_validate({"sites": ["s.yaml"], "energy": {"plant_meters": ["em-nope"]}})
     with pytest.raises(ConfigError, match="em-nope"):
         SiteComputer(site, bad)
+
+
+def test_bad_csv_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site, _ = write_export(tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "time,asset,value\n2026-03-02T08:00,acme/plant1/machining/l1/M1,1\n", encoding="utf-8"
+    )
+    rc = main(["kpi", "compute", "--samples", str(bad), "--site", str(site),
+               "--from", "2026-03-02T00:00", "--to", "2026-03-03T00:00"])  # fmt: skip
+    assert rc == 2
+    assert "missing columns ['signal']" in capsys.readouterr().err
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        "timestamp,asset,signal,value\nnot-a-time,acme/plant1/machining/l1/M1,state,IN_CYCLE\n"
+        "2026-03-02T08:00,acme/plant1/machining/l1/M1,state,IN_CYCLE\n",
+        encoding="utf-8",
+    )
+    rc = main(["kpi", "compute", "--samples", str(rows), "--site", str(site), "--json",
+               "--from", "2026-03-02T00:00", "--to", "2026-03-03T00:00"])  # fmt: skip
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert any("1 rows skipped: line 2" in n for n in report["notes"])

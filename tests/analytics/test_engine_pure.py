@@ -50,3 +50,26 @@ def test_kpis_from_summed_components() -> None:
     assert isinstance(kpis, dict)
     assert kpis["oee"]["value"] == 2640 / 3600 and kpis["oee"]["label"] == "OEE=PRI*GQ/PBT"
     assert kpis["utilization cutting/PBT"]["value"] == 0.0
+
+
+def test_rollup_machine_line_factory_district_city() -> None:
+    from analytics.aggregate import machine_hierarchy, rollup
+    from analytics.components import Components
+    from analytics.oee import iso22400_kpis
+    from tests.analytics.test_offline_cli import SITE
+    from zhizao.site import SiteModel
+
+    a = SiteModel.model_validate(SITE)
+    b = SiteModel.model_validate({**SITE, "site": "plant2", "district": "Minhang"})
+    ha, hb = machine_hierarchy(a, ["M1", "M9"]), machine_hierarchy(b, ["M1", "M9"])
+    groups = {level: ha[level] + hb[level] for level in ha}
+    c = Components.from_columns(
+        {"pbt_s": [100.0, 300.0, 200.0, 400.0], "pri_gq_s": [80.0, 30.0, 100.0, 300.0]}
+    )
+    r = rollup(c, groups)
+    assert r["line"][0] == ["acme/plant1/machining/l1", "acme/plant2/machining/l1"]
+    assert r["district"][0] == ["Pudong", "Minhang"]
+    oee = {lvl: iso22400_kpis(comps)["oee"].value.tolist() for lvl, (_, comps) in r.items()}
+    assert oee["factory"] == [110 / 400, 400 / 600]
+    assert oee["district"] == oee["factory"]
+    assert oee["city"] == [510 / 1000]  # sum/sum, not the mean of the districts (0.4708)

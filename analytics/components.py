@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["COMPONENT_FIELDS", "STORED_FIELDS", "Components", "group_index"]
+__all__ = ["COMPONENT_FIELDS", "Components", "group_index"]
 
 F64 = NDArray[np.float64]
 
@@ -121,8 +121,6 @@ class Components:
 
 
 COMPONENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Components))
-# the contract's short list comes first; the rest refine it (all are times, counts or quantities)
-STORED_FIELDS: tuple[str, ...] = COMPONENT_FIELDS
 
 
 def group_index(keys: Sequence[object]) -> tuple[NDArray[np.int64], list[object]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["counter_increments", "increments_by_window", "value_at"]
+__all__ = ["counter_increments", "increments_by_window"]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -46,19 +46,6 @@ def counter_increments(
         inc = np.where(wrapped, rollover - prev + v, inc)
         drop = drop & ~wrapped
     return ts, inc, drop
-
-
-def value_at(
-    change_ts_ns: I64, change_value: NDArray[np.generic], t_ns: I64, default: object
-) -> NDArray[np.generic]:
-    """The value of an on-change signal in force at each ``t_ns`` (``default`` before the first)."""
-    k = np.searchsorted(np.asarray(change_ts_ns, np.int64), t_ns, "right") - 1
-    vals = np.asarray(change_value)
-    out = np.empty(len(t_ns), dtype=vals.dtype if len(vals) else object)
-    if len(vals):
-        out[:] = vals[np.clip(k, 0, None)]
-    out[k < 0] = default
-    return out
 
 
 def increments_by_window(ts_ns: I64, increment: F64, win_start_ns: I64, win_end_ns: I64) -> F64:

@@ -77,6 +77,9 @@ class BatchConfig(StrictModel):
 
     flush_points: int = Field(50_000, ge=1, description="flush when this many samples wait")
     flush_age_ms: float = Field(200.0, gt=0, description="... or when the oldest waited this long")
+    flush_when_idle: bool = Field(
+        True, description="... or at once while a writer slot is free (group commit)"
+    )
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="larger messages are quarantined (too_large)"
     )

@@ -385,6 +385,7 @@ class IngestService:
         self._inbox_points = 0
         self._unacked: deque[float] = deque()  # received_s of messages not yet acknowledged
         self._wake: asyncio.Event | None = None
+        self._busy = 0  # batches prepared and not yet acknowledged
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_write_s = time.monotonic()
         self.acked = 0
@@ -433,6 +434,10 @@ class IngestService:
                 waited = time.monotonic() - self._inbox[0][0].received_s
                 if self._inbox_points >= cfg.flush_points or waited >= age_s:
                     break
+                if cfg.flush_when_idle and self._busy < cfg.max_concurrent_writes:
+                    # group commit: a writer slot is free, so waiting buys nothing; under load
+                    # the slots are taken and batches grow while the writes run
+                    break
                 timeout = age_s - waited
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -457,6 +462,7 @@ class IngestService:
                 return
             prep = self.pipeline.prepare_safe([m.topic for m in msgs], [m.payload for m in msgs])
             self._request_rebirths()
+            self._busy += 1
             await queue.put((msgs, prep))
 
     def _request_rebirths(self) -> None:
@@ -550,6 +556,9 @@ class IngestService:
         self.pipeline.commit(prep)
         assert self.consumer is not None
         self.consumer.ack(msgs)
+        self._busy -= 1
+        if self._wake is not None:
+            self._wake.set()
         now = time.monotonic()
         self._last_write_s = now
         self.metrics.last_write.set(time.time())

@@ -124,7 +124,7 @@ def test_sigkill_then_restart_delivers_every_unacknowledged_message(
         influx_db.url,
         influx_db.database,
         tmp_path,
-        batch={"flush_age_ms": 3000, "flush_points": 10_000_000},
+        batch={"flush_age_ms": 3000, "flush_points": 10_000_000, "flush_when_idle": False},
         health={"port": port},
     )
     path = write_config(tmp_path / "ingest.yaml", cfg)

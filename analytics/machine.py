@@ -78,7 +78,7 @@ class MachineResult:
 
 
 def _counter_window(
-    sig: Signal | None, ws: I64, we: I64, rollover: float | None
+    sig: Signal | None, rollover: float | None
 ) -> tuple[I64, NDArray[np.float64], int]:
     if sig is None:
         return np.empty(0, np.int64), np.empty(0, np.float64), 0
@@ -143,17 +143,15 @@ def machine_components(
     cols = comp.columns()
 
     resets = 0
-    pq_ts, pq_inc, r = _counter_window(signals.get("parts_total"), ws, we, ctx.parts_rollover)
+    pq_ts, pq_inc, r = _counter_window(signals.get("parts_total"), ctx.parts_rollover)
     resets += r
-    gq_ts, gq_inc, r = _counter_window(signals.get("parts_good"), ws, we, ctx.parts_rollover)
+    gq_ts, gq_inc, r = _counter_window(signals.get("parts_good"), ctx.parts_rollover)
     resets += r
-    sq_ts, sq_inc, r = _counter_window(signals.get("parts_scrap"), ws, we, ctx.parts_rollover)
+    sq_ts, sq_inc, r = _counter_window(signals.get("parts_scrap"), ctx.parts_rollover)
     resets += r
-    rq_ts, rq_inc, r = _counter_window(signals.get("parts_rework"), ws, we, ctx.parts_rollover)
+    rq_ts, rq_inc, r = _counter_window(signals.get("parts_rework"), ctx.parts_rollover)
     resets += r
-    su_ts, su_inc, r = _counter_window(
-        signals.get("parts_startup_scrap"), ws, we, ctx.parts_rollover
-    )
+    su_ts, su_inc, r = _counter_window(signals.get("parts_startup_scrap"), ctx.parts_rollover)
     resets += r
 
     cols["pq"] = increments_by_window(pq_ts, pq_inc, ws, we)
@@ -165,7 +163,6 @@ def machine_components(
             sq = cols["pq"] - cols["gq"]  # no split published: every non-good part is scrap
     else:
         cols["gq"] = cols["pq"] - sq - rq  # first pass good = PQ - SQ - RQ
-        gq_ts, gq_inc = pq_ts, pq_inc  # PRI of good parts approximated by the produced mix below
     cols["sq"], cols["rq"] = sq, rq
 
     # PRI of the product running when each part was counted (product changes inside a window)
@@ -200,7 +197,7 @@ def machine_components(
         cols["pri_gq_s"] = cols["pri_pq_s"] - bad_pri
     cols["pri_startup_s"] = increments_by_window(su_ts, su_inc * pri_at(su_ts), ws, we)
 
-    e_ts, e_inc, r = _counter_window(signals.get("energy_kwh"), ws, we, ctx.energy_rollover)
+    e_ts, e_inc, r = _counter_window(signals.get("energy_kwh"), ctx.energy_rollover)
     resets += r
     cols["kwh"] = increments_by_window(e_ts, e_inc, ws, we)
     cols["kgce"] = cols["kwh"] * ctx.kgce_per_kwh

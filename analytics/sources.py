@@ -26,7 +26,6 @@ class MachinePlan:
 def read_plan(site: SiteModel, cfg: KpiConfig) -> dict[str, MachinePlan]:
     """What to read for every machine of ``site``."""
     roles = {r: ref for r in ROLES if (ref := getattr(cfg.signals, r)) is not None}
-    paths = site.machine_paths()
     plans: dict[str, MachinePlan] = {}
     for _, _, m in site.machines():
         mtype = site.machine_types[m.type]
@@ -45,6 +44,5 @@ def read_plan(site: SiteModel, cfg: KpiConfig) -> dict[str, MachinePlan]:
                 and mt.asset.rstrip("/").split("/")[-1] == m.id
             ):
                 meter = mt
-        assert m.id in paths
         plans[m.id] = MachinePlan(m.id, states, roles, meter)
     return plans

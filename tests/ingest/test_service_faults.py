@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,14 @@ class InfluxDbView:
             return orjson.loads(resp.read())
 
 
+def http_get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status), dict(orjson.loads(resp.read()))
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), dict(orjson.loads(exc.read()))
+
+
 def healthz(url: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(url + "/healthz", timeout=5) as resp:
@@ -72,12 +81,16 @@ def test_influx_outage_under_load_nothing_lost_or_duplicated(
         tmp_path,
         mqtt={"client_id": "outage-1", "receive_maximum": receive_max},
         influx={"create_database": True},
+        health={"port": free_port(), "stale_write_s": 3},
     )
     db = InfluxDbView(influx.url, "outage")
     total = make_frames("gw-o", 200, 500)
     pub = GatewayPublisher(broker.port)
     with ServiceThread(cfg) as st:
         svc = st.service
+        server = svc.start_health()
+        assert server is not None
+        url = f"http://127.0.0.1:{server.port}"
         pub.publish("zhizao/v1/s1/gw-o/frames", total.payloads[:20])
         wait_until(lambda: svc.acked == 20, 60, "first 20 frames stored")
         influx.stop()
@@ -99,11 +112,19 @@ def test_influx_outage_under_load_nothing_lost_or_duplicated(
             time.sleep(0.05)
         assert svc.acked == acked_during
         assert max_inflight == receive_max  # the broker holds the rest (backpressure)
-        _, detail = svc.health()
-        assert detail["unacked_messages"] == receive_max
+        # holding data with no successful write for > stale_write_s: /healthz says 503
+        status, body = http_get(url + "/healthz")
+        assert status == 503 and body["status"] == "unhealthy"
+        assert body["unacked_messages"] == receive_max
+        assert metric(url, "zhizao_ingest_influx_errors_total") >= 2
+        assert metric(url, "zhizao_ingest_inflight_messages") == receive_max
         influx.start()
         publisher.join(120)
         wait_until(lambda: svc.acked == 200, 120, "all 200 frames stored after InfluxDB returned")
+        status, body = http_get(url + "/healthz")
+        assert status == 200 and body["unacked_messages"] == 0
+        assert metric(url, "zhizao_ingest_messages_acked_total") == 200
+        server.stop()
     pub.close()
     counts, sums = per_machine(db)
     assert counts == total.series_count  # nothing lost, nothing stored twice

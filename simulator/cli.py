@@ -53,6 +53,11 @@ def register(subparsers: Any) -> None:
 
     truth = sub.add_parser("truth", help="print ISO 22400 elements and energy from the truth")
     _common(truth)
+    truth.description = (
+        "ISO 22400 elements and energy per machine for [--from, --to). Read from --truth-file, "
+        "or rebuilt from --config/--seed/--start/--hours: these must be the ones the run used "
+        "(without --start the scenario is rebuilt from --from, which matches a run started then)."
+    )
     truth.add_argument("--from", dest="from_", required=True, help="ISO 8601 with offset")
     truth.add_argument("--to", required=True, help="ISO 8601 with offset")
     truth.set_defaults(handler=_truth)

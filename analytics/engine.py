@@ -103,6 +103,9 @@ class KpiEngine:
             models = [m for m in models if m.site in wanted]
         self.computers = [SiteComputer(m, cfg, library) for m in models]
         self.last_end_ns: int | None = None
+        self._logged: set[str] = set()
+        self.failed_runs = 0  # consecutive
+        self.total_failed_runs = 0
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -226,18 +229,33 @@ class KpiEngine:
         return report
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Run every ``schedule.interval_s`` until ``stop`` is set. A failed run (InfluxDB down)
+        is retried on the next tick; the first failure and the recovery are logged once."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
             try:
                 rep = await self.run_once()
+                if self.failed_runs:
+                    log.warning("kpi runs recovered after %d failed runs", self.failed_runs)
+                    self.failed_runs = 0
+                for note in rep.notes:  # data-quality notes, each logged once (no log spam)
+                    if note not in self._logged:
+                        self._logged.add(note)
+                        log.warning("kpi data quality: %s", note)
                 log.info(
                     "kpi run: %d points for %d machine windows",
                     rep.points_written,
                     rep.machine_windows,
                 )
             except Exception as exc:  # a failed run is retried on the next tick, never fatal
-                log.error(
-                    "kpi run failed, retrying in %.0f s: %s", self.cfg.schedule.interval_s, exc
+                self.failed_runs += 1
+                self.total_failed_runs += 1
+                level = logging.ERROR if self.failed_runs == 1 else logging.DEBUG
+                log.log(
+                    level,
+                    "kpi run failed, retrying every %.0f s: %s",
+                    self.cfg.schedule.interval_s,
+                    exc,
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.cfg.schedule.interval_s)

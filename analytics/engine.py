@@ -132,7 +132,8 @@ class KpiEngine:
                 statements.append(
                     f"SELECT last({_q(f)}) AS {_q(f)} FROM {_q(meas)} WHERE {where} AND time < {lo_ns} GROUP BY *"
                 )
-        series = await reader.query(";".join(statements))
+        # chunked: a server-side max-row-limit must never truncate a window silently
+        series = await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
         return self._assemble(site, plans, series)
 
     def _assemble(

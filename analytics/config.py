@@ -54,6 +54,9 @@ class SignalsConfig(StrictModel):
     parts_rework: SignalRef | None = SignalRef(measurement="counter", field="rework_part_count")
     parts_startup_scrap: SignalRef | None = None
     spindle_load_pct: SignalRef | None = SignalRef(measurement="spindle", field="spindle_load_pct")
+    spindle_speed_rpm: SignalRef | None = SignalRef(
+        measurement="spindle", field="spindle_speed_rpm"
+    )
     cutting: SignalRef | None = None  # a boolean "cutting" signal, if the source publishes one
     # measurement of meter counters (the field is the meter's ``signal`` in the site model),
     # per medium where it differs from ``meter_measurement``

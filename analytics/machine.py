@@ -43,7 +43,7 @@ class MachineSignals:
     """Raw signals of one machine: state signals by their name (``machinery_item_state``,
     ``program_status`` ... or just ``state``), other signals by role (``parts_total``,
     ``parts_good``, ``parts_scrap``, ``parts_rework``, ``parts_startup_scrap``, ``product``,
-    ``spindle_load_pct``, ``cutting``, ``energy_kwh``). Missing roles are absent."""
+    ``spindle_load_pct``, ``spindle_speed_rpm``, ``cutting``, ``energy_kwh``). Missing roles are absent."""
 
     signals: Mapping[str, Signal]
     states: Mapping[str, Signal] = field(default_factory=dict)
@@ -75,6 +75,14 @@ class MachineResult:
     unknown_state_codes: list[str]
     counter_resets: int
     unknown_products: list[str]
+
+
+def _carried(sig: Signal, t: I64) -> NDArray[np.float64]:
+    """Value of ``sig`` in force at each ``t`` (NaN before its first sample)."""
+    order = np.argsort(sig.ts_ns, kind="stable")
+    k = np.searchsorted(sig.ts_ns[order], t, "right") - 1
+    vals = np.asarray(sig.value, np.float64)[order]
+    return np.where(k >= 0, vals[np.clip(k, 0, None)], np.nan)
 
 
 def _counter_window(
@@ -135,8 +143,16 @@ def machine_components(
         cutting = state_timeline(cut_sig.ts_ns, cut_codes, start_ns=lo, end_ns=hi,
                                  heartbeat_s=ctx.heartbeat_s, no_data_code=0)  # fmt: skip
     elif load is not None:
-        cut_codes = (np.asarray(load.value, np.float64) > ctx.cutting_load_pct).astype(np.int8)
-        cutting = state_timeline(load.ts_ns, cut_codes, start_ns=lo, end_ns=hi,
+        # DOMAIN section 3: spindle load above the type's threshold and, where published,
+        # spindle speed above 0 (each carried forward to the other's samples)
+        cut_ts = load.ts_ns
+        cut = np.asarray(load.value, np.float64) > ctx.cutting_load_pct
+        speed = signals.get("spindle_speed_rpm")
+        if speed is not None:
+            cut_ts = np.unique(np.concatenate((load.ts_ns, speed.ts_ns)))
+            cut = _carried(load, cut_ts) > ctx.cutting_load_pct
+            cut &= _carried(speed, cut_ts) > 0
+        cutting = state_timeline(cut_ts, cut.astype(np.int8), start_ns=lo, end_ns=hi,
                                  heartbeat_s=ctx.heartbeat_s, no_data_code=0)  # fmt: skip
 
     comp = time_elements(timeline, planned, ws, we, cutting=cutting, options=ctx.options)

@@ -12,7 +12,13 @@ from zhizao.site import MeterConfig, SiteModel
 
 __all__ = ["MachinePlan", "read_plan"]
 
-ROLES: tuple[str, ...] = (*COUNTER_ROLES, "product", "spindle_load_pct", "cutting")
+ROLES: tuple[str, ...] = (
+    *COUNTER_ROLES,
+    "product",
+    "spindle_load_pct",
+    "spindle_speed_rpm",
+    "cutting",
+)
 
 
 @dataclass(frozen=True, slots=True)

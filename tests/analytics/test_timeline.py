@@ -200,3 +200,27 @@ def test_any_own_sample_keeps_the_state_alive_but_a_meter_does_not() -> None:
         MachineSignals({"energy_kwh": counter}, state), ctx, planned, ws, we
     ).components
     assert metered.apt_s[0] == 300.0
+
+
+def test_cutting_needs_load_above_threshold_and_speed() -> None:
+    ws = np.array([at("08:00")], np.int64)
+    we = ws + 60 * MIN_NS
+    t = at("08:00") + np.array([0, 10, 20, 30, 40], np.int64) * MIN_NS
+    states = {"state": Signal(t[:1], np.array(["IN_CYCLE"], object))}
+    load = Signal(t[:4], np.array([50.0, 50.0, 3.0, 50.0]))  # 08:20-08:30 below the 5 % threshold
+    speed = Signal(t[[0, 3, 4]], np.array([1000.0, 0.0, 1000.0]))  # 08:30-08:40 spindle stopped
+    ctx = m1_context()
+    planned = _always(int(ws[0]), int(we[0]))
+    both = machine_components(
+        MachineSignals({"spindle_load_pct": load, "spindle_speed_rpm": speed}, states),
+        ctx,
+        planned,
+        ws,
+        we,
+    )
+    assert both.components.cutting_s[0] == (20 + 20) * 60  # 08:00-08:20 and 08:40-09:00
+    load_only = machine_components(
+        MachineSignals({"spindle_load_pct": load}, states), ctx, planned, ws, we
+    )
+    assert load_only.components.cutting_s[0] == (20 + 30) * 60
+    assert both.components.cutting_s[0] <= both.components.in_cycle_s[0]

@@ -595,10 +595,10 @@ class IngestService:
             await asyncio.to_thread(consumer.start)
             prepare = asyncio.create_task(self._prepare_loop(queue, stop), name="ingest-prepare")
             write = asyncio.create_task(self._write_loop(queue, writer), name="ingest-write")
+            stopped = asyncio.create_task(stop.wait(), name="ingest-stop")
             try:
                 done, _ = await asyncio.wait(
-                    [prepare, write, asyncio.create_task(stop.wait())],
-                    return_when=asyncio.FIRST_COMPLETED,
+                    [prepare, write, stopped], return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done:
                     if task in (prepare, write) and task.exception() is not None:
@@ -609,9 +609,9 @@ class IngestService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(queue.join(), 10.0)
             finally:
-                prepare.cancel()
-                write.cancel()
-                for task in (prepare, write):
+                for task in (prepare, write, stopped):
+                    task.cancel()
+                for task in (prepare, write, stopped):
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
                 await asyncio.to_thread(consumer.stop)

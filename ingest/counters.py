@@ -110,6 +110,7 @@ class CounterTracker:
         self._gw_break: dict[int, int] = {}  # gateway -> highest seq that followed a gap
         self.out_of_order = 0  # samples not newer than the last seen (no increment)
         self.unknown_previous = 0  # samples whose previous value this process cannot know
+        self.last_source = np.empty(0, np.int64)  # rows of the last batch that got increments
 
     def _refresh(self, table: SeriesTable) -> None:
         if not self.specs:
@@ -187,6 +188,7 @@ class CounterTracker:
         ``gateway`` (an id per gateway, -1 for samples not from frames) and ``seq`` (frame
         sequence number) let the tracker refuse a previous value across a missed frame.
         """
+        self.last_source = np.empty(0, np.int64)
         if not self.specs or len(batch) == 0:
             return Batch.empty()
         self._refresh(table)
@@ -256,6 +258,7 @@ class CounterTracker:
         self._last_gw[s[last]] = gw[last]
         self._last_seq[s[last]] = sq[last]
         keep = np.flatnonzero(has_prev)
+        self.last_source = idx[keep].astype(np.int64)
         return Batch(
             series=self._inc_series[s[keep]].astype(np.int32),
             ts_ns=ts[keep],
@@ -263,3 +266,24 @@ class CounterTracker:
             value_i64=i64[keep],
             quality=batch.quality[idx[keep]],
         )
+
+    def with_increments(
+        self,
+        table: SeriesTable,
+        batch: Batch,
+        gateway: NDArray[np.int64] | None = None,
+        seq: NDArray[np.int64] | None = None,
+    ) -> tuple[Batch, NDArray[np.int64]]:
+        """``batch`` with each increment right after its raw sample, and the row of ``batch``
+        each output row comes from.
+
+        Adjacent samples of one measurement + tags + timestamp become one line-protocol line, so
+        the raw value and its increment are stored atomically (never one without the other).
+        """
+        inc = self.increments(table, batch, gateway, seq)
+        rows = np.arange(len(batch), dtype=np.int64)
+        if len(inc) == 0:
+            return batch, rows
+        source = np.concatenate([rows, self.last_source])
+        order = np.argsort(source, kind="stable")  # raw before its increment
+        return Batch.concat([batch, inc]).take(order), source[order]

@@ -221,16 +221,13 @@ class IngestPipeline:
         else:  # the common case: no copy
             accepted = batch
         prep.accepted = len(accepted)
-        increments = Batch.empty()
         if self.counters.specs:
             gw_col = np.concatenate([g for g, _ in frame_ids])
             seq_col = np.concatenate([q for _, q in frame_ids])
             if len(rejected):
                 gw_col, seq_col = gw_col[ok], seq_col[ok]
-            increments = self.counters.increments(self.table, accepted, gw_col, seq_col)
-        if len(increments):
-            accepted = Batch.concat([accepted, increments])
-            message_of = np.concatenate([message_of, np.full(len(increments), -1, np.int64)])
+            accepted, rows = self.counters.with_increments(self.table, accepted, gw_col, seq_col)
+            message_of = message_of[rows]
         prep.batch = accepted
         prep.message_of = message_of
         if self.metrics is not None:

@@ -300,7 +300,15 @@ def test_oversized_and_counter_increments_in_pipeline(tmp_path: Path) -> None:
         ("parts_inc", NOW_NS + 2): 2,
     }
     assert [r["reason"] for r in records(p)] == ["too_large"]
-    assert prep.message_of.tolist() == [0, 0, 0, -1, -1]
+    # each increment sits right after its raw sample (one line protocol line for both)
+    assert [p.table.keys[s].field for s in prep.batch.series.tolist()] == [
+        "parts",
+        "parts",
+        "parts_inc",
+        "parts",
+        "parts_inc",
+    ]
+    assert prep.message_of.tolist() == [0, 0, 0, 0, 0]
 
 
 def test_bad_config_names_key(tmp_path: Path) -> None:

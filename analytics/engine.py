@@ -23,14 +23,15 @@ from numpy.typing import NDArray
 from analytics.compute import SiteComputer, SiteData, SiteResult
 from analytics.config import KpiConfig
 from analytics.green import CoefficientLibrary
-from analytics.lineformat import component_lines
+from analytics.lineformat import component_batch
 from analytics.machine import MachineSignals, Signal
 from analytics.sources import MachinePlan, read_plan
 from ingest.influx import InfluxQLReader, InfluxWriter, ResultSeries
 from zhizao.errors import ConfigError
+from zhizao.model import Batch, SeriesTable
 from zhizao.site import SiteModel, load_site
 
-__all__ = ["EngineReport", "KpiEngine", "compute_range", "site_lines"]
+__all__ = ["EngineReport", "KpiEngine", "compute_range", "site_batch"]
 
 log = logging.getLogger(__name__)
 I64 = NDArray[np.int64]
@@ -58,17 +59,29 @@ def compute_range(now_ns: int, cfg: KpiConfig, last_end_ns: int | None) -> tuple
     return start, cutoff
 
 
-def site_lines(computer: SiteComputer, result: SiteResult, prefix: str) -> list[str]:
-    """Line protocol of one computed site result (machine components and plant energy)."""
+def site_batch(table: SeriesTable, result: SiteResult, prefix: str) -> Batch:
+    """Components of one computed site result (machine components and plant energy)."""
     kind = result.kind
-    lines = component_lines(
-        f"{prefix}machine_{kind}", result.tags, result.start_ns, result.components.columns()
-    )
-    if kind != "shift":  # plant meters have no shift calendar; their day rows come from "day"
-        lines += component_lines(
-            f"{prefix}site_{kind}", result.energy_tags, result.energy_start_ns, result.energy_fields
+    parts = [
+        component_batch(
+            table,
+            f"{prefix}machine_{kind}",
+            result.tags,
+            result.start_ns,
+            result.components.columns(),
         )
-    return lines
+    ]
+    if kind != "shift":  # plant meters have no shift calendar; their day rows come from "day"
+        parts.append(
+            component_batch(
+                table,
+                f"{prefix}site_{kind}",
+                result.energy_tags,
+                result.energy_start_ns,
+                result.energy_fields,
+            )
+        )
+    return Batch.concat(parts)
 
 
 def _q(name: str) -> str:
@@ -91,6 +104,8 @@ class KpiEngine:
             )
         self.cfg = cfg
         self.influx = cfg.influx
+        # one series table for the engine's lifetime: the encoder caches each series' text once
+        self._table = SeriesTable()
         library = CoefficientLibrary.load(cfg.energy.coefficients)
         models = [load_site(p) for p in cfg.sites]
         wanted = set(sites or [])
@@ -217,15 +232,20 @@ class KpiEngine:
                     k_lo, k_hi = computer.extent(kind, start, cutoff)
                     lo, hi = min(lo, k_lo), max(hi, k_hi)
                 data = await self.read_site(reader, computer.site, lo - hb_ns, min(hi, cutoff))
-                lines: list[str] = []
+                batches: list[Batch] = []
                 for kind in self.cfg.windows:
                     result = computer.compute(data, kind, start, cutoff)
                     report.machine_windows += len(result.components)
                     report.notes += [f"{computer.site.site} {kind}: {n}" for n in result.notes]
-                    lines += site_lines(computer, result, self.cfg.measurement_prefix)
-                if lines:
-                    await writer.write_body(("\n".join(lines) + "\n").encode(), len(lines))
-                    report.points_written += len(lines)
+                    batches.append(site_batch(self._table, result, self.cfg.measurement_prefix))
+                batch = Batch.concat(batches)
+                if len(batch):
+                    written = await writer.write_batch(self._table, batch)
+                    report.points_written += written.lines_written
+                    if written.rejected:
+                        report.notes.append(
+                            f"components refused by the encoder: {written.rejected}"
+                        )
         self.last_end_ns = cutoff
         return report
 

@@ -1,42 +1,49 @@
-"""Line protocol for KPI component rows (a few hundred points per run, not a hot path).
+"""KPI component rows as a ``Batch``, written through the shared encoder and writer.
 
-Tag values come from validated site-model ids and field values are finite floats, so escaping
-covers the characters line protocol reserves and nothing more.
+Rows are a few hundred per run, so building the series keys in Python is fine; what matters is that
+KPI components go through the same line-protocol encoder (escaping, float formatting, rejection
+rules) as every raw sample.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["component_lines"]
+from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
+
+__all__ = ["component_batch"]
 
 
-def _esc(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-
-def component_lines(
+def component_batch(
+    table: SeriesTable,
     measurement: str,
     tags: Sequence[Mapping[str, str]],
     ts_ns: NDArray[np.int64],
     fields: Mapping[str, NDArray[np.float64]],
-) -> list[str]:
-    """One line per row; tags sorted by key (InfluxDB's canonical order); NaN fields left out."""
+) -> Batch:
+    """One point per row (fields in sorted order, so each row encodes as one line); empty tag
+    values are left out and NaN fields (not available) are skipped, not written."""
     names = sorted(fields)
-    cols = [fields[n].tolist() for n in names]
-    lines: list[str] = []
-    m = _esc(measurement)
-    for i, row_tags in enumerate(tags):
-        tag_part = "".join(f",{_esc(k)}={_esc(v)}" for k, v in sorted(row_tags.items()) if v)
-        field_part = ",".join(
-            f"{_esc(n)}={float(c[i])!r}"
-            for n, c in zip(names, cols, strict=True)
-            if not math.isnan(c[i])
-        )
-        if field_part:
-            lines.append(f"{m}{tag_part} {field_part} {int(ts_ns[i])}")
-    return lines
+    if not len(tags) or not names:
+        return Batch.empty()
+    series = np.array(
+        [
+            [
+                table.add(
+                    SeriesKey.make(
+                        measurement, {k: v for k, v in t.items() if v}, n, FieldType.FLOAT
+                    )
+                )
+                for n in names
+            ]
+            for t in tags
+        ],
+        dtype=np.int32,
+    ).ravel()
+    values = np.column_stack([np.asarray(fields[n], np.float64) for n in names]).ravel()
+    ts = np.repeat(np.asarray(ts_ns, np.int64), len(names))
+    keep = ~np.isnan(values)
+    return Batch.build(table, series[keep], ts[keep], values[keep])

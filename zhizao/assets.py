@@ -59,7 +59,8 @@ class AssetPath:
                 expected="2 to 6 levels: enterprise/site[/area[/line[/cell]/machine]]",
             )
         if len(parts) == 5:
-            return cls(*parts[:4], None, parts[4])
+            enterprise, site, area, line, machine = parts
+            return cls(enterprise, site, area, line, None, machine)
         return cls(**dict(zip(LEVELS, parts, strict=False)))
 
     def __str__(self) -> str:

@@ -8,7 +8,9 @@ import numpy as np
 
 from analytics.config import KpiConfig
 from analytics.engine import compute_range
-from analytics.lineformat import component_lines
+from analytics.lineformat import component_batch
+from ingest.lineprotocol import LineProtocolEncoder
+from zhizao.model import SeriesTable
 
 S = 10**9
 
@@ -27,17 +29,20 @@ def test_first_run_backfills_later_runs_look_back_from_the_last_run() -> None:
     assert compute_range(later, cfg, last_end) == (last_end - 7200 * S, later - 60 * S)
 
 
-def test_component_lines_are_deterministic_and_skip_nan() -> None:
+def test_component_rows_encode_one_line_each_and_skip_nan() -> None:
     tags = [{"site": "p 1", "machine": "M,1", "line": ""}, {"site": "p1", "machine": "M2"}]
-    lines = component_lines(
+    table = SeriesTable()
+    batch = component_batch(
+        table,
         "kpi_machine_day",
         tags,
         np.array([10, 20], np.int64),
-        {"pbt_s": np.array([54000.0, np.nan]), "gq": np.array([351.0, 2.0])},
+        {"pbt_s": np.array([54000.0, np.nan]), "gq": np.array([351.0, 2.5])},
     )
-    assert lines == [
-        r"kpi_machine_day,machine=M\,1,site=p\ 1 gq=351.0,pbt_s=54000.0 10",
-        "kpi_machine_day,machine=M2,site=p1 gq=2.0 20",
+    body = LineProtocolEncoder(table).encode(batch).body.decode()
+    assert body.splitlines() == [
+        r"kpi_machine_day,machine=M\,1,site=p\ 1 gq=351,pbt_s=54000 10",
+        "kpi_machine_day,machine=M2,site=p1 gq=2.5 20",
     ]
 
 

@@ -116,6 +116,12 @@ class IngestConfig(StrictModel):
         default_factory=lambda: QuarantineConfig.model_validate({})
     )
     counters: list[CounterSpec] = Field(default_factory=list)
+    counter_seed_from_influx: bool = Field(
+        False,
+        description="start counter state from the last raw values in InfluxDB, so the first "
+        "increment after a restart is not lost; only for a single consumer per gateway "
+        "(one process, or gateways partitioned with mqtt.frame_filter)",
+    )
     json_topics: JsonTopicConfig | None = Field(None, description="per-tag JSON input; none = off")
     sparkplug: SparkplugConfig | None = Field(None, description="Sparkplug B input; none = off")
     health: HealthConfig = Field(default_factory=lambda: HealthConfig.model_validate({}))

@@ -38,6 +38,8 @@ __all__ = ["CounterSpec", "CounterTracker", "counter_increments"]
 
 # a frame sequence number this far below the highest seen means the gateway started over
 _SEQ_RESTART = 1000
+# "gateway" of a state seeded from InfluxDB at start-up: the stored last value, trusted once
+_SEED = -2
 
 
 class CounterSpec(StrictModel):
@@ -142,6 +144,23 @@ class CounterTracker:
             self._last_gw = np.concatenate([self._last_gw, np.full(grow, -1, np.int64)])
             self._last_seq = np.concatenate([self._last_seq, np.zeros(grow, np.int64)])
 
+    def seed(self, table: SeriesTable, key: SeriesKey, value: float, ts_ns: int) -> bool:
+        """Start ``key``'s state from its last stored raw value (False if not a counter)."""
+        spec = self.specs.get((key.measurement, key.field))
+        if spec is None or key.dtype not in (FieldType.INT, FieldType.FLOAT):
+            return False
+        s = table.add(key)
+        self._refresh(table)
+        if key.dtype is FieldType.FLOAT:
+            self._last_f[s] = value
+        else:
+            self._last_i[s] = int(value)
+        self._last_ts[s] = ts_ns
+        self._has_last[s] = True
+        self._last_gw[s] = _SEED
+        self._last_seq[s] = 0
+        return True
+
     def _latest_breaks(
         self, gateway: NDArray[np.int64], seq: NDArray[np.int64]
     ) -> NDArray[np.int64]:
@@ -223,8 +242,9 @@ class CounterTracker:
         prev_sq = np.r_[np.int64(0), sq[:-1]]
         prev_gw[first] = self._last_gw[s[first]]
         prev_sq[first] = self._last_seq[s[first]]
-        # same gateway (or both not from frames) and no missed frame in between
-        contiguous = (prev_gw == gw) & ((gw < 0) | (brk <= prev_sq))
+        # same gateway (or both not from frames) and no missed frame in between; or the value
+        # InfluxDB held at start-up (a single consumer has stored every frame before it)
+        contiguous = ((prev_gw == gw) & ((gw < 0) | (brk <= prev_sq))) | (prev_gw == _SEED)
         known = ~first | self._has_last[s]
         has_prev = known & contiguous
         self.unknown_previous += int(np.count_nonzero(known & ~contiguous))

@@ -38,15 +38,15 @@ from ingest.frames import (
     parse_frame_topic,
     peek_sample_count,
 )
-from ingest.influx import InfluxWriter
+from ingest.influx import InfluxQLReader, InfluxWriter
 from ingest.json_codec import JsonTagCodec
 from ingest.lineprotocol import REJECT_REASONS
 from ingest.metrics import HealthServer, IngestMetrics
 from ingest.quarantine import QuarantineStore
 from ingest.sparkplug_codec import SparkplugCodec
 from ingest.validation import SAMPLE_REASONS, FrameDeduplicator, SampleValidator
-from zhizao.errors import ConfigError, PartialWriteError, SinkError
-from zhizao.model import Batch, SeriesKey, SeriesTable
+from zhizao.errors import ConfigError, PartialWriteError, QueryError, SinkError, ValidationError
+from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 from zhizao.sparkplug import (
     REBIRTH_METRIC,
     DataType,
@@ -588,6 +588,8 @@ class IngestService:
         queue: asyncio.Queue[tuple[list[InMessage], Prepared]] = asyncio.Queue(
             self.config.batch.pipeline_depth
         )
+        if self.config.counter_seed_from_influx and self.config.counters:
+            await self.seed_counters()
         async with InfluxWriter(self.config.influx) as writer:
             await asyncio.to_thread(consumer.start)
             prepare = asyncio.create_task(self._prepare_loop(queue, stop), name="ingest-prepare")
@@ -613,6 +615,50 @@ class IngestService:
                         await task
                 await asyncio.to_thread(consumer.stop)
                 self.quarantine.close()
+
+    async def seed_counters(self) -> int:
+        """Counter state from the last stored raw values; returns the series seeded.
+
+        InfluxDB unreachable is logged, not fatal: the first increment per series is then lost,
+        exactly as without seeding.
+        """
+        tracker, table = self.pipeline.counters, self.pipeline.table
+        seeded = 0
+        try:
+            async with InfluxQLReader(self.config.influx) as reader:
+                for spec in self.config.counters:
+                    m = spec.measurement.replace('"', '\\"')
+                    f = spec.field.replace('"', '\\"')
+                    kinds = await reader.query(f'SHOW FIELD KEYS FROM "{m}"')
+                    dtype = None
+                    for series in kinds:
+                        if "fieldKey" not in series.values:
+                            continue
+                        for name, kind in zip(
+                            series.values["fieldKey"].tolist(),
+                            series.values["fieldType"].tolist(),
+                            strict=False,
+                        ):
+                            if name == spec.field:
+                                dtype = {"integer": FieldType.INT, "float": FieldType.FLOAT}.get(
+                                    kind
+                                )
+                    if dtype is None:
+                        continue
+                    for series in await reader.query(f'SELECT last("{f}") FROM "{m}" GROUP BY *'):
+                        if not len(series.time_ns):
+                            continue
+                        tags = {k: v for k, v in series.tags.items() if v}
+                        key = SeriesKey.make(spec.measurement, tags, spec.field, dtype)
+                        value = series.values["last"][0]
+                        try:
+                            if tracker.seed(table, key, value, int(series.time_ns[0])):
+                                seeded += 1
+                        except ValidationError:
+                            continue  # known with another type: leave it to validation
+        except (QueryError, OSError) as exc:
+            log.warning("counter state not seeded from InfluxDB: %s", exc)
+        return seeded
 
     def _connect_changed(self, up: bool) -> None:
         self.metrics.mqtt_connected.set(1 if up else 0)

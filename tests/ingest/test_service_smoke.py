@@ -90,3 +90,81 @@ def test_counter_increments_stored_exactly(
     assert rows == [[1000.25, None], [1000.75, 0.5], [3.5, 3.5], [4.0, 0.5]]
     res = influx_db.query('SELECT sum("parts_inc") FROM "counter"')
     assert res["results"][0]["series"][0]["values"][0][1] == 65  # 9 - 65500 + 65536 + 20 (reset)
+
+
+@pytest.mark.integration
+def test_counter_state_seeded_from_influx_across_a_restart(
+    mosquitto: MosquittoServer, influx_db: Any, tmp_path: Path
+) -> None:
+    """With counter_seed_from_influx the first sample after a restart gets its increment from
+    the last stored raw value; without it, that interval would be missing."""
+    import numpy as np
+
+    from ingest.frames import FrameCodec, GatewayFrame, frame_topic
+    from tests.ingest._support import BASE_TS_NS, GatewayPublisher
+    from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
+
+    keys = [
+        SeriesKey.make("counter", {"machine": "m1", "line": "l1"}, "parts", FieldType.INT),
+        SeriesKey.make("energy", {"meter": "e1"}, "energy_kwh", FieldType.FLOAT),
+    ]
+    table = SeriesTable.of(keys)
+
+    def frame(seq: int, parts: int, kwh: float) -> bytes:
+        ts = BASE_TS_NS + seq * 10**9
+        batch = Batch.build(table, [0, 1], [ts, ts], np.array([parts, kwh], object))
+        return FrameCodec.encode(GatewayFrame("gw-seed", seq, keys, batch))
+
+    def config(client_id: str, seed: bool) -> Any:
+        return make_config(
+            mosquitto.port,
+            influx_db.url,
+            influx_db.database,
+            tmp_path,
+            mqtt={"client_id": client_id, "group": "seed"},
+            counters=[
+                {"measurement": "counter", "field": "parts"},
+                {"measurement": "energy", "field": "energy_kwh"},
+            ],
+            counter_seed_from_influx=seed,
+        )
+
+    pub = GatewayPublisher(mosquitto.port, client_id="seed-pub")
+    topic = frame_topic("s1", "gw-seed")
+    with ServiceThread(config("seed-1", seed=True)) as st:  # nothing stored yet: seeds nothing
+        pub.publish(topic, [frame(0, 100, 10.0), frame(1, 110, 10.5)])
+        wait_until(lambda: st.service.acked == 2, 60, "first 2 frames")
+    with ServiceThread(config("seed-1", seed=True)) as st:  # restarted (same session)
+        assert len(st.service.pipeline.counters.specs) == 2
+        pub.publish(topic, [frame(2, 125, 11.25), frame(3, 2, 0.5)])  # then both reset
+        wait_until(lambda: st.service.acked == 2, 60, "next 2 frames")
+    pub.close()
+    res = influx_db.query('SELECT "parts", "parts_inc" FROM "counter"')
+    assert [v[1:] for v in res["results"][0]["series"][0]["values"]] == [
+        [100, None],
+        [110, 10],
+        [125, 15],  # from the seeded 110
+        [2, 2],
+    ]
+    res = influx_db.query('SELECT "energy_kwh", "energy_kwh_inc" FROM "energy"')
+    assert [v[1:] for v in res["results"][0]["series"][0]["values"]] == [
+        [10.0, None],
+        [10.5, 0.5],
+        [11.25, 0.75],
+        [0.5, 0.5],
+    ]
+
+
+async def test_seeding_with_influx_unreachable_is_not_fatal(tmp_path: Path) -> None:
+    from ingest.service import IngestService
+    from zhizao.localstack import free_port
+
+    config = make_config(
+        1883,
+        f"http://127.0.0.1:{free_port()}",
+        "db",
+        tmp_path,
+        counters=[{"measurement": "counter", "field": "parts"}],
+        influx={"timeout_s": 2},
+    )
+    assert await IngestService(config).seed_counters() == 0

@@ -47,7 +47,8 @@ async def measure(ports: list[int], config: SimConfig, window_s: float, warmup_s
     clients: list[Client] = []
     try:
         for shard, port in enumerate(ports):
-            client = Client(f"opc.tcp://127.0.0.1:{port}", timeout=60)
+            # a loaded server answers slowly: do not take a slow probe for a dead link
+            client = Client(f"opc.tcp://127.0.0.1:{port}", timeout=60, watchdog_intervall=30.0)
             await client.connect()
             clients.append(client)
             ns = await client.get_namespace_index(NS_SIM)

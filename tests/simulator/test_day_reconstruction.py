@@ -103,7 +103,9 @@ async def test_a_day_reconstructed_from_opcua_and_mqtt_matches_the_truth(
             sc = sim.scenario
             table = sim.opcua.table
             recorder = ValueRecorder()
-            async with Client(f"opc.tcp://127.0.0.1:{port}", timeout=30) as client:
+            async with Client(
+                f"opc.tcp://127.0.0.1:{port}", timeout=30, watchdog_intervall=10.0
+            ) as client:
                 sub = await create_bulk_subscription(client, recorder, period_ms=50)
                 pairs = []
                 for spec in table.variables:

@@ -47,7 +47,9 @@ async def test_browse_finds_companion_spec_nodes_and_values_follow_the_seed(tmp_
     ) as sim:
         assert sim.opcua is not None
         sc, table = sim.scenario, sim.opcua.table
-        async with Client(f"opc.tcp://127.0.0.1:{port}", timeout=30) as client:
+        async with Client(
+            f"opc.tcp://127.0.0.1:{port}", timeout=30, watchdog_intervall=10.0
+        ) as client:
             namespaces = await client.get_namespace_array()
             for uri in (NS_CNC, NS_MACHINERY, NS_PACKML, NS_SIM):
                 assert uri in namespaces
@@ -130,7 +132,7 @@ async def _make_client_cert(directory: Path, name: str) -> tuple[Path, Path, str
 async def _secure_client(
     port: int, cert: Path, key: Path, uri: str, server_cert: Path, user: str, password: str
 ) -> Client:
-    client = Client(f"opc.tcp://127.0.0.1:{port}", timeout=15)
+    client = Client(f"opc.tcp://127.0.0.1:{port}", timeout=15, watchdog_intervall=10.0)
     client.application_uri = uri
     await client.set_security(
         SecurityPolicyBasic256Sha256,
@@ -198,7 +200,7 @@ async def test_security_refuses_wrong_certificate_and_wrong_password(tmp_path: P
         )
         # anonymous on the None endpoint is refused once users are configured
         with pytest.raises(ua.UaStatusCodeError):
-            async with Client(endpoint, timeout=15):
+            async with Client(endpoint, timeout=15, watchdog_intervall=10.0):
                 pass
     # the server certificate was created on first run and is kept
     async with FactorySimulator(

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 async def _machines_on(port: int) -> tuple[set[str], int]:
-    async with Client(f"opc.tcp://127.0.0.1:{port}", timeout=30) as client:
+    async with Client(f"opc.tcp://127.0.0.1:{port}", timeout=30, watchdog_intervall=10.0) as client:
         ma = await client.get_namespace_index(NS_MACHINERY)
         folder = await client.nodes.objects.get_child([f"{ma}:Machines"])
         names = {(await n.read_browse_name()).Name for n in await folder.get_children()}

@@ -75,7 +75,7 @@ class DemoOptions:
     data_dir: Path
     speed: float = 120.0
     seed: int = 7
-    # simulated start, ISO 8601 with offset; None = today 06:00 in the site's time zone
+    # simulated start, ISO 8601 with offset; None = today 05:30 in the site's time zone
     start: str | None = None
     hours: float = 24.0  # simulated hours the scenario covers (the simulator then holds still)
     kpi_interval_s: float = 5.0  # wall seconds between KPI runs
@@ -390,10 +390,11 @@ def write_yaml(path: Path, data: dict[str, Any], title: str) -> None:
 
 
 def default_start(site: SiteModel) -> str:
-    """Today 06:00 in the site's time zone (the early shift starts then)."""
+    """Today 05:30 in the site's time zone: the early shift starts at 06:00, so the gateway is
+    connected (a few wall seconds) before production starts and the first shift is complete."""
     tz = ZoneInfo(site.timezone)
     now = datetime.now(tz)
-    return datetime(now.year, now.month, now.day, 6, tzinfo=tz).isoformat()
+    return datetime(now.year, now.month, now.day, 5, 30, tzinfo=tz).isoformat()
 
 
 def _to_ns(iso: str) -> int:
@@ -717,10 +718,20 @@ def main(argv: list[str] | None = None) -> int:
         hours=hours,
         kpi_interval_s=args.interval_s,
     )
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and `kill` both end in the clean shutdown below (also when started in background)
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     print(
         f"zhizao demo: starting InfluxDB, Mosquitto, simulator, gateway, ingest in {args.data_dir}"
     )
-    stack = start_stack(options)
+    try:
+        stack = start_stack(options)  # stops what it started if interrupted
+    except KeyboardInterrupt:
+        return 130
     print(how_to_query(stack), flush=True)
     deadline = time.monotonic() + args.duration_s if args.duration_s else math.inf
     try:

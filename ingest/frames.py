@@ -162,7 +162,7 @@ def _keys_of_block(block: bytes) -> tuple[tuple[SeriesKey, ...], NDArray[np.uint
     """Keys and their types of a key block; cached, since a gateway repeats its block."""
     try:
         keys = _keys_from_wire(_keys_decoder.decode(block))
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, ValueError) as exc:  # invalid UTF-8 is a ValueError
         raise DecodeError(
             "bad_header", "frame series keys cannot be decoded", detail=str(exc)
         ) from exc
@@ -233,7 +233,7 @@ def _parse(payload: bytes | bytearray | memoryview) -> _Parsed:
         )
     try:
         meta = _meta_decoder.decode(buf[HEADER_SIZE : HEADER_SIZE + meta_len])
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, ValueError) as exc:  # invalid UTF-8 is a ValueError
         raise DecodeError("bad_header", "frame header cannot be decoded", detail=str(exc)) from exc
     n = meta.n
     if n < 0 or meta.n_strings < 0 or meta.n_strings > n or meta.seq < 0:
@@ -267,7 +267,7 @@ def _parse(payload: bytes | bytearray | memoryview) -> _Parsed:
     if meta.n_strings:
         try:
             strings = _strings_decoder.decode(buf[strings_start:])
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, ValueError) as exc:  # invalid UTF-8 is a ValueError
             reason = "truncated" if "truncated" in str(exc).lower() else "bad_string_table"
             raise DecodeError(
                 reason, "frame string values cannot be decoded", detail=str(exc)
@@ -328,7 +328,7 @@ def peek_sample_count(payload: bytes) -> int:
     meta_len = int.from_bytes(payload[4:8], "little")
     try:
         meta = _meta_decoder.decode(payload[HEADER_SIZE : HEADER_SIZE + meta_len])
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, ValueError):
         return 1
     return max(1, min(meta.n, MAX_FRAME_SAMPLES))
 
@@ -480,7 +480,7 @@ class FrameDecoder:
             return hit
         try:
             keys = _keys_from_wire(_keys_decoder.decode(block))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, ValueError) as exc:  # invalid UTF-8 is a ValueError
             raise DecodeError(
                 "bad_header", "frame series keys cannot be decoded", detail=str(exc)
             ) from exc

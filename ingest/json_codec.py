@@ -110,7 +110,7 @@ class JsonTagCodec:
         for pos, (topic, payload) in enumerate(zip(topics, payloads, strict=True)):
             try:
                 sample = _decoder.decode(payload)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, ValueError) as exc:  # invalid UTF-8 is a ValueError
                 errors.append(
                     (pos, DecodeError("bad_json", "message is not per-tag JSON", detail=str(exc)))
                 )

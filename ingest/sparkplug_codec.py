@@ -58,6 +58,17 @@ _INT_TYPES = {
 _SKIPPED = {DataType.Bytes, DataType.File, DataType.DataSet, DataType.Template}
 
 
+def _check_text(msg: pb.Payload, topic: str) -> None:
+    """proto2 strings are not UTF-8 checked on parse: protobuf hands out bytes for broken ones."""
+    for m in msg.metrics:
+        if not isinstance(m.name, str) or (
+            m.WhichOneof("value") == "string_value" and not isinstance(m.string_value, str)
+        ):
+            raise DecodeError(
+                "bad_protobuf", "Sparkplug metric name or string is not valid UTF-8", detail=topic
+            )
+
+
 def _bd_seq(msg: pb.Payload) -> int | None:
     for m in msg.metrics:
         if m.name == BDSEQ_METRIC:
@@ -208,6 +219,7 @@ class SparkplugCodec:
             raise DecodeError(
                 "bad_protobuf", "Sparkplug payload is not a protobuf Payload", detail=str(exc)
             ) from exc
+        _check_text(msg, topic)
         node_key = (t.group_id, t.edge_node_id, None)
         own_key = (t.group_id, t.edge_node_id, t.device_id)
         if mtype is MessageType.NDEATH:

@@ -184,3 +184,69 @@ def test_fuzz_through_broker_service_stays_up(
     counts, sums = per_machine(influx_db)
     assert counts == good.series_count and sums == good.series_sum
     assert np.isclose(sum(sums.values()), sum(good.series_sum.values()))
+
+
+def test_bit_flipped_frames_never_break_the_pipeline(tmp_path: Path) -> None:
+    """12,000 valid frames, JSON and Sparkplug messages with 1-4 random bytes changed: decoding
+    may succeed (a flipped value) or fail, but nothing raises, no bug path (internal_error) is
+    taken, and every sample of a decoded message is either accepted or quarantined."""
+    from ingest.validation import SAMPLE_REASONS
+    from tests.ingest.test_pipeline import spb
+    from zhizao.sparkplug import DataType
+
+    rng = random.Random(23)
+    cfg = make_config(
+        1883,
+        "http://127.0.0.1:8086",
+        "db",
+        tmp_path,
+        validation={"max_past_s": 0, "max_future_s": 0},
+        quarantine={"path": str(tmp_path / "q.jsonl"), "fsync": False},
+        json_topics={"prefix": "factory"},
+        sparkplug={},
+    )
+    pipeline = IngestPipeline(cfg, QuarantineStore(cfg.quarantine))
+    birth = spb(
+        [
+            ("bdSeq", None, DataType.Int64, 0),
+            ("t", 1, DataType.Double, 1.0),
+            ("n", 2, DataType.Int32, 5),
+            ("s", 3, DataType.String, "x"),
+        ]
+    )
+    data = spb(
+        [
+            (None, 1, DataType.Double, 2.0),
+            (None, 2, DataType.Int32, -7),
+            (None, 3, DataType.String, "y"),
+        ]
+    )
+    bases = [
+        *((FRAME_TOPIC, f) for f in make_frames("gw-x", 20, 40).payloads),
+        (JSON_TOPIC, b'{"timestamp_ms": 1767225600000, "value": 12.5, "quality": 0}'),
+        (
+            JSON_TOPIC.replace("power_kw", "state"),
+            b'{"timestamp_ms": 1767225600000, "value": "RUN"}',
+        ),
+        ("spBv1.0/g1/NBIRTH/edge1", birth),
+        (SPB_TOPIC, data),
+    ]
+    topics: list[str] = []
+    payloads: list[bytes] = []
+    for i in range(12_000):
+        topic, original = bases[i % len(bases)]
+        b = bytearray(original)
+        for _ in range(rng.randrange(1, 5)):
+            b[rng.randrange(len(b))] = rng.getrandbits(8)
+        topics.append(topic)
+        payloads.append(bytes(b))
+    samples_in = accepted = 0
+    for lo in range(0, len(payloads), 2_000):
+        prep = pipeline.prepare_safe(topics[lo : lo + 2_000], payloads[lo : lo + 2_000])
+        samples_in += sum(prep.samples_in.values())
+        accepted += prep.accepted
+    counts = pipeline.quarantine.counts
+    assert "internal_error" not in counts
+    rejected_samples = sum(n for r, n in counts.items() if r in SAMPLE_REASONS)
+    assert samples_in == accepted + rejected_samples
+    assert accepted > 0 and sum(counts.values()) > 0

@@ -240,3 +240,15 @@ def test_topics() -> None:
     assert CONTENT_TYPE == "application/vnd.zhizao.frame.v1"
     with pytest.raises(ValueError):
         frame_topic("a/b", "gw")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 3))
+def test_decode_of_arbitrary_bytes_only_raises_decode_error(tail: bytes, flags: int) -> None:
+    payload = b"ZF\x01" + bytes([flags]) + tail
+    try:
+        frame = FrameCodec.decode(payload)
+    except DecodeError as exc:
+        assert exc.reason in DECODE_REASONS
+        return
+    assert len(frame.batch) == len(frame.batch.ts_ns)

@@ -183,7 +183,18 @@ class IngestPipeline:
                 for local, gw, seq in zip(
                     decoded.ok, decoded.gateway_ids, decoded.seqs, strict=True
                 ):
-                    if self.dedup.is_duplicate(gw, seq):
+                    topic_ids = parse_frame_topic(sub_topics[local], self.frame_prefix)
+                    if topic_ids is not None and topic_ids[1] != gw:
+                        # a gateway publishing under another's topic: the broker's ACLs are
+                        # per topic, so the claim in the payload is not trusted
+                        dup_local.append(local)
+                        self._reject_message(
+                            sub_topics[local],
+                            sub_payloads[local],
+                            "gateway_mismatch",
+                            f"frame of gateway {gw!r} on the topic of {topic_ids[1]!r}",
+                        )
+                    elif self.dedup.is_duplicate(gw, seq):
                         dup_local.append(local)
                         self._reject_message(
                             sub_topics[local],

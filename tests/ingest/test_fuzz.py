@@ -43,6 +43,7 @@ MESSAGE_REASONS = {
     "too_large",
     "unknown_topic",
     "duplicate_frame",
+    "gateway_mismatch",
 }
 
 

@@ -124,6 +124,12 @@ def test_duplicate_frames_after_commit_and_unknown_topics(tmp_path: Path) -> Non
     assert again.accepted == 0
     reasons = sorted(str(r["reason"]) for r in records(p))
     assert reasons == ["duplicate_frame", "duplicate_frame", "unknown_topic"]
+    # a frame that claims another gateway than its topic names
+    spoof = p.prepare(
+        [frame_topic("s1", "gw-other")], [make_frames("gw-d", 1, 5, start_seq=9).payloads[0]]
+    )
+    assert spoof.accepted == 0 and spoof.frames == []
+    assert records(p)[-1]["reason"] == "gateway_mismatch"
 
 
 def test_deduplicator_window_and_gaps() -> None:

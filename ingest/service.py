@@ -33,6 +33,7 @@ from ingest.config import IngestConfig
 from ingest.consumer import InMessage, MqttConsumer
 from ingest.counters import CounterTracker
 from ingest.frames import (
+    CONTENT_TYPE,
     DecodedFrames,
     FrameDecoder,
     parse_frame_topic,
@@ -136,16 +137,29 @@ class IngestPipeline:
         topics: Sequence[str],
         payloads: Sequence[bytes],
         now_ns: int | None = None,
+        content_types: Sequence[str | None] | None = None,
     ) -> Prepared:
-        """One batch from many messages; rejects go to the quarantine (not yet flushed)."""
+        """One batch from many messages; rejects go to the quarantine (not yet flushed).
+
+        ``content_types``: the MQTT 5 Content Type of each message, if any. A frame declaring
+        another type (a future format version) is quarantined, not guessed at.
+        """
         now_ns = time.time_ns() if now_ns is None else now_ns
         max_bytes = self.config.batch.max_message_bytes
         groups: dict[str, list[int]] = {CODEC_FRAMES: [], CODEC_JSON: [], CODEC_SPARKPLUG: []}
         for pos, (topic, payload) in enumerate(zip(topics, payloads, strict=True)):
             codec = self.codec_of(topic)
+            ctype = content_types[pos] if content_types is not None else None
             if codec is None:
                 self._reject_message(
                     topic, payload, "unknown_topic", "no codec is configured for this topic"
+                )
+            elif codec == CODEC_FRAMES and ctype is not None and ctype != CONTENT_TYPE:
+                self._reject_message(
+                    topic,
+                    payload,
+                    "unsupported_content_type",
+                    f"frame content type {ctype!r} is not {CONTENT_TYPE!r}",
                 )
             elif len(payload) > max_bytes:
                 self._reject_message(
@@ -250,20 +264,26 @@ class IngestPipeline:
             self.metrics.counter_unknown_previous.set(self.counters.unknown_previous)
         return prep
 
-    def prepare_safe(self, topics: Sequence[str], payloads: Sequence[bytes]) -> Prepared:
+    def prepare_safe(
+        self,
+        topics: Sequence[str],
+        payloads: Sequence[bytes],
+        content_types: Sequence[str | None] | None = None,
+    ) -> Prepared:
         """``prepare``, but a message that trips a bug is quarantined instead of stopping ingest.
 
         A crash here would be a crash loop: the broker delivers the same message again on
         restart. The batch is retried message by message to isolate the culprit.
         """
         try:
-            return self.prepare(topics, payloads)
+            return self.prepare(topics, payloads, content_types=content_types)
         except Exception:
             log.exception("ingest pipeline failed on a batch; retrying message by message")
         parts: list[Prepared] = []
         for pos, (topic, payload) in enumerate(zip(topics, payloads, strict=True)):
             try:
-                one = self.prepare([topic], [payload])
+                ctypes = None if content_types is None else [content_types[pos]]
+                one = self.prepare([topic], [payload], content_types=ctypes)
             except Exception as exc:
                 self._reject_message(
                     topic, payload, "internal_error", f"{type(exc).__name__}: {exc}"
@@ -468,7 +488,11 @@ class IngestService:
             msgs = await self._next_batch(stop)
             if msgs is None:
                 return
-            prep = self.pipeline.prepare_safe([m.topic for m in msgs], [m.payload for m in msgs])
+            prep = self.pipeline.prepare_safe(
+                [m.topic for m in msgs],
+                [m.payload for m in msgs],
+                [m.content_type for m in msgs],
+            )
             self._request_rebirths()
             self._busy += 1
             await queue.put((msgs, prep))

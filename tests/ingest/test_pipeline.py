@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from ingest.config import IngestConfig
-from ingest.frames import FrameCodec, GatewayFrame, frame_topic
+from ingest.frames import CONTENT_TYPE, FrameCodec, GatewayFrame, frame_topic
 from ingest.quarantine import QuarantineConfig, QuarantineStore, read_records, record_frame
 from ingest.service import IngestPipeline
 from ingest.validation import FrameDeduplicator
@@ -130,6 +130,13 @@ def test_duplicate_frames_after_commit_and_unknown_topics(tmp_path: Path) -> Non
     )
     assert spoof.accepted == 0 and spoof.frames == []
     assert records(p)[-1]["reason"] == "gateway_mismatch"
+    # a frame labelled as another format (MQTT 5 Content Type)
+    later = p.prepare(
+        [topic, topic],
+        [make_frames("gw-d", 1, 5, start_seq=10).payloads[0]] * 2,
+        content_types=["application/vnd.zhizao.frame.v2", CONTENT_TYPE],
+    )
+    assert later.accepted == 5 and records(p)[-1]["reason"] == "unsupported_content_type"
 
 
 def test_deduplicator_window_and_gaps() -> None:

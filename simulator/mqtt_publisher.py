@@ -6,8 +6,8 @@ on its ``mqtt_topic`` and, for electricity meters, the instantaneous power on th
 the scenario's start and end, so that counter differences over whole periods are exact.
 
 Meters whose topic starts with ``spBv1.0/`` (the compressor) are published by one Sparkplug B
-edge node: NBIRTH (bdSeq, ``Node Control/Rebirth``) and DBIRTH (names, aliases, datatypes, values),
-then DDATA by alias with ``seq`` 0..255 wrapping, NDEATH as the MQTT will (and before a clean
+edge node: NBIRTH (bdSeq, ``Node Control/Rebirth``, an uptime metric) and DBIRTH (names, aliases, datatypes, values),
+then NDATA and DDATA by alias with ``seq`` 0..255 wrapping, NDEATH as the MQTT will (and before a clean
 disconnect). An NCMD ``Node Control/Rebirth`` = true is answered with a new NBIRTH + DBIRTH.
 """
 
@@ -80,6 +80,10 @@ SPARKPLUG_METRICS = (
     SparkplugMetricSpec("running", 4, DataType.Boolean),
     SparkplugMetricSpec("pressure_bar", 5, DataType.Float),
 )
+
+
+# a node-level metric, so that NDATA carries something: simulated seconds since the start
+NODE_METRIC = SparkplugMetricSpec("Node Info/Simulated Uptime s", 100, DataType.Int64)
 
 
 class MqttFactoryPublisher:
@@ -247,6 +251,11 @@ class MqttFactoryPublisher:
             set_metric_value(
                 nbirth.metrics.add(name=REBIRTH_METRIC, timestamp=ts_ms), DataType.Boolean, False
             )
+            set_metric_value(
+                nbirth.metrics.add(name=NODE_METRIC.name, alias=NODE_METRIC.alias, timestamp=ts_ms),
+                NODE_METRIC.datatype,
+                self._node_uptime_s(ts_ns),
+            )
             self._client.publish(self._topic(MessageType.NBIRTH), nbirth.SerializeToString(), qos=0)
             self._seq = next_seq(self._seq)
             dbirth = pb.Payload(timestamp=ts_ms, seq=self._seq)
@@ -261,6 +270,19 @@ class MqttFactoryPublisher:
             self._seq = next_seq(self._seq)
             self.births += 1
             self.messages_published += 2
+
+    def _node_uptime_s(self, ts_ns: int) -> int:
+        return (ts_ns - self.scenario.start_ns) // 1_000_000_000
+
+    def _publish_ndata(self, ts_ns: int) -> None:
+        ts_ms = ts_ns // NS_PER_MS
+        with self._lock:
+            payload = pb.Payload(timestamp=ts_ms, seq=self._seq)
+            m = payload.metrics.add(alias=NODE_METRIC.alias, timestamp=ts_ms)
+            set_metric_value(m, NODE_METRIC.datatype, self._node_uptime_s(ts_ns))
+            self._client.publish(self._topic(MessageType.NDATA), payload.SerializeToString(), qos=0)
+            self._seq = next_seq(self._seq)
+            self.messages_published += 1
 
     def _publish_ddata(self, ts_ns: int) -> None:
         ts_ms = ts_ns // NS_PER_MS
@@ -308,6 +330,7 @@ class MqttFactoryPublisher:
             ts_ns = int(self.times[pos])
             self._last_ts_ns = ts_ns
             self._publish_json(ts_ns)
+            self._publish_ndata(ts_ns)
             self._publish_ddata(ts_ns)
             n += 1
         self._pos = max(self._pos, j)

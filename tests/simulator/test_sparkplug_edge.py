@@ -83,6 +83,11 @@ def test_births_rebirth_and_death(mosquitto: MosquittoServer) -> None:
             assert birth["running"][1] == DataType.Boolean
             ddata = collector.wait(MessageType.DDATA, 2)
             assert all(not m.name and m.alias for p in ddata for m in p.metrics)
+            ndata = collector.wait(MessageType.NDATA, 2)
+            uptime_alias = node_metrics["Node Info/Simulated Uptime s"].alias
+            uptimes = [metric_value(p.metrics[0], DataType.Int64) for p in ndata]
+            assert all(p.metrics[0].alias == uptime_alias for p in ndata)
+            assert uptimes == sorted(uptimes) and uptimes[-1] > 0
             # a host asks for a rebirth
             cmd = pb.Payload(timestamp=int(time.time() * 1000))
             set_metric_value(cmd.metrics.add(name=REBIRTH_METRIC), DataType.Boolean, True)

@@ -130,13 +130,29 @@ class DemoStack:
             if code is not None:
                 raise RuntimeError(f"{p.name} exited with code {code}:\n{tail(p.log_path)}")
 
-    def stop(self) -> None:
-        """Stop the components (sources first, so the rest can drain), then the servers."""
-        for p in self.procs:
-            _terminate(p.proc, sig=signal.SIGINT if p.name == "simulator" else signal.SIGTERM)
+    def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop the components along the data flow (the simulator first, then the gateway once
+        its outbox is empty, then ingest), then the servers. Data still in the gateway's outbox
+        or the broker would not be lost, only not yet in InfluxDB when the demo ends."""
+        procs = {p.name: p for p in self.procs}
+        for name in ("simulator", "gateway", "ingest"):
+            p = procs.pop(name, None)
+            if p is None:
+                continue
+            if name == "gateway" and p.proc.poll() is None:
+                deadline = time.monotonic() + drain_timeout_s
+                while time.monotonic() < deadline and (self.outbox_samples() or 0) > 0:
+                    time.sleep(0.2)
+            _terminate(p.proc, sig=signal.SIGINT if name == "simulator" else signal.SIGTERM)
+        for p in procs.values():
+            _terminate(p.proc, sig=signal.SIGTERM)
         self.procs.clear()
         self.mosquitto.stop()
         self.influx.stop()
+
+    def outbox_samples(self) -> int | None:
+        status = self.gateway_status()
+        return None if status is None else int(status["outbox"]["samples"])
 
     # --- InfluxDB ----------------------------------------------------------------------------
     @property
@@ -157,7 +173,7 @@ class DemoStack:
         return int(rows[0].time_ns[-1])
 
     async def point_counts(self) -> dict[str, int]:
-        """Points (rows) per measurement: count of the time column of one field per measurement."""
+        """Points per measurement (the count of its most frequent field)."""
         out: dict[str, int] = {}
         for meas in (*RAW_MEASUREMENTS, *(f"kpi_machine_{w}" for w in self.options.windows)):
             rows = await self.query(f'SELECT count(*) FROM "{meas}"')

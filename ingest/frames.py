@@ -459,6 +459,7 @@ class DecodedFrames:
     seqs: list[int]  # per decoded frame
     errors: list[tuple[int, DecodeError]]  # input position, error
     refused: list[SeriesKey] = field(default_factory=list)
+    created_ns: list[int] = field(default_factory=list)  # per decoded frame (0 if not sent)
 
 
 class FrameDecoder:
@@ -502,6 +503,7 @@ class FrameDecoder:
         ok: list[int] = []
         gws: list[str] = []
         seqs: list[int] = []
+        created: list[int] = []
         errors: list[tuple[int, DecodeError]] = []
         for pos, payload in enumerate(payloads):
             try:
@@ -528,11 +530,12 @@ class FrameDecoder:
             ok.append(pos)
             gws.append(p.meta.gateway_id)
             seqs.append(p.meta.seq)
+            created.append(p.meta.created_ns)
         # ts_ns of a single frame stays a read-only view of its payload (no copy)
         batch = Batch.concat(parts)
         frame_index = np.concatenate(frame_of) if frame_of else np.empty(0, np.int64)
         return DecodedFrames(
-            self.table, batch, frame_index, ok, gws, seqs, errors, list(self.refused.keys)
+            self.table, batch, frame_index, ok, gws, seqs, errors, list(self.refused.keys), created
         )
 
 

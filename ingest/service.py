@@ -70,13 +70,13 @@ class Prepared:
 
     table: SeriesTable
     batch: Batch
-    message_of: NDArray[np.int64]  # input position of each sample's message (-1: increments)
+    message_of: NDArray[np.int64]  # input position of each sample's message
     topics: Sequence[str]
     frames: list[tuple[str, int]] = field(default_factory=list)  # (gateway, seq) to remember
     samples_in: dict[str, int] = field(default_factory=dict)  # by codec
     messages_in: dict[str, int] = field(default_factory=dict)  # by codec
     accepted: int = 0  # raw samples accepted (increments not included)
-    newest_frame_ns: int = 0
+    newest_frame_ns: int = 0  # creation time of the newest frame (0: none, or not sent)
 
 
 class IngestPipeline:
@@ -221,6 +221,8 @@ class IngestPipeline:
                 if dup_local:
                     keep = ~np.isin(frame_index, np.asarray(dup_local, np.int64))
                     batch, frame_index = batch.take(keep), frame_index[keep]
+            if codec == CODEC_FRAMES and decoded.created_ns:
+                prep.newest_frame_ns = max(decoded.created_ns)
             prep.samples_in[codec] = len(batch)
             parts.append((batch, pos_arr[frame_index], decoded.refused))
             gw_of = np.full(len(positions), -1, np.int64)
@@ -300,6 +302,11 @@ class IngestPipeline:
         for p in parts:
             merged.frames += p.frames
             merged.accepted += p.accepted
+            merged.newest_frame_ns = max(merged.newest_frame_ns, p.newest_frame_ns)
+            for codec, n in p.samples_in.items():
+                merged.samples_in[codec] = merged.samples_in.get(codec, 0) + n
+            for codec, n in p.messages_in.items():
+                merged.messages_in[codec] = merged.messages_in.get(codec, 0) + n
         return merged
 
     def _quarantine_samples(
@@ -595,6 +602,8 @@ class IngestService:
         self._last_write_s = now
         self.metrics.last_write.set(time.time())
         self.metrics.batch_seconds.observe(now - msgs[0].received_s)
+        if prep.newest_frame_ns:
+            self.metrics.frame_age.set(max(0.0, time.time() - prep.newest_frame_ns / 1e9))
         for _ in msgs:
             self._unacked.popleft()
         self.acked += len(msgs)

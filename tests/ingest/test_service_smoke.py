@@ -35,6 +35,11 @@ def test_frames_stored_exactly(mosquitto: MosquittoServer, influx_db: Any, tmp_p
         assert st.service.samples_written == 20_000
         ok, detail = st.service.health()
         assert ok and detail["unacked_messages"] == 0
+        registry = st.service.metrics.registry
+        assert registry.get_sample_value("zhizao_ingest_samples_written_total") == 20_000
+        assert registry.get_sample_value("zhizao_ingest_messages_total", {"codec": "frames"}) == 20
+        frame_age = registry.get_sample_value("zhizao_ingest_frame_age_seconds")
+        assert frame_age is not None and 0 < frame_age < 120
 
 
 @pytest.mark.integration

@@ -193,7 +193,7 @@ class IngestPipeline:
             pos_arr = np.asarray(positions, np.int64)
             batch, frame_index = decoded.batch, decoded.frame_index
             if codec == CODEC_FRAMES and decoded.ok:
-                dup_local: list[int] = []
+                drop_local: list[int] = []
                 for local, gw, seq in zip(
                     decoded.ok, decoded.gateway_ids, decoded.seqs, strict=True
                 ):
@@ -201,7 +201,7 @@ class IngestPipeline:
                     if topic_ids is not None and topic_ids[1] != gw:
                         # a gateway publishing under another's topic: the broker's ACLs are
                         # per topic, so the claim in the payload is not trusted
-                        dup_local.append(local)
+                        drop_local.append(local)
                         self._reject_message(
                             sub_topics[local],
                             sub_payloads[local],
@@ -209,7 +209,7 @@ class IngestPipeline:
                             f"frame of gateway {gw!r} on the topic of {topic_ids[1]!r}",
                         )
                     elif self.dedup.is_duplicate(gw, seq):
-                        dup_local.append(local)
+                        drop_local.append(local)
                         self._reject_message(
                             sub_topics[local],
                             sub_payloads[local],
@@ -218,8 +218,8 @@ class IngestPipeline:
                         )
                     else:
                         prep.frames.append((gw, seq))
-                if dup_local:
-                    keep = ~np.isin(frame_index, np.asarray(dup_local, np.int64))
+                if drop_local:
+                    keep = ~np.isin(frame_index, np.asarray(drop_local, np.int64))
                     batch, frame_index = batch.take(keep), frame_index[keep]
             if codec == CODEC_FRAMES and decoded.created_ns:
                 prep.newest_frame_ns = max(decoded.created_ns)

@@ -219,11 +219,13 @@ class Scenario:
 
     def meter_rate(self, meter: int, ts_ns: NDArray[np.int64]) -> NDArray[np.float64]:
         """Instantaneous rate (unit per hour, e.g. kW) at ``ts_ns``."""
-        sel = np.flatnonzero(self.rate_meter == meter)
+        self.meter_consumption(meter, np.zeros(0, dtype=np.int64))  # fills the cache
+        points, rate, _ = self._cache[f"meter:{meter}"]
         t = np.asarray(ts_ns, dtype=np.int64)
-        s, e, r = self.rate_start_ns[sel], self.rate_end_ns[sel], self.rate_per_h[sel]
-        active = (s[None, :] <= t[:, None]) & (t[:, None] < e[None, :])
-        out: NDArray[np.float64] = (active * r[None, :]).sum(axis=1)
+        if len(points) == 0:
+            return np.zeros(t.shape, dtype=np.float64)
+        k = np.searchsorted(points, t, side="right") - 1
+        out: NDArray[np.float64] = np.where(k >= 0, rate[np.clip(k, 0, None)] * 3600.0, 0.0)
         return out
 
     def meter_for_machine(self, machine_id: str, medium: str = "electricity") -> int | None:

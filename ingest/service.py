@@ -425,6 +425,9 @@ class IngestService:
         self._last_write_s = time.monotonic()
         self.acked = 0
         self.samples_written = 0
+        # computed when scraped, so they move while the service is stuck too
+        self.metrics.inflight.set_function(lambda: len(self._unacked))
+        self.metrics.consumer_lag.set_function(self._oldest_unacked_s)
         self.rebirths_sent = 0
 
     # -- arrival (paho thread -> event loop) -------------------------------------------------
@@ -437,10 +440,15 @@ class IngestService:
         self._inbox.append((msg, points))
         self._unacked.append(msg.received_s)
         self._inbox_points += points
-        self.metrics.inflight.set(len(self._unacked))
         assert self._wake is not None
         if len(self._inbox) == 1 or self._inbox_points >= self.config.batch.flush_points:
             self._wake.set()
+
+    def _oldest_unacked_s(self) -> float:
+        try:
+            return time.monotonic() - self._unacked[0]
+        except IndexError:  # empty (or emptied by the event loop meanwhile)
+            return 0.0
 
     # -- health ---------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -448,7 +456,7 @@ class IngestService:
         now = time.monotonic()
         waiting = len(self._unacked)
         stale = waiting > 0 and now - self._last_write_s > self.config.health.stale_write_s
-        oldest = now - self._unacked[0] if self._unacked else 0.0
+        oldest = self._oldest_unacked_s()
         return connected and not stale, {
             "mqtt_connected": connected,
             "unacked_messages": waiting,
@@ -608,8 +616,6 @@ class IngestService:
             self._unacked.popleft()
         self.acked += len(msgs)
         self.metrics.messages_acked.inc(len(msgs))
-        self.metrics.inflight.set(len(self._unacked))
-        self.metrics.consumer_lag.set(now - self._unacked[0] if self._unacked else 0.0)
 
     def _quarantine_lines(self, prep: Prepared, exc: PartialWriteError) -> None:
         for line_no, line, why in exc.rejected:

@@ -118,6 +118,7 @@ def test_influx_outage_under_load_nothing_lost_or_duplicated(
         assert body["unacked_messages"] == receive_max
         assert metric(url, "zhizao_ingest_influx_errors_total") >= 2
         assert metric(url, "zhizao_ingest_inflight_messages") == receive_max
+        assert metric(url, "zhizao_ingest_consumer_lag_seconds") > 3
         influx.start()
         publisher.join(120)
         wait_until(lambda: svc.acked == 200, 120, "all 200 frames stored after InfluxDB returned")

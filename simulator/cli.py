@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
         default="opc.tcp://127.0.0.1:4840",
         help="OPC UA endpoint of the first shard; shard i listens on port + i",
     )
-    run.add_argument("--mqtt-url", default=None, help="mqtt://127.0.0.1:1883 (omit: no MQTT)")
+    run.add_argument(
+        "--mqtt-url", default=None, help="mqtt://[user:password@]127.0.0.1:1883 (omit: no MQTT)"
+    )
     run.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
     run.add_argument("--state-dir", default=".zhizao-sim", help="server certificate and trust list")
     run.add_argument("--shards", type=int, default=1, help="OPC UA server processes")

@@ -117,6 +117,8 @@ class MqttFactoryPublisher:
         self._bdseq = 0
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self._answered = threading.Event()  # the broker accepted or refused the connection
+        self._refused: str | None = None
         self._last_ts_ns = scenario.start_ns
         self._json_meters = [
             k
@@ -134,6 +136,11 @@ class MqttFactoryPublisher:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
+        # credentials in the URL (mqtt://user:password@host:port) unless given explicitly
+        parsed = urllib.parse.urlparse(url)
+        username = username or (urllib.parse.unquote(parsed.username) if parsed.username else None)
+        if password is None and parsed.password is not None:
+            password = urllib.parse.unquote(parsed.password)
         if username:
             self._client.username_pw_set(username, password)
         self._client.on_connect = self._on_connect
@@ -161,10 +168,12 @@ class MqttFactoryPublisher:
                 "cannot connect to the MQTT broker", detail=f"{self.host}:{self.port}: {exc}"
             ) from exc
         self._client.loop_start()
-        if not self._connected.wait(timeout_s):
+        if not self._answered.wait(timeout_s) or self._refused is not None:
+            self._client.disconnect()
             self._client.loop_stop()
             raise SourceUnavailable(
-                "MQTT broker did not accept the connection", detail=f"{self.host}:{self.port}"
+                "MQTT broker did not accept the simulator's connection",
+                detail=f"{self.host}:{self.port}: {self._refused or f'no answer in {timeout_s:g}s'}",
             )
 
     def stop(self) -> None:
@@ -201,11 +210,13 @@ class MqttFactoryPublisher:
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
     ) -> None:
         if rc.is_failure:
-            log.warning("MQTT broker refused the simulator: %s", rc)
+            self._refused = str(rc)
+            self._answered.set()
             return
         client.subscribe(self._topic(MessageType.NCMD), qos=1)
         self._publish_births()
         self._connected.set()
+        self._answered.set()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any

@@ -698,6 +698,22 @@ def how_to_query(stack: DemoStack) -> str:
 configs and logs: {stack.options.data_dir} (gateway.yaml, ingest.yaml, kpi.yaml, logs/)"""
 
 
+MARKER = ".zhizao-demo"
+
+
+def wipe_demo_dir(path: Path) -> None:
+    """Empty ``path`` for a new demo, but only a directory a demo made (it holds ``MARKER``):
+    a mistyped --data-dir never deletes anything else."""
+    if path.exists() and any(path.iterdir()):
+        if not (path / MARKER).exists():
+            raise FileExistsError(
+                f"{path} is not empty and was not made by the demo; not touching it"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("made by deploy/demo.py; deleted by the next demo run\n")
+
+
 def step(stack: DemoStack) -> int | None:
     """One round of the demo loop: check the components, run the KPI engine up to the newest
     simulated time stored. Returns that time (None before the first data)."""
@@ -722,7 +738,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval-s", type=float, default=5.0, help="progress and KPI interval")
     args = p.parse_args(argv)
 
-    shutil.rmtree(args.data_dir, ignore_errors=True)  # every demo starts from nothing
+    try:
+        wipe_demo_dir(args.data_dir)  # every demo starts from nothing
+    except FileExistsError as exc:
+        print(f"zhizao demo: {exc}", file=sys.stderr)
+        return 2
     hours = 24.0 * 7
     if args.duration_s:
         hours = min(hours, args.duration_s * args.speed / 3600 + 1)
@@ -777,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"data kept in {args.data_dir}; InfluxDB again with:\n"
                 f"  influxd run -config {args.data_dir}/influxdb/influxdb.conf"
             )
-        else:
+        elif (args.data_dir / MARKER).exists():
             shutil.rmtree(args.data_dir, ignore_errors=True)
             print(f"removed {args.data_dir} (use --keep to keep the data)")
     return 0

@@ -54,17 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         drain_s = time.perf_counter() - t0
         outbox.close()
     assert drained == n, (drained, n)
-    emit(
-        {
-            "name": "outbox",
-            "append_per_s": n / append_s,
-            "drain_per_s": n / drain_s,
-            "samples": n,
-            "chunk_samples": args.chunk,
-            "synchronous": sync,
-            "journal_mode": "wal",
-        }
-    )
+    log(f"{n:,} samples, chunks of {args.chunk}, journal_mode=WAL, synchronous={sync.upper()}")
+    emit({"name": "outbox", "append_per_s": n / append_s, "drain_per_s": n / drain_s})
     return 0
 
 

@@ -38,6 +38,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def _load_demo() -> ModuleType:
+    if "zhizao_demo" in sys.modules:
+        return sys.modules["zhizao_demo"]
     spec = importlib.util.spec_from_file_location("zhizao_demo", ROOT / "deploy" / "demo.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

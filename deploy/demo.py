@@ -44,12 +44,15 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's packages come
     sys.path.insert(0, str(ROOT))
 
 from ingest.influx import InfluxConfig, InfluxQLReader  # noqa: E402
+from zhizao.errors import QueryError  # noqa: E402
 from zhizao.localstack import InfluxServer, MosquittoServer, free_port  # noqa: E402
 from zhizao.site import SiteModel  # noqa: E402
 
 __all__ = [
+    "ComponentDied",
     "DemoOptions",
     "DemoStack",
+    "KpiRunFailed",
     "gateway_config",
     "ingest_config",
     "kpi_config",
@@ -66,6 +69,14 @@ NS_PER_S = 1_000_000_000
 # the simulator's own namespace (instances); the node ids are "<machine>.<browse names>" in it
 NS_SIM = "urn:zhizao:simulator"
 RAW_MEASUREMENTS = ("machine_state", "counter", "spindle", "line", "energy", "sparkplug")
+
+
+class ComponentDied(RuntimeError):
+    """A component process exited: the demo cannot go on."""
+
+
+class KpiRunFailed(RuntimeError):
+    """One KPI run failed; the next one is tried anyway."""
 
 
 @dataclass
@@ -124,11 +135,11 @@ class DemoStack:
         return p
 
     def check_alive(self) -> None:
-        """Raise if a component died (with the end of its log)."""
+        """Raise ComponentDied if a component exited (with the end of its log)."""
         for p in self.procs:
             code = p.proc.poll()
             if code is not None:
-                raise RuntimeError(f"{p.name} exited with code {code}:\n{tail(p.log_path)}")
+                raise ComponentDied(f"{p.name} exited with code {code}:\n{tail(p.log_path)}")
 
     def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Stop the components along the data flow (the simulator first, then the gateway once
@@ -211,7 +222,7 @@ class DemoStack:
         self.kpi_runs += 1
         if res.returncode != 0:
             self.kpi_failures.append(res.stderr[-2000:])
-            raise RuntimeError(f"zhizao kpi run failed ({res.returncode}): {res.stderr[-2000:]}")
+            raise KpiRunFailed(f"zhizao kpi run failed ({res.returncode}): {res.stderr[-2000:]}")
         self.last_cutoff_ns = cutoff
         report: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
         return report
@@ -765,23 +776,23 @@ def main(argv: list[str] | None = None) -> int:
         f"zhizao demo: starting InfluxDB, Mosquitto, simulator, gateway, ingest in {args.data_dir}"
     )
     try:
-        stack = start_stack(options)  # stops what it started if interrupted
+        stack = start_stack(options)  # stops what it started if interrupted or failing
     except KeyboardInterrupt:
         return 130
+    except (ComponentDied, TimeoutError, RuntimeError, OSError) as exc:
+        print(f"zhizao demo: start-up failed: {exc}\nlogs: {args.data_dir}/logs", file=sys.stderr)
+        return 1
     print(how_to_query(stack), flush=True)
     deadline = time.monotonic() + args.duration_s if args.duration_s else math.inf
+    rc = 0
     try:
         while time.monotonic() < deadline:
             tick = time.monotonic()
             try:
                 step(stack)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                if stack.kpi_failures:  # a failed KPI run is retried; a dead component is not
-                    print(f"KPI run failed (retried next time): {exc}", file=sys.stderr)
-                    stack.kpi_failures.clear()
-                else:
-                    raise
-            print(asyncio.run(progress(stack)), flush=True)
+                print(asyncio.run(progress(stack)), flush=True)
+            except (KpiRunFailed, subprocess.TimeoutExpired, QueryError, httpx.HTTPError) as exc:
+                print(f"(retried next time) {exc}", file=sys.stderr)
             time.sleep(
                 max(
                     0.0,
@@ -790,6 +801,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
+    except ComponentDied as exc:
+        print(f"zhizao demo: {exc}", file=sys.stderr)
+        rc = 1
     finally:
         stack.stop()
         if args.keep:
@@ -800,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         elif (args.data_dir / MARKER).exists():
             shutil.rmtree(args.data_dir, ignore_errors=True)
             print(f"removed {args.data_dir} (use --keep to keep the data)")
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

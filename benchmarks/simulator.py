@@ -60,7 +60,9 @@ async def measure(ports: list[int], config: SimConfig, window_s: float, warmup_s
             ]
             sub_any: Any = sub
             for i in range(0, len(nodes), 1000):  # stay below server operation limits
-                await sub_any.subscribe_data_change(nodes[i : i + 1000], queuesize=1)
+                await sub_any.subscribe_data_change(
+                    nodes[i : i + 1000], queuesize=0
+                )  # every change, not the latest per publish
         await asyncio.sleep(warmup_s)
         c0, t0 = received, time.perf_counter()
         await asyncio.sleep(window_s)
@@ -80,7 +82,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         config = SimConfig(machines=6, signals_per_machine=100, connection_drops_per_day=0)
-        window_s, warmup_s = 1.5, 0.5
+        window_s, warmup_s = 1.0, 0.5
     else:
         config = SimConfig(machines=50, signals_per_machine=200, connection_drops_per_day=0)
         window_s, warmup_s = 10.0, 3.0
@@ -93,11 +95,12 @@ def main(argv: list[str]) -> int:
             seed=1,
             ports=ports,
             start=START,
-            hours=8.0,
+            hours=1.0 if args.quick else 8.0,
             speed=60.0,
             tick_s=0.05,
             state_dir=state,
             trust_any_client=True,
+            kill_on_exit=True,
         ):
             rate = asyncio.run(measure(ports, config, window_s, warmup_s))
         print(

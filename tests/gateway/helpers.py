@@ -51,6 +51,7 @@ def start_process(module: str, *args: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", module, *args],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -62,3 +63,10 @@ def start_process(module: str, *args: str) -> subprocess.Popen[str]:
         proc.kill()
         raise AssertionError(f"{module} did not start: {line!r}")
     return proc
+
+
+def go(proc: subprocess.Popen[str]) -> None:
+    """Release a server started with ``--wait-go``."""
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()

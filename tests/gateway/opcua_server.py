@@ -154,6 +154,8 @@ async def _main(args: argparse.Namespace) -> None:
     print("ready", flush=True)
     if args.wait_start:
         await asyncio.sleep(args.wait_start)
+    if args.wait_go:  # the test says when its client is subscribed
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     for k in range(args.first_round, args.first_round + args.rounds):
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--period-s", type=float, default=0.05)
     parser.add_argument("--wait-start", type=float, default=0.0)
     parser.add_argument("--secure-dir", default="")
+    parser.add_argument("--wait-go", action="store_true", help="write rounds after a stdin line")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(args))

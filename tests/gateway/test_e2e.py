@@ -255,6 +255,7 @@ def test_central_broker_outage_outbox_grows_then_drains_in_order(
         sent = pub.finish()
         _wait(lambda: sub.count_unique() >= sent, 120, f"all {sent} samples after the outage")
         _wait(lambda: _status(tmp_path)["outbox"]["samples"] == 0, 60, "outbox drained")
+        _wait(lambda: _status(tmp_path)["uplink"]["samples_acked"] >= sent, 30, "acks counted")
         status = _status(tmp_path)
     finally:
         if pub.is_alive():

@@ -18,7 +18,7 @@ from gateway.config import OpcUaSourceConfig, OutboxConfig
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
 from gateway.sources.opcua import OpcUaSource, server_certificate_fingerprint
-from tests.gateway.helpers import start_process, stored, wait_for
+from tests.gateway.helpers import go, start_process, stored, wait_for
 from tests.gateway.opcua_server import BASE_TS, TestOpcUaServer, node_id
 from zhizao.localstack import free_port
 from zhizao.quality import Quality
@@ -129,8 +129,11 @@ async def test_secured_session_collects_every_change(tmp_path: Path) -> None:
             for k in range(1, rounds + 1):
                 await srv.write_round(k)
                 await asyncio.sleep(0.01)
+            # per series, changes arrive in order: the last round seen everywhere means all are in
             await wait_for(
-                lambda: outbox.stats.appended >= n_vars * rounds, 60, "all value changes"
+                lambda: int((stored(outbox).value_f64 == rounds).sum()) >= n_vars,
+                60,
+                "all value changes",
             )
             await asyncio.sleep(0.3)  # anything extra (duplicates) would show up now
         # the client certificate was created on first run and persists
@@ -196,9 +199,7 @@ async def test_server_killed_and_restarted_reconnects_and_shows_gap(tmp_path: Pa
     # 1 s here, re-subscribe) and keeps the suite lean.
     port, n_vars = free_port(), 10
     args = ["--port", str(port), "--vars", str(n_vars), "--period-s", "0.05"]
-    proc = start_process(
-        "tests.gateway.opcua_server", *args, "--rounds", "40", "--wait-start", "1.5"
-    )
+    proc = start_process("tests.gateway.opcua_server", *args, "--rounds", "40", "--wait-go")
     outbox = SqliteOutbox(tmp_path / "o.sqlite")
     config = _source_config(
         f"opc.tcp://127.0.0.1:{port}", n_vars, security={"policy": "None", "mode": "None"}
@@ -214,7 +215,11 @@ async def test_server_killed_and_restarted_reconnects_and_shows_gap(tmp_path: Pa
     proc2: subprocess.Popen[str] | None = None
     try:
         async with _running(source):
-            await wait_for(lambda: outbox.stats.appended >= n_vars * 40, 60, "first run")
+            await wait_for(lambda: source.monitored_items == n_vars, 60, "subscribed")
+            go(proc)
+            await wait_for(
+                lambda: int((stored(outbox).value_f64 == 39).sum()) == n_vars, 60, "first run"
+            )
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             await wait_for(lambda: not source.stats.connected, 30, "loss detected")
@@ -226,10 +231,11 @@ async def test_server_killed_and_restarted_reconnects_and_shows_gap(tmp_path: Pa
                 "30",
                 "--first-round",
                 "1000",
-                "--wait-start",
-                "2.5",
+                "--wait-go",
             )
             await wait_for(lambda: source.stats.connected, 60, "reconnect")
+            await wait_for(lambda: source.sessions == 2, 60, "re-subscribed")
+            go(proc2)
             await wait_for(
                 lambda: int((stored(outbox).value_f64 >= 1000).sum()) >= n_vars * 30,
                 60,

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,27 @@ def test_sigkill_mid_append_loses_nothing_acknowledged(tmp_path: Path, synchrono
     assert len(ts) in (len(expected), len(expected) + 500)
     np.testing.assert_array_equal(ts[: len(expected)], expected)
     assert len(np.unique(ts)) == len(ts)
+
+
+def test_uplink_takes_live_first_and_rate_limits_backlog(tmp_path: Path) -> None:
+    from gateway.uplink import take_next
+
+    now = [10**18]
+    config = OutboxConfig(live_window_s=10, replay_samples_per_s=15)
+    with SqliteOutbox(tmp_path / "o.sqlite", config, clock_ns=lambda: now[0]) as outbox:
+        for i in range(5):  # backlog from an outage
+            outbox.append(_batch(outbox, i * 10, 10))
+        now[0] += 60 * 10**9
+        outbox.append(_batch(outbox, 1000, 10))  # live
+        first = take_next(outbox, 1000)
+        assert [int(c.batch.ts_ns[0]) for c in first] == [1000 * 1_000_000]
+        # the backlog then flows oldest first, never faster than the replay budget allows
+        taken: list[int] = []
+        t0 = time.monotonic()
+        while len(taken) < 5 and time.monotonic() - t0 < 60:
+            chunks = take_next(outbox, 1000)
+            taken.extend(int(c.batch.ts_ns[0]) // 10_000_000 for c in chunks)
+            # bucket capacity (15) + one chunk of overshoot + 15 per second elapsed
+            assert len(taken) * 10 <= 15 + 10 + 15 * (time.monotonic() - t0)
+            time.sleep(0.05)
+        assert taken == [0, 1, 2, 3, 4]

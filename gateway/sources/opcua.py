@@ -579,6 +579,17 @@ class OpcUaSource:
         if drained is None:
             return
         batch, srv_ns, status = drained
+        # InfoType DataValue (0x400) + Overflow (0x80): the server's queue for that item overflowed
+        # and it discarded values; counted and logged, so a too-small queue_size is never silent
+        overflow = int(np.count_nonzero((status & 0x480) == 0x480))
+        if overflow:
+            if not self.stats.rejected.get("server_queue_overflow"):
+                log.warning(
+                    "OPC UA source %s: the server discarded values (queue overflow); raise "
+                    "queue_size or lower sampling",
+                    self.name,
+                )
+            self.stats.reject("server_queue_overflow", overflow)
         if len(batch) == 0:
             return
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -252,7 +253,17 @@ class MosquittoServer(LocalServer):
     def prepare(self) -> None:
         assert self.data_dir is not None
         d = self.data_dir
+        # Started as root, mosquitto drops to the "mosquitto" user and then cannot write a data
+        # directory root created: persistence would silently do nothing. Hand the directory over.
+        run_as = ""
+        if os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam("mosquitto")
+                os.chown(d, entry.pw_uid, entry.pw_gid)
+            except KeyError:
+                run_as = "user root"
         conf = f"""
+{run_as}
 listener {self.port} {LOOPBACK}
 allow_anonymous true
 persistence {"true" if self.persistence else "false"}

@@ -22,6 +22,7 @@ from zhizao.quality import Quality
 
 __all__ = [
     "CONNECTION_MEASUREMENT",
+    "QUALITY_MEASUREMENT",
     "Backoff",
     "SampleSink",
     "Source",
@@ -31,6 +32,9 @@ __all__ = [
 
 # the connection-loss interval of a source is visible as this series (bool: connected)
 CONNECTION_MEASUREMENT = "gateway_connection"
+# per-signal data-quality markers: asset tags + tag ``measurement``, field = the signal, value =
+# ``zhizao.quality.Quality`` code on a transition (0 when the signal is good again)
+QUALITY_MEASUREMENT = "data_quality"
 
 
 class SampleSink(Protocol):

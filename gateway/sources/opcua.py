@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 from gateway.config import OpcUaSourceConfig, OpcUaTagConfig, field_type, resolve_asset
 from gateway.outbox import OutboxFull
 from gateway.sources.base import (
+    QUALITY_MEASUREMENT,
     Backoff,
     SampleSink,
     SourceStats,
@@ -50,7 +51,7 @@ from gateway.sources.base import (
 )
 from zhizao.errors import ConfigError, SourceUnavailable
 from zhizao.model import Batch, FieldType, SeriesKey
-from zhizao.quality import quality_from_opcua_status
+from zhizao.quality import Quality, quality_from_opcua_status
 
 __all__ = ["OpcUaSource", "server_certificate_fingerprint"]
 
@@ -66,6 +67,7 @@ _MODES = {
     "Sign": ua.MessageSecurityMode.Sign,
 }
 _NO_SOURCE_TS = -1.0
+_UNKNOWN_MARK = 255  # no marker written since the gateway started: the first sample writes one
 
 
 def _first_cert(der: bytes) -> bytes:
@@ -125,6 +127,7 @@ class _Slots:
     ) -> None:
         self.tags = list(tags)
         series = []
+        quality_series = []
         dtypes = []
         for tag in tags:
             asset = resolve_asset(tag.asset, enterprise, site)
@@ -132,9 +135,86 @@ class _Slots:
             series.append(
                 sink.series_index(SeriesKey.make(tag.measurement, asset.tags(), tag.signal, dtype))
             )
+            # data-quality marker of the signal (docs/CONTRACTS.md "Data-quality markers")
+            qtags = {**asset.tags(), "measurement": tag.measurement}
+            quality_series.append(
+                sink.series_index(
+                    SeriesKey.make(QUALITY_MEASUREMENT, qtags, tag.signal, FieldType.INT)
+                )
+            )
             dtypes.append(int(dtype))
         self.series = np.array(series, np.int32)
+        self.quality_series = np.array(quality_series, np.int32)
         self.dtypes = np.array(dtypes, np.uint8)
+
+
+class _QualityMarkers:
+    """Per-slot data-quality state; only transitions become ``data_quality`` samples.
+
+    A signal that goes Bad (or Uncertain, or delivers no value) writes its ``Quality`` code at
+    the sample's timestamp, a good value afterwards writes 0: a KPI engine reading the markers
+    sees the outage as an interval. State starts unknown, so the first sample of every signal
+    after a gateway start writes its marker (a restart can never leave a signal marked bad).
+    """
+
+    def __init__(self, slots: _Slots) -> None:
+        self.slots = slots
+        n = len(slots.tags)
+        self.code = np.full(n, _UNKNOWN_MARK, np.uint8)
+        self.ts_ns = np.zeros(n, np.int64)  # time of each slot's last marker
+
+    def transitions(
+        self,
+        slot: NDArray[np.int64],
+        ts_ns: NDArray[np.int64],
+        srv_ns: NDArray[np.int64],
+        code: NDArray[np.uint8],
+    ) -> Batch:
+        """Markers for the samples of one drain (arrival order kept per slot)."""
+        order = np.argsort(slot, kind="stable")
+        s, t, sv, c = slot[order], ts_ns[order], srv_ns[order], code[order]
+        first = np.concatenate(([True], s[1:] != s[:-1]))
+        prev = np.empty_like(c)
+        prev[1:] = c[:-1]
+        prev[first] = self.code[s[first]]
+        ci = np.flatnonzero(c != prev)
+        if not ci.size:
+            return Batch.empty()
+        cs, ct, cc = s[ci], t[ci], c[ci]
+        cfirst = np.concatenate(([True], cs[1:] != cs[:-1]))
+        prev_ts = np.empty_like(ct)
+        prev_ts[1:] = ct[:-1]
+        prev_ts[cfirst] = self.ts_ns[cs[cfirst]]
+        # a good value re-sent after an outage keeps its old source timestamp (it did not
+        # change): the signal is good again when it is seen, at the server's time
+        stale_ts = (cc == Quality.GOOD) & (ct <= prev_ts)
+        mts = np.where(stale_ts, np.maximum(sv[ci], prev_ts + 1), ct)
+        clast = np.concatenate((cs[1:] != cs[:-1], [True]))
+        self.code[cs[clast]] = cc[clast]
+        self.ts_ns[cs[clast]] = mts[clast]
+        return self._batch(cs, mts, cc)
+
+    def all_bad(self, ts_ns: int) -> Batch:
+        """The session is gone: every signal not already bad is bad from ``ts_ns``."""
+        s = np.flatnonzero(self.code != Quality.BAD)
+        if not s.size:
+            return Batch.empty()
+        ts = np.maximum(np.int64(ts_ns), self.ts_ns[s] + 1)
+        self.code[s] = Quality.BAD
+        self.ts_ns[s] = ts
+        return self._batch(s, ts, np.full(len(s), Quality.BAD, np.uint8))
+
+    def _batch(
+        self, slot: NDArray[np.int64], ts_ns: NDArray[np.int64], code: NDArray[np.uint8]
+    ) -> Batch:
+        n = len(slot)
+        return Batch(
+            series=self.slots.quality_series[slot],
+            ts_ns=np.asarray(ts_ns, np.int64),
+            value_f64=np.zeros(n, np.float64),
+            value_i64=code.astype(np.int64),
+            quality=np.zeros(n, np.uint8),  # the marker itself is a good sample
+        )
 
 
 class _Collector:
@@ -143,6 +223,7 @@ class _Collector:
     def __init__(self, slots: _Slots, stats: SourceStats) -> None:
         self.slots = slots
         self.stats = stats
+        self.markers = _QualityMarkers(slots)
         self._slot: list[int] = []
         self._value: list[Any] = []
         self._src: list[float] = []
@@ -200,6 +281,11 @@ class _Collector:
         values[:] = raw_values
         keep = np.ones(n, dtype=bool)
         no_value = np.asarray(values == None, dtype=bool)  # noqa: E711 - elementwise
+        quality = quality_from_opcua_status(status)
+        # a bad status without a value (connection to the machine lost) is no sample, but it is
+        # an outage: the marker makes it visible to the KPIs as NO_DATA
+        mark = np.where(no_value, np.maximum(quality, np.uint8(Quality.BAD)), quality)
+        markers = self.markers.transitions(slots, ts_ns, srv_ns, mark.astype(np.uint8))
         if no_value.any():
             self.stats.reject("no_value", int(no_value.sum()))
             keep &= ~no_value
@@ -220,12 +306,16 @@ class _Collector:
             ts_ns=ts_ns,
             value_f64=f64,
             value_i64=i64,
-            quality=quality_from_opcua_status(status),
+            quality=quality,
             value_str=strs,
         )
         if not keep.all():
             batch = batch.take(keep)
             srv_ns, status = srv_ns[keep], status[keep]
+        if len(markers):
+            batch = Batch.concat([batch, markers])
+            srv_ns = np.concatenate((srv_ns, markers.ts_ns))
+            status = np.concatenate((status, np.zeros(len(markers), np.uint32)))
         return batch, srv_ns, status
 
     def _convert(
@@ -349,12 +439,25 @@ class OpcUaSource:
                 if self.stats.connected:
                     self.stats.connected = False
                     await self._emit_connection(False)
+                    await self._emit_session_lost()
             delay = self._backoff.next_delay_s()
             await asyncio.sleep(delay)
 
     async def _emit_connection(self, connected: bool) -> None:
         with contextlib.suppress(Exception):
             await emit_connection(self.sink, self._conn_series, connected)
+
+    async def _emit_session_lost(self) -> None:
+        """Every signal of the source is bad from now on, until it delivers a good value again
+        (the KPI engine reads per-signal markers, not the source-level connection series)."""
+        markers = self._collector.markers.all_bad(time.time_ns())
+        if len(markers):
+            with contextlib.suppress(Exception):
+                await self.sink.emit(
+                    markers,
+                    server_ts_ns=markers.ts_ns,
+                    status_code=np.zeros(len(markers), np.uint32),
+                )
 
     async def _session(self) -> None:
         cfg = self.config

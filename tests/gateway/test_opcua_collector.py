@@ -70,7 +70,7 @@ async def test_types_quality_timestamps_and_rejections(tmp_path: Path) -> None:
     )
     await src._flush()
     batch = stored(outbox)
-    data = batch.take(batch.series != src._conn_series)
+    data = batch.take(np.isin(batch.series, src._slots.series))
     assert len(data) == 5
     assert data.values_for(outbox.table).tolist() == [1.5, 7, True, "Executing", 2.5]
     assert data.quality.tolist() == [Quality.GOOD] * 4 + [Quality.UNCERTAIN]
@@ -87,7 +87,95 @@ async def test_server_queue_overflow_is_counted(tmp_path: Path) -> None:
     await src._flush()
     assert src.stats.rejected["server_queue_overflow"] == 2
     batch = stored(outbox)
-    np.testing.assert_array_equal(
-        batch.value_f64, np.arange(10.0)
-    )  # the values themselves are kept
+    data = batch.take(np.isin(batch.series, src._slots.series))
+    np.testing.assert_array_equal(data.value_f64, np.arange(10.0))  # the values themselves are kept
+    outbox.close()
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(1_767_225_600 + seconds, tz=UTC)
+
+
+def _dv_at(
+    value: float | None, src_s: float, status: int = 0, srv_s: float | None = None
+) -> ua.DataValue:
+    return ua.DataValue(
+        None if value is None else ua.Variant(value, ua.VariantType.Double),
+        StatusCode=ua.StatusCode(status),
+        SourceTimestamp=_at(src_s),
+        ServerTimestamp=_at(src_s if srv_s is None else srv_s),
+    )
+
+
+def _markers(src: OpcUaSource, outbox: SqliteOutbox) -> list[tuple[str, str, int, int]]:
+    """(machine, measurement tag, ts s, code) of every stored data_quality sample, in order."""
+    batch = stored(outbox)
+    out = []
+    for i in range(len(batch)):
+        key = outbox.table.keys[int(batch.series[i])]
+        if key.measurement == "data_quality":
+            tags = key.tag_dict
+            ts_s = int(batch.ts_ns[i] // 10**9) - 1_767_225_600
+            out.append((tags["machine"], tags["measurement"], ts_s, int(batch.value_i64[i])))
+    return out
+
+
+async def test_connection_drop_writes_quality_transitions_only(tmp_path: Path) -> None:
+    """A machine losing its connection (Bad status, no value) is marked bad at the first bad
+    sample and good again at the next good value: transitions only, every no-value sample still
+    counted as rejected."""
+    src, outbox = _source(tmp_path)
+    bad = 0x80310000  # BadNoCommunication
+    src._collector.add_values(
+        [0, 0, 0, 0, 0, 1],
+        [
+            _dv_at(1.0, 10),
+            _dv_at(None, 20, bad),
+            _dv_at(None, 30, bad),
+            _dv_at(None, 40, bad),
+            _dv_at(2.0, 50),
+            _dv_at(5.0, 12),
+        ],
+    )
+    await src._flush()
+    src._collector.add_values([0, 0], [_dv_at(3.0, 60), _dv_at(None, 70, bad)])
+    await src._flush()
+    src._collector.add_values([0], [_dv_at(None, 80, bad)])  # still bad: nothing new
+    await src._flush()
+    # the value did not change while the machine was away: re-sent with its old source time,
+    # the signal is good again when the server saw it
+    src._collector.add_values([0], [_dv_at(3.0, 60, srv_s=95)])
+    await src._flush()
+    assert sorted(_markers(src, outbox)) == [
+        ("m0", "x", 10, 0),  # first sample after start: state known
+        ("m0", "x", 20, 2),
+        ("m0", "x", 50, 0),
+        ("m0", "x", 70, 2),
+        ("m0", "x", 95, 0),
+        ("m1", "x", 12, 0),
+    ]
+    assert src.stats.rejected == {"no_value": 5}
+    batch = stored(outbox)
+    data = batch.take(np.isin(batch.series, src._slots.series))
+    assert data.value_f64[data.series == src._slots.series[0]].tolist() == [1.0, 2.0, 3.0, 3.0]
+    outbox.close()
+
+
+async def test_uncertain_status_and_session_loss_are_marked(tmp_path: Path) -> None:
+    src, outbox = _source(tmp_path)
+    src._collector.add_values(
+        [0, 0, 1], [_dv_at(1.0, 10), _dv_at(1.5, 20, 0x40000000), _dv_at(7.0, 15)]
+    )
+    await src._flush()
+    src.stats.connected = True
+    await src._emit_session_lost()  # the session went down: every signal is bad
+    batch = stored(outbox)
+    key_of = outbox.table.keys
+    lost = [
+        (key_of[int(s)].tag_dict["machine"], int(v))
+        for s, v in zip(batch.series, batch.value_i64, strict=True)
+        if key_of[int(s)].measurement == "data_quality"
+    ]
+    # a drain writes its markers slot by slot; the session loss marks the four signals
+    assert lost == [("m0", 0), ("m0", 1), ("m1", 0), ("m0", 2), ("m1", 2), ("m2", 2), ("m3", 2)]
     outbox.close()

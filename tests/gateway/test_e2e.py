@@ -206,10 +206,9 @@ def _wait(cond: Any, timeout_s: float, what: str) -> None:
 
 @pytest.fixture
 def central(server_factory: Any) -> Iterator[MosquittoServer]:
-    # persistence must survive the restart; as root, mosquitto would drop to the `mosquitto` user,
-    # which cannot write the private 0700 data directory (so sessions would silently be lost)
-    extra = "user root" if os.geteuid() == 0 else ""
-    server = server_factory(MosquittoServer(extra_conf=extra))
+    # persistence must survive the restart (zhizao.localstack hands the data dir to mosquitto's
+    # user when started as root)
+    server = server_factory(MosquittoServer())
     assert isinstance(server, MosquittoServer)
     yield server
 

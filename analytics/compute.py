@@ -275,7 +275,7 @@ class SiteComputer:
             ts, inc, _ = counter_increments(
                 sig.ts_ns, np.asarray(sig.value, np.float64), rollover=meter.rollover
             )
-            q = increments_by_window(ts, inc, w.start_ns, w.end_ns)
+            q = increments_by_window(ts, inc, w.start_ns, w.end_ns, closed="right")
             by_medium[meter.medium] = by_medium.get(meter.medium, np.zeros(n)) + q
         coef = self.conversion.coefficients
         ef = {f.medium: f.value for f in self.factors}

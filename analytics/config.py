@@ -16,6 +16,7 @@ from zhizao.config import StrictModel, load_model
 
 __all__ = [
     "COUNTER_ROLES",
+    "DataQualityConfig",
     "EnergyConfig",
     "KpiConfig",
     "ScheduleConfig",
@@ -42,6 +43,16 @@ class SignalRef(StrictModel):
     field: str
 
 
+class DataQualityConfig(StrictModel):
+    """Where the gateway's data-quality markers live: one series per signal, in ``measurement``,
+    tagged like the signal's asset plus ``signal_tag`` = the signal's measurement, field = the
+    signal, value = ``zhizao.quality.Quality`` code at each transition (0 = good again).
+    Intervals where a state signal's marker is BAD (2) or STALE (3) are NO_DATA."""
+
+    measurement: str = "data_quality"
+    signal_tag: str = "measurement"
+
+
 class SignalsConfig(StrictModel):
     """Role -> signal. ``None`` switches a role off."""
 
@@ -64,6 +75,8 @@ class SignalsConfig(StrictModel):
     meter_measurements: dict[str, str] = Field(default_factory=lambda: {"water": "water"})
     # tag naming the meter id on meter points ("" = find meters by their asset tags only)
     meter_tag: str = "meter"
+    # per-signal data-quality markers written by the gateway; None = not read
+    data_quality: DataQualityConfig | None = DataQualityConfig()
 
     def measurement_of_meter(self, medium: str) -> str:
         return self.meter_measurements.get(medium, self.meter_measurement)

@@ -8,6 +8,8 @@ range is a wrap and counts ``limit - previous + value``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -48,13 +50,33 @@ def counter_increments(
     return ts, inc, drop
 
 
-def increments_by_window(ts_ns: I64, increment: F64, win_start_ns: I64, win_end_ns: I64) -> F64:
-    """Sum of increments per window (sorted, disjoint windows [start, end))."""
+def increments_by_window(
+    ts_ns: I64,
+    increment: F64,
+    win_start_ns: I64,
+    win_end_ns: I64,
+    *,
+    closed: Literal["left", "right"] = "left",
+) -> F64:
+    """Sum of increments per window (sorted, disjoint).
+
+    ``closed="left"``: windows [start, end), for events counted at their time (a part completed
+    at t). ``closed="right"``: windows (start, end], for cumulative meters, whose increment
+    between readings t_{i-1} and t_i belongs to (t_{i-1}, t_i]: a window then holds exactly the
+    energy between the readings at its two edges.
+    """
     ws = np.asarray(win_start_ns, np.int64)
     we = np.asarray(win_end_ns, np.int64)
+    ts = np.asarray(ts_ns, np.int64)
     nw = len(ws)
-    w = np.searchsorted(ws, ts_ns, "right") - 1
-    inside = (w >= 0) & (ts_ns < we[np.clip(w, 0, None)]) if nw else np.zeros(len(ts_ns), bool)
+    if not nw:
+        return np.zeros(0, np.float64)
+    if closed == "left":
+        w = np.searchsorted(ws, ts, "right") - 1
+        inside = (w >= 0) & (ts < we[np.clip(w, 0, None)])
+    else:
+        w = np.searchsorted(we, ts, "left")  # first window ending at or after ts
+        inside = (w < nw) & (ts > ws[np.clip(w, 0, nw - 1)])
     w = np.where(inside, w, nw)
     out: F64 = np.bincount(w, weights=increment, minlength=nw + 1)[:nw].astype(np.float64)
     return out

@@ -147,6 +147,18 @@ class KpiEngine:
                 statements.append(
                     f"SELECT last({_q(f)}) AS {_q(f)} FROM {_q(meas)} WHERE {where} AND time < {lo_ns} GROUP BY *"
                 )
+        dq = self.cfg.signals.data_quality
+        if dq is not None:
+            # the markers of the state signals (one field per signal, tagged with its measurement)
+            marked = sorted({ref.field for plan in plans.values() for ref in plan.states})
+            cols = ", ".join(_q(f) for f in marked)
+            statements.append(
+                f"SELECT {cols} FROM {_q(dq.measurement)} WHERE {where} AND time >= {lo_ns} AND time < {hi_ns} GROUP BY *"
+            )
+            for f in marked:
+                statements.append(
+                    f"SELECT last({_q(f)}) AS {_q(f)} FROM {_q(dq.measurement)} WHERE {where} AND time < {lo_ns} GROUP BY *"
+                )
         # chunked: a server-side max-row-limit must never truncate a window silently
         series = await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
         return self._assemble(site, plans, series)
@@ -157,6 +169,9 @@ class KpiEngine:
         parts: dict[tuple[str, str, str], list[tuple[I64, NDArray[np.generic]]]] = {}
         meter_parts: dict[str, list[tuple[I64, NDArray[np.generic]]]] = {}
         meter_meas = {self.cfg.signals.measurement_of_meter(m.medium) for m in site.meters}
+        dq = self.cfg.signals.data_quality
+        # (machine, signal's measurement, field) -> marker chunks
+        marks: dict[tuple[str, str, str], list[tuple[I64, NDArray[np.generic]]]] = {}
         for s in series:
             machine = s.tags.get("machine", "")
             for fname, col in s.values.items():
@@ -164,6 +179,10 @@ class KpiEngine:
                 if not ok.any():
                     continue
                 ts, vals = s.time_ns[ok], col[ok]
+                if dq is not None and s.name == dq.measurement:
+                    key = (machine, s.tags.get(dq.signal_tag, ""), fname)
+                    marks.setdefault(key, []).append((ts, vals))
+                    continue
                 if s.name in meter_meas:
                     mid = self._meter_id(site, s.name, s.tags, fname)
                     if mid is not None:
@@ -174,10 +193,14 @@ class KpiEngine:
         data = SiteData()
         for machine, plan in plans.items():
             states = {}
+            quality = {}
             for ref in plan.states:
                 sig = _merge(parts.get((machine, ref.measurement, ref.field)), obj=True)
                 if sig is not None:
                     states[ref.field] = sig
+                mark = _merge(marks.get((machine, ref.measurement, ref.field)))
+                if mark is not None:
+                    quality[ref.field] = mark
             roles: dict[str, Signal] = {}
             for role, ref in plan.roles.items():
                 sig = _merge(
@@ -189,8 +212,8 @@ class KpiEngine:
                 sig = _merge(meter_parts.get(plan.energy_meter.id))
                 if sig is not None:
                     roles["energy_kwh"] = sig
-            if states or roles:
-                data.machines[machine] = MachineSignals(roles, states)
+            if states or roles or quality:
+                data.machines[machine] = MachineSignals(roles, states, quality)
         for mid, chunks in meter_parts.items():
             sig = _merge(chunks)
             if sig is not None:
@@ -231,7 +254,8 @@ class KpiEngine:
                 for kind in self.cfg.windows:
                     k_lo, k_hi = computer.extent(kind, start, cutoff)
                     lo, hi = min(lo, k_lo), max(hi, k_hi)
-                data = await self.read_site(reader, computer.site, lo - hb_ns, min(hi, cutoff))
+                # + 1 ns: a meter reading at exactly the cut-off closes the last (start, end]
+                data = await self.read_site(reader, computer.site, lo - hb_ns, min(hi, cutoff) + 1)
                 batches: list[Batch] = []
                 for kind in self.cfg.windows:
                     result = computer.compute(data, kind, start, cutoff)

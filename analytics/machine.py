@@ -15,8 +15,9 @@ from numpy.typing import NDArray
 from analytics.calendar import PlannedTime
 from analytics.components import Components
 from analytics.counters import counter_increments, increments_by_window
-from analytics.states import StateClassifier, state_timeline
+from analytics.states import NO_DATA, StateClassifier, state_timeline
 from analytics.timeelements import TimeElementOptions, time_elements
+from zhizao.quality import Quality
 
 __all__ = ["MachineContext", "MachineResult", "MachineSignals", "Signal", "machine_components"]
 
@@ -47,6 +48,9 @@ class MachineSignals:
 
     signals: Mapping[str, Signal]
     states: Mapping[str, Signal] = field(default_factory=dict)
+    # data-quality markers of the state signals, by state signal name (``Quality`` codes at
+    # transitions, 0 = good again): where any is BAD or STALE the machine is NO_DATA
+    quality: Mapping[str, Signal] = field(default_factory=dict)
 
     def get(self, role: str) -> Signal | None:
         s = self.signals.get(role)
@@ -83,6 +87,31 @@ def _carried(sig: Signal, t: I64) -> NDArray[np.float64]:
     k = np.searchsorted(sig.ts_ns[order], t, "right") - 1
     vals = np.asarray(sig.value, np.float64)[order]
     return np.where(k >= 0, vals[np.clip(k, 0, None)], np.nan)
+
+
+def _mark_bad_quality(
+    ts: I64, codes: NDArray[np.int8], quality: Mapping[str, Signal]
+) -> tuple[I64, NDArray[np.int8]]:
+    """The on-change state stream with NO_DATA wherever a state signal's marker is bad.
+
+    Marker times join the stream; in between, the carried state holds unless some marker in
+    force is BAD or STALE (a lost connection: DOMAIN section 3, counted as ADET and flagged).
+    """
+    marks = [q for q in quality.values() if len(q)]
+    if not marks or not len(ts):  # no state at all is NO_DATA anyway
+        return ts, codes
+    all_ts = np.unique(np.concatenate([ts, *(q.ts_ns for q in marks)]))
+    k = np.searchsorted(ts, all_ts, "right") - 1
+    out = np.where(k >= 0, codes[np.clip(k, 0, None)], np.int8(NO_DATA)).astype(np.int8)
+    bad = np.zeros(len(all_ts), bool)
+    for q in marks:
+        order = np.argsort(q.ts_ns, kind="stable")
+        qk = np.searchsorted(q.ts_ns[order], all_ts, "right") - 1
+        qv = np.asarray(q.value, np.float64)[order]
+        bad |= (qk >= 0) & (qv[np.clip(qk, 0, None)] >= Quality.BAD)
+    # before a state signal's first sample there is nothing to carry: keep the stream as it was
+    keep = (k >= 0) | bad
+    return all_ts[keep], np.where(bad, np.int8(NO_DATA), out)[keep].astype(np.int8)
 
 
 def _counter_window(
@@ -133,6 +162,7 @@ def machine_components(
             k = np.searchsorted(ts, live, "right") - 1
             ts, idx = np.unique(np.concatenate((ts, live)), return_index=True)
             codes = np.concatenate((codes, codes[k]))[idx]
+    ts, codes = _mark_bad_quality(ts, codes, signals.quality)
     timeline = state_timeline(ts, codes, start_ns=lo, end_ns=hi, heartbeat_s=ctx.heartbeat_s)
 
     cutting = None
@@ -199,7 +229,9 @@ def machine_components(
     def pri_at(t: I64) -> NDArray[np.float64]:
         if prod is None:
             return np.full(len(t), default_pri)
-        k = np.searchsorted(change_ts, t, "right") - 1
+        # the product in force just before t: a part completed at t belongs to the order that
+        # made it, even when the next product id is published with the same timestamp
+        k = np.searchsorted(change_ts, t, "left") - 1
         return np.where(k >= 0, change_pri[np.clip(k, 0, None)], default_pri)
 
     pri_pq = pri_at(pq_ts)
@@ -215,7 +247,8 @@ def machine_components(
 
     e_ts, e_inc, r = _counter_window(signals.get("energy_kwh"), ctx.energy_rollover)
     resets += r
-    cols["kwh"] = increments_by_window(e_ts, e_inc, ws, we)
+    # a meter increment belongs to (previous reading, this reading]: windows (start, end]
+    cols["kwh"] = increments_by_window(e_ts, e_inc, ws, we, closed="right")
     cols["kgce"] = cols["kwh"] * ctx.kgce_per_kwh
     cols["kgco2"] = cols["kwh"] * ctx.kgco2_per_kwh
     return MachineResult(

@@ -16,6 +16,7 @@ import contextlib
 import json
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,12 +31,23 @@ from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
 from gateway.sources.sparkplug import SparkplugHost
 from ingest.sparkplug_codec import SparkplugCodec, SparkplugConfig
+from simulator.clock import SimClock
+from simulator.config import SimConfig
+from simulator.mqtt_publisher import MqttFactoryPublisher
+from simulator.scenario import build_scenario
 from tests.gateway.helpers import stored, wait_for
 from tests.gateway.mqtt_helpers import Publisher
 from zhizao.localstack import MosquittoServer
 from zhizao.model import FieldType, SeriesKey, SeriesTable
 from zhizao.quality import Quality
-from zhizao.sparkplug import BDSEQ_METRIC, DataType, MetricValue, pb, set_metric_value
+from zhizao.sparkplug import (
+    BDSEQ_METRIC,
+    DataType,
+    MetricValue,
+    metric_value,
+    pb,
+    set_metric_value,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -357,6 +369,19 @@ class _Lines:
         with self._lock:
             return list(self.lines)
 
+    def join(self) -> None:
+        self._thread.join(timeout=SCRIPT_TIMEOUT_S)
+
+
+def _reap(proc: subprocess.Popen[str], out: _Lines) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    out.join()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
 
 async def test_our_payloads_are_decoded_by_pysparkplug(
     mosquitto: MosquittoServer, interop_python: Path
@@ -391,9 +416,7 @@ async def test_our_payloads_are_decoded_by_pysparkplug(
         assert rc == 0, f"pysparkplug_host.py failed ({rc}): {out.snapshot()}\n{stderr}"
     finally:
         edge.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _reap(proc, out)
     records = [r for r in out.snapshot() if "ready" not in r]
     assert [r.get("error") for r in records] == [None] * len(records), records
     assert [(r["type"], r["seq"]) for r in records] == [
@@ -496,3 +519,93 @@ async def test_pysparkplug_clean_disconnect_death_has_the_next_bdseq_and_is_igno
         recorder.close()
         state.close()
         outbox.close()
+
+
+def _ours(messages: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """The messages decoded with our schema and helpers, shaped like pysparkplug_host.py's."""
+    births: dict[tuple[str, ...], dict[int, tuple[str, int]]] = {}
+    out = []
+    for topic, body in messages:
+        msg = _parse(body)
+        parts = topic.split("/")
+        mtype, key = parts[2], (parts[3], *parts[4:])
+        aliases = births.setdefault(key, {}) if "BIRTH" in mtype else births.get(key, {})
+        metrics = []
+        for m in msg.metrics:
+            if m.name:
+                name, dt = m.name, int(m.datatype)
+                if m.HasField("alias"):
+                    aliases[int(m.alias)] = (name, dt)
+            else:
+                name, dt = aliases[int(m.alias)]
+            value = metric_value(m, dt)
+            metrics.append(
+                {
+                    "name": name,
+                    "alias": int(m.alias) if m.HasField("alias") else None,
+                    "datatype": DataType(dt).name.upper(),
+                    "value": None if value is None else _expected(value, DataType(dt)),
+                    "timestamp": int(m.timestamp) if m.HasField("timestamp") else None,
+                    "is_null": value is None,
+                }
+            )
+        out.append(
+            {
+                "type": mtype,
+                "seq": int(msg.seq) if msg.HasField("seq") else None,
+                "metrics": metrics,
+            }
+        )
+    return out
+
+
+async def test_simulator_edge_node_is_decoded_by_pysparkplug(
+    mosquitto: MosquittoServer, interop_python: Path
+) -> None:
+    """The simulator's Sparkplug edge node (births, alias-only DATA, NDEATH on stop) as
+    pysparkplug sees it: every metric's name, alias, datatype, value and timestamp equal ours."""
+    group = f"interop-sim-{uuid.uuid4().hex[:8]}"
+    sc = build_scenario(
+        SimConfig(machines=1, sparkplug_group=group),
+        1,
+        "2026-11-23T06:00:00+08:00",
+        "2026-11-23T07:00:00+08:00",
+    )
+    clock = SimClock(sc.start_ns)
+    proc = subprocess.Popen(
+        [str(interop_python), str(HERE / "pysparkplug_host.py"), str(mosquitto.port), group],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    out = _Lines(proc.stdout)
+    recorder = Publisher(mosquitto.port, subscribe=f"spBv1.0/{group}/#")
+    sim = MqttFactoryPublisher(sc, clock, f"mqtt://127.0.0.1:{mosquitto.port}")
+    try:
+        await wait_for(lambda: {"ready": True} in out.snapshot(), 30, "pysparkplug host ready")
+        await asyncio.to_thread(sim.start, 20.0)
+        # 2.5 meter periods of simulated time have passed: boundaries 0, 1, 2 are due
+        clock.start(wall_start_s=time.time() - 2.5 * sc.config.meter_period_s)
+        assert sim.publish_due() == 3
+        await asyncio.to_thread(sim.stop)
+        rc = await asyncio.to_thread(proc.wait, SCRIPT_TIMEOUT_S)
+        stderr = proc.stderr.read() if proc.stderr else ""
+        assert rc == 0, f"pysparkplug_host.py failed ({rc}): {out.snapshot()}\n{stderr}"
+        await wait_for(
+            lambda: any("/NDEATH/" in t for t, _ in recorder.messages()), 30, "the NDEATH"
+        )
+    finally:
+        recorder.close()
+        _reap(proc, out)
+    theirs = [r for r in out.snapshot() if "ready" not in r]
+    assert [r.get("error") for r in theirs] == [None] * len(theirs), theirs
+    ours = _ours(recorder.messages())
+    assert [r["type"] for r in ours] == ["NBIRTH", "DBIRTH"] + ["NDATA", "DDATA"] * 3 + ["NDEATH"]
+    # the node's birth: bdSeq, the rebirth control and the node metric; the device: five metrics
+    assert [m["name"] for m in ours[0]["metrics"]][:2] == [BDSEQ_METRIC, "Node Control/Rebirth"]
+    assert len(ours[1]["metrics"]) == 5 and all(m["alias"] for m in ours[1]["metrics"])
+    assert all(m["is_null"] is False for r in ours for m in r["metrics"])
+    their_view = [{k: r[k] for k in ("type", "seq", "metrics")} for r in theirs]
+    ours[-1]["seq"] = None  # pysparkplug's NDeath has no seq (the death carries none)
+    assert their_view == ours

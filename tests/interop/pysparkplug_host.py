@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import sys
 import threading
 from typing import Any
@@ -65,7 +66,7 @@ def main() -> None:
         if isinstance(payload, psp.NDeath):
             done.set()
 
-    client = psp.Client(client_id="psp-host-interop")
+    client = psp.Client(client_id=f"psp-host-interop-{os.getpid()}")
     decode = client._handle_message
 
     def decode_or_report(mqtt_message: Any) -> psp.Message:

@@ -584,7 +584,17 @@ def prometheus_sums(text: str) -> dict[str, float]:
 
 # --- reading KPIs back ---------------------------------------------------------------------------
 
-COMPONENTS = ("pbt_s", "apt_s", "pq", "gq", "pri_pq_s", "pri_gq_s", "kwh")
+COMPONENTS = (
+    "pbt_s",
+    "apt_s",
+    "adet_s",
+    "adet_no_data_s",
+    "pq",
+    "gq",
+    "pri_pq_s",
+    "pri_gq_s",
+    "kwh",
+)
 
 
 def ratios(c: dict[str, float]) -> dict[str, float]:
@@ -633,8 +643,8 @@ def kpi_table(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, float]]]:
         out.append((f"  {r.get('machine', '?')}", ratios(r)))
         agg = lines.setdefault(r.get("line", "?"), dict.fromkeys(COMPONENTS, 0.0))
         for c in COMPONENTS:
-            agg[c] += r[c]
-            total[c] += r[c]
+            agg[c] += r.get(c, 0.0)
+            total[c] += r.get(c, 0.0)
     out += [(f"line {name}", ratios(c)) for name, c in sorted(lines.items())]
     out.append(("factory", ratios(total)))
     return out

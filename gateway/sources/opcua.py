@@ -699,5 +699,8 @@ class OpcUaSource:
             await self.sink.emit(batch, server_ts_ns=srv_ns, status_code=status)
         except OutboxFull:
             return  # counted and logged by the outbox (policy refuse_new)
-        self.stats.samples += len(batch)
-        self.stats.last_sample_ns = int(batch.ts_ns.max())
+        # the statistics count device samples; data-quality markers are the gateway's own
+        data = ~np.isin(batch.series, self._slots.quality_series)
+        if data.any():
+            self.stats.samples += int(np.count_nonzero(data))
+            self.stats.last_sample_ns = int(batch.ts_ns[data].max())

@@ -155,6 +155,7 @@ async def test_connection_drop_writes_quality_transitions_only(tmp_path: Path) -
         ("m1", "x", 12, 0),
     ]
     assert src.stats.rejected == {"no_value": 5}
+    assert src.stats.samples == 5  # device samples; the markers are not counted as samples
     batch = stored(outbox)
     data = batch.take(np.isin(batch.series, src._slots.series))
     assert data.value_f64[data.series == src._slots.series[0]].tolist() == [1.0, 2.0, 3.0, 3.0]

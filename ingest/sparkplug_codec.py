@@ -25,10 +25,13 @@ from zhizao.errors import DecodeError
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 from zhizao.sparkplug import (
     BDSEQ_METRIC,
+    INT64_MAX,
+    INT64_MIN,
     NAMESPACE,
     DataType,
     MessageType,
     SparkplugTopic,
+    field_type_of,
     metric_value,
     pb,
 )
@@ -44,17 +47,6 @@ SPARKPLUG_DECODE_REASONS: tuple[str, ...] = (
     "unsupported_datatype",
 )
 
-_INT_TYPES = {
-    DataType.Int8,
-    DataType.Int16,
-    DataType.Int32,
-    DataType.Int64,
-    DataType.UInt8,
-    DataType.UInt16,
-    DataType.UInt32,
-    DataType.UInt64,
-    DataType.DateTime,
-}
 _SKIPPED = {DataType.Bytes, DataType.File, DataType.DataSet, DataType.Template}
 
 
@@ -74,22 +66,6 @@ def _bd_seq(msg: pb.Payload) -> int | None:
         if m.name == BDSEQ_METRIC:
             value = metric_value(m, int(m.datatype) or int(DataType.Int64))
             return int(value) if isinstance(value, int) else None
-    return None
-
-
-def _field_type(dt: int) -> FieldType | None:
-    try:
-        kind = DataType(dt)
-    except ValueError:
-        return None
-    if kind in _INT_TYPES:
-        return FieldType.INT
-    if kind in (DataType.Float, DataType.Double):
-        return FieldType.FLOAT
-    if kind is DataType.Boolean:
-        return FieldType.BOOL
-    if kind in (DataType.String, DataType.Text, DataType.UUID):
-        return FieldType.STRING
     return None
 
 
@@ -278,7 +254,7 @@ class SparkplugCodec:
                 )
             if name.startswith(("Node Control/", "Device Control/")) or name == "bdSeq":
                 continue
-            ftype = _field_type(dt)
+            ftype = field_type_of(dt)
             if ftype is None:
                 if dt in _SKIPPED:
                     self.skipped_metrics += 1
@@ -296,7 +272,7 @@ class SparkplugCodec:
                 raise DecodeError(
                     "bad_protobuf", "Sparkplug metric has no timestamp", detail=f"{topic}: {name}"
                 )
-            if ftype is FieldType.INT and not -(2**63) <= int(value) < 2**63:
+            if ftype is FieldType.INT and not INT64_MIN <= int(value) <= INT64_MAX:
                 raise DecodeError(
                     "type_mismatch", "Sparkplug UInt64 value does not fit int64", detail=name
                 )

@@ -21,15 +21,22 @@ from enum import IntEnum, StrEnum
 
 from zhizao import sparkplug_b_pb2 as pb
 from zhizao.errors import DecodeError
+from zhizao.model import FieldType
 
 __all__ = [
     "BDSEQ_METRIC",
+    "FLOAT_TYPES",
+    "INT64_MAX",
+    "INT64_MIN",
+    "INT_TYPES",
     "NAMESPACE",
     "REBIRTH_METRIC",
+    "STRING_TYPES",
     "DataType",
     "MessageType",
     "MetricValue",
     "SparkplugTopic",
+    "field_type_of",
     "metric_value",
     "next_seq",
     "pb",
@@ -138,6 +145,43 @@ class SparkplugTopic:
 
     def __str__(self) -> str:
         return self.format()
+
+
+# Sparkplug data types by the zhizao field type their values are stored as
+INT_TYPES = frozenset(
+    {
+        DataType.Int8,
+        DataType.Int16,
+        DataType.Int32,
+        DataType.Int64,
+        DataType.UInt8,
+        DataType.UInt16,
+        DataType.UInt32,
+        DataType.UInt64,
+        DataType.DateTime,
+    }
+)
+FLOAT_TYPES = frozenset({DataType.Float, DataType.Double})
+STRING_TYPES = frozenset({DataType.String, DataType.Text, DataType.UUID})
+# zhizao stores integers as int64: a UInt64 above INT64_MAX has no exact representation
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def field_type_of(datatype: int) -> FieldType | None:
+    """The zhizao field type a Sparkplug data type is stored as (None: not stored)."""
+    try:
+        kind = DataType(datatype)
+    except ValueError:
+        return None
+    if kind in INT_TYPES:
+        return FieldType.INT
+    if kind in FLOAT_TYPES:
+        return FieldType.FLOAT
+    if kind is DataType.Boolean:
+        return FieldType.BOOL
+    if kind in STRING_TYPES:
+        return FieldType.STRING
+    return None
 
 
 def next_seq(seq: int) -> int:

@@ -37,15 +37,18 @@ from gateway.mqtt_client import IncomingMessage, MqttConnection
 from gateway.outbox import OutboxFull
 from gateway.sources.base import SampleSink, SourceStats, connection_key, emit_connection
 from zhizao.errors import DecodeError
-from zhizao.model import Batch, FieldType, SeriesKey
+from zhizao.model import Batch, SeriesKey
 from zhizao.quality import Quality
 from zhizao.sparkplug import (
     BDSEQ_METRIC,
+    INT64_MAX,
+    INT64_MIN,
     NAMESPACE,
     REBIRTH_METRIC,
     DataType,
     MessageType,
     SparkplugTopic,
+    field_type_of,
     metric_value,
     next_seq,
     pb,
@@ -57,35 +60,6 @@ __all__ = ["SparkplugHost"]
 log = logging.getLogger(__name__)
 
 _REBIRTH_HOLDOFF_S = 5.0  # per node; a storm of bad messages sends one request
-_INT_TYPES = {
-    DataType.Int8,
-    DataType.Int16,
-    DataType.Int32,
-    DataType.Int64,
-    DataType.UInt8,
-    DataType.UInt16,
-    DataType.UInt32,
-    DataType.UInt64,
-    DataType.DateTime,
-}
-_FLOAT_TYPES = {DataType.Float, DataType.Double}
-_STRING_TYPES = {DataType.String, DataType.Text, DataType.UUID}
-
-
-def _field_type_of(datatype: int) -> FieldType | None:
-    try:
-        kind = DataType(datatype)
-    except ValueError:
-        return None
-    if kind in _INT_TYPES:
-        return FieldType.INT
-    if kind in _FLOAT_TYPES:
-        return FieldType.FLOAT
-    if kind is DataType.Boolean:
-        return FieldType.BOOL
-    if kind in _STRING_TYPES:
-        return FieldType.STRING
-    return None
 
 
 def _snake(name: str) -> str:
@@ -213,11 +187,13 @@ class SparkplugHost:
     async def _flush(self) -> None:
         if not self._series:
             return
-        vals = np.empty(len(self._values), dtype=object)
-        vals[:] = self._values
-        batch = Batch.build(self.sink.table, self._series, self._ts, vals, self._quality)
-        last = max(self._ts)
+        # take the buffers first: whatever happens below, a sample is never flushed twice
+        series, ts, values, quality = self._series, self._ts, self._values, self._quality
         self._series, self._ts, self._values, self._quality = [], [], [], []
+        vals = np.empty(len(values), dtype=object)
+        vals[:] = values
+        batch = Batch.build(self.sink.table, series, ts, vals, quality)
+        last = max(ts)
         try:
             await self.sink.emit(batch)
         except OutboxFull:
@@ -319,7 +295,7 @@ class SparkplugHost:
     def _series_for(
         self, topic: SparkplugTopic, device: str | None, m: pb.Payload.Metric
     ) -> int | None:
-        ftype = _field_type_of(int(m.datatype))
+        ftype = field_type_of(int(m.datatype))
         mapped = self._mapped.get((topic.edge_node_id, device, m.name))
         if mapped is not None:
             dtype = field_type(mapped.type)
@@ -347,6 +323,11 @@ class SparkplugHost:
             return
         if value is None:
             self._count("null_value", metric.name)
+            return
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            # valid Sparkplug (UInt64), but zhizao stores integers as int64: refuse it with a
+            # reason rather than store a wrong value
+            self._count("int_out_of_range", f"{metric.name}: {value}")
             return
         ts_ns = m.timestamp * 1_000_000 if m.HasField("timestamp") else default_ts_ns
         metric.last_value = value

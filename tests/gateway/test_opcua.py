@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from zhizao.quality import Quality
 
 pytestmark = pytest.mark.integration
 BASE_MS = int(BASE_TS.timestamp() * 1000)
+# how long the OPC UA server stays dead in the restart test (the figure)
+SERVER_OUTAGE_S = 20.0
 
 
 def _source_config(endpoint: str, n_vars: int, **extra: Any) -> OpcUaSourceConfig:
@@ -221,9 +224,11 @@ async def test_server_killed_and_restarted_reconnects_and_shows_gap(tmp_path: Pa
                 lambda: int((stored(outbox).value_f64 == 39).sum()) == n_vars, 60, "first run"
             )
             os.killpg(proc.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
             proc.wait()
             await wait_for(lambda: not source.stats.connected, 30, "loss detected")
-            await asyncio.sleep(5)
+            # the server stays dead for the 20 s before it comes back
+            await asyncio.sleep(max(0.0, SERVER_OUTAGE_S - (time.monotonic() - killed_at)))
             proc2 = start_process(
                 "tests.gateway.opcua_server",
                 *args,

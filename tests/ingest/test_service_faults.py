@@ -60,16 +60,15 @@ def healthz(url: str) -> dict[str, Any]:
         return dict(orjson.loads(exc.read()))
 
 
+# how long InfluxDB stays down under load (the issue's figure)
+INFLUX_OUTAGE_S = 30.0
+
+
 @pytest.mark.integration
 def test_influx_outage_under_load_nothing_lost_or_duplicated(
     server_factory: Callable[[LocalServer], LocalServer], tmp_path: Path
 ) -> None:
-    """InfluxDB stopped for ~8 s while a gateway keeps publishing.
-
-    8 s instead of 30 s keeps the suite lean: the writer gives up on a request after ~0.3 s
-    (max_retries 1), so the service's own hold-and-retry loop runs many times either way, and the
-    bound that matters (Receive Maximum) is reached within the first seconds.
-    """
+    """InfluxDB stopped for 30 s (the issue's outage) while a gateway keeps publishing."""
     broker = server_factory(MosquittoServer())
     influx = server_factory(InfluxServer())
     assert isinstance(broker, MosquittoServer) and isinstance(influx, InfluxServer)
@@ -107,7 +106,7 @@ def test_influx_outage_under_load_nothing_lost_or_duplicated(
         )
         acked_during = svc.acked
         max_inflight = 0
-        while time.monotonic() - stopped_at < 8:
+        while time.monotonic() - stopped_at < INFLUX_OUTAGE_S:
             max_inflight = max(max_inflight, svc.health()[1]["unacked_messages"])
             time.sleep(0.05)
         assert svc.acked == acked_during

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import MEASUREMENT, emit, log, make_data, parse_args  # noqa: E402
-from ingest.lineprotocol import LineProtocolEncoder  # noqa: E402
+from benchmarks._common import MEASUREMENT, emit, log, make_data, parse_args
+from ingest.lineprotocol import LineProtocolEncoder
 
 
 def best_of(runs: int, fn) -> float:  # type: ignore[no-untyped-def]

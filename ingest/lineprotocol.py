@@ -489,6 +489,19 @@ class LineProtocolEncoder:
         ts_mat, ts_len = _numbers_to_matrix(ts[end_idx])
         w_ts = ts_mat.shape[1] + 2  # " " + digits + "\n"
 
+        # --- fast path: every line has the same number of fields (producers that emit whole
+        # points): one matrix row per line, the sample regions a reshaped view of it. About a
+        # quarter fewer bytes to compact than the general layout and no interleaving copies.
+        n_fields = n // n_lines
+        if (
+            not len(long_idx)
+            and n_fields * n_lines == n
+            and bool((line_start_pos == np.arange(0, n, n_fields)).all())
+        ):
+            return self._encode_uniform(
+                s, start, g, line_start_pos, pieces, val_lens, w_val, ts_mat, ts_len, n_fields
+            )
+
         # --- the matrix: head rows and sample rows, interleaved; padding is NUL --------------
         # Line protocol never contains NUL (names with NUL are refused; string values are inserted
         # after compaction), so "m != 0" is the compaction mask: no per-region masks needed.
@@ -541,6 +554,52 @@ class LineProtocolEncoder:
         line_ends = np.cumsum(row_bytes)[sample_rows[end_idx]]
         line_samples = np.diff(np.append(line_start_pos, n)).astype(np.int64)
         return flat_bytes, line_ends.astype(np.int64), line_samples
+
+    def _encode_uniform(
+        self,
+        s: NDArray[np.int32],
+        start: NDArray[np.bool_],
+        g: NDArray[np.int32],
+        line_start_pos: NDArray[np.intp],
+        pieces: list[tuple[NDArray[np.intp], NDArray[np.uint8], NDArray[np.int64]]],
+        val_lens: NDArray[np.int64],
+        w_val: int,
+        ts_mat: NDArray[np.uint8],
+        ts_len: NDArray[np.int64],
+        n_fields: int,
+    ) -> tuple[bytes, NDArray[np.int64], NDArray[np.int64]]:
+        """Layout for chunks whose lines all hold ``n_fields`` samples: row = head, the fields'
+        ``[,]key=value`` slots, then `` ts\\n``."""
+        t = self._texts
+        n = len(s)
+        n_lines = len(line_start_pos)
+        w_field = t.field_mat.shape[1]
+        w_slot = w_field + w_val
+        w_head = t.head_mat.shape[1]
+        w_ts = ts_mat.shape[1] + 2
+        c_slots = w_head
+        c_ts = c_slots + n_fields * w_slot
+        m = np.zeros((n_lines, c_ts + w_ts), np.uint8)
+        hg = g[line_start_pos]
+        m[:, :w_head] = t.head_mat[hg]
+        slots = m[:, c_slots:c_ts].reshape(n_lines, n_fields, w_slot)  # a view
+        field_row = 2 * s.astype(np.intp) + ~start
+        slots[:, :, :w_field] = t.field_mat[field_row].reshape(n_lines, n_fields, w_field)
+        values = np.zeros((n, w_val), np.uint8)
+        for idx, mat, _lens in pieces:
+            values[idx, : mat.shape[1]] = mat
+        slots[:, :, w_field:] = values.reshape(n_lines, n_fields, w_val)
+        m[:, c_ts] = _SPACE
+        m[:, c_ts + 1 : c_ts + 1 + ts_mat.shape[1]] = ts_mat
+        m[np.arange(n_lines), c_ts + 1 + ts_len] = _NEWLINE
+        flat_bytes = m.tobytes().translate(None, b"\x00")
+        sample_bytes = (t.field_len[field_row] + val_lens).reshape(n_lines, n_fields).sum(axis=1)
+        line_bytes = t.head_len[hg] + sample_bytes + ts_len + 2
+        return (
+            flat_bytes,
+            np.cumsum(line_bytes).astype(np.int64),
+            np.full(n_lines, n_fields, np.int64),
+        )
 
 
 _BOOL_MAT, _BOOL_LEN = _byte_table([b"false", b"true"])

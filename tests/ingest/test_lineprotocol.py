@@ -292,3 +292,26 @@ def test_round_trip_through_real_influxdb_returns_exact_values(influx_db, point)
     urllib.request.urlopen(
         urllib.request.Request(f"{influx_db.url}/query", data=qs.encode()), timeout=30
     ).read()
+
+
+def test_uniform_points_take_the_per_line_layout_and_match_point() -> None:
+    # every line holds the same four fields: the per-line layout; a ragged tail: the general one
+    rng = np.random.default_rng(3)
+    points = [
+        {
+            "measurement": "spindle",
+            "tags": {"machine": f"cnc-{i % 7}", "line": "l 1"},
+            "fields": {
+                "a_speed": (FieldType.FLOAT, float(rng.normal(1000, 300))),
+                "b_count": (FieldType.INT, int(rng.integers(-(10**12), 10**12))),
+                "c_run": (FieldType.BOOL, bool(rng.random() < 0.5)),
+                "d_prog": (FieldType.STRING, f'O{i} "rough"'),
+            },
+            "ts": 1_700_000_000_000_000_000 + i,
+        }
+        for i in range(3_000)
+    ]
+    ragged = [{**points[0], "ts": 1, "fields": {"a_speed": (FieldType.FLOAT, 1.5)}}]
+    for batch_points in (points, points + ragged):
+        body, _, _ = _encode_points(batch_points)  # type: ignore[arg-type]
+        assert body == b"".join(_point_bytes(p) for p in batch_points)  # type: ignore[arg-type]

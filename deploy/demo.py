@@ -24,7 +24,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -45,7 +44,12 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's packages come
 
 from ingest.influx import InfluxConfig, InfluxQLReader  # noqa: E402
 from zhizao.errors import QueryError  # noqa: E402
-from zhizao.localstack import InfluxServer, MosquittoServer, free_port  # noqa: E402
+from zhizao.localstack import (  # noqa: E402
+    InfluxServer,
+    MosquittoServer,
+    free_port,
+    stop_process_group,
+)
 from zhizao.site import SiteModel  # noqa: E402
 
 __all__ = [
@@ -154,9 +158,11 @@ class DemoStack:
                 deadline = time.monotonic() + drain_timeout_s
                 while time.monotonic() < deadline and (self.outbox_samples() or 0) > 0:
                     time.sleep(0.2)
-            _terminate(p.proc, sig=signal.SIGINT if name == "simulator" else signal.SIGTERM)
+            stop_process_group(
+                p.proc, signal.SIGINT if name == "simulator" else signal.SIGTERM, 20.0
+            )
         for p in procs.values():
-            _terminate(p.proc, sig=signal.SIGTERM)
+            stop_process_group(p.proc, signal.SIGTERM, 20.0)
         self.procs.clear()
         self.mosquitto.stop()
         self.influx.stop()
@@ -547,19 +553,6 @@ def start_stack(options: DemoOptions, *, timeout_s: float = 90.0) -> DemoStack:
     except BaseException:
         stack.stop()
         raise
-
-
-def _terminate(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout_s: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=timeout_s)
 
 
 def tail(path: Path, n: int = 25) -> str:

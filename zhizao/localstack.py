@@ -31,6 +31,7 @@ __all__ = [
     "ServerMissing",
     "VictoriaMetricsServer",
     "free_port",
+    "stop_process_group",
     "which",
 ]
 
@@ -57,6 +58,23 @@ def which(binary: str, *extra_dirs: str) -> str:
             f"{binary} is not installed; run `make setup` (Debian package for {binary})"
         )
     return path
+
+
+def stop_process_group(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 15.0
+) -> None:
+    """Send ``sig`` to a process started with ``start_new_session=True`` and its children; SIGKILL
+    them if they are still there after ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout_s)
 
 
 def _port_open(port: int) -> bool:
@@ -132,16 +150,8 @@ class LocalServer:
     def stop(self, *, kill: bool = False, timeout_s: float = 15.0) -> None:
         """Stop the process (SIGTERM, or SIGKILL with ``kill``); the data directory stays."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout_s)
+        if proc is not None:
+            stop_process_group(proc, signal.SIGKILL if kill else signal.SIGTERM, timeout_s)
 
     def restart(self, *, kill: bool = False, down_s: float = 0.0) -> None:
         """Stop and start again on the same port and data directory."""

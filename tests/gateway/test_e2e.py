@@ -31,7 +31,7 @@ from paho.mqtt.properties import Properties
 
 from ingest.frames import FrameCodec
 from tests.gateway.helpers import REPO
-from zhizao.localstack import LocalServer, MosquittoServer
+from zhizao.localstack import LocalServer, MosquittoServer, stop_process_group
 
 pytestmark = pytest.mark.integration
 TS0_MS = 1_767_225_600_000
@@ -218,13 +218,7 @@ def central(server_factory: Any) -> Iterator[MosquittoServer]:
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> str:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_process_group(proc, sig, 30.0)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.stderr:
         proc.stderr.close()

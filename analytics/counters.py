@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ingest.counters import counter_steps
+
 __all__ = ["counter_increments", "increments_by_window"]
 
 F64 = NDArray[np.float64]
@@ -40,14 +42,10 @@ def counter_increments(
     if len(v) == 0:
         return ts, v, np.zeros(0, bool)
     prev = np.concatenate(([v[0]], v[:-1]))
-    diff = v - prev
-    drop = diff < 0
-    inc = np.where(drop, v, diff)  # reset: the post-reset value counts
-    if rollover is not None:
-        wrapped = drop & (prev >= rollover * (1.0 - wrap_fraction))
-        inc = np.where(wrapped, rollover - prev + v, inc)
-        drop = drop & ~wrapped
-    return ts, inc, drop
+    limit = np.full(len(v), np.nan if rollover is None else float(rollover))
+    band = np.full(len(v), 1.0 - wrap_fraction)
+    inc, reset = counter_steps(v, prev, limit, band)
+    return ts, inc.astype(np.float64, copy=False), reset
 
 
 def increments_by_window(

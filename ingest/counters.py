@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 from zhizao.config import StrictModel
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 
-__all__ = ["CounterSpec", "CounterTracker", "counter_increments"]
+__all__ = ["CounterSpec", "CounterTracker", "counter_increments", "counter_steps"]
 
 
 # a frame sequence number this far below the highest seen means the gateway started over
@@ -69,6 +69,26 @@ class CounterSpec(StrictModel):
         return self.increment_field or f"{self.field}_inc"
 
 
+def counter_steps(
+    value: NDArray[np.float64] | NDArray[np.int64],
+    prev: NDArray[np.float64] | NDArray[np.int64],
+    limit: NDArray[np.float64],
+    band: NDArray[np.float64],
+) -> tuple[NDArray[np.float64] | NDArray[np.int64], NDArray[np.bool_]]:
+    """Increment per sample from its previous value, and where the counter was reset (a drop
+    that is not a rollover). ``limit`` is NaN where there is none. The one place that says what a
+    counter drop means (DOMAIN.md rule 4); ingest and the KPI engine both call it."""
+    inc = value - prev
+    drop = inc < 0
+    if not drop.any():
+        return inc, drop
+    has_limit = ~np.isnan(limit)
+    rollover = drop & has_limit & (prev >= np.where(has_limit, limit * band, np.inf))
+    wrapped = np.where(has_limit, limit, 0).astype(inc.dtype) - prev + value
+    inc = np.where(rollover, wrapped, np.where(drop, value, inc))
+    return inc, drop & ~rollover
+
+
 def counter_increments(
     value: NDArray[np.float64] | NDArray[np.int64],
     prev: NDArray[np.float64] | NDArray[np.int64],
@@ -76,14 +96,7 @@ def counter_increments(
     band: NDArray[np.float64],
 ) -> NDArray[np.float64] | NDArray[np.int64]:
     """Increment per sample from its previous value; ``limit`` is NaN where there is none."""
-    inc = value - prev
-    drop = inc < 0
-    if drop.any():
-        has_limit = ~np.isnan(limit)
-        rollover = drop & has_limit & (prev >= np.where(has_limit, limit * band, np.inf))
-        wrapped = np.where(has_limit, limit, 0).astype(inc.dtype) - prev + value
-        inc = np.where(rollover, wrapped, np.where(drop, value, inc))
-    return inc
+    return counter_steps(value, prev, limit, band)[0]
 
 
 @dataclass

@@ -73,21 +73,6 @@ _AMBIGUOUS_BACKSLASH = re.compile(r'\\([,= "]|$)')
 _CONTROL = ("\n", "\r", "\t", "\x00")
 
 
-def _joined_utf8(
-    values: list[str],
-) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
-    """UTF-8 bytes of ``values`` joined by NUL (values hold no NUL), with starts and lengths.
-
-    One C-level join and encode for the whole column instead of a call per value.
-    """
-    buf = np.frombuffer(("\x00".join(values) + "\x00").encode("utf-8"), np.uint8)
-    ends = np.flatnonzero(buf == 0)
-    starts = np.empty(len(ends), np.int64)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    return buf, starts, (ends - starts).astype(np.int64)
-
-
 def _split_joined(
     joined: str,
 ) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
@@ -200,7 +185,7 @@ class EncodedBatch:
     """Line protocol for one batch, with what was refused and where lines end.
 
     The body is kept as the encoder's chunks (``parts``) so that no copy joins them unless someone
-    asks for ``body``; ``split`` cuts requests from the parts directly.
+    asks for ``body``; ``ingest.influx.chunks.split_body`` cuts it into requests at ``line_ends``.
     """
 
     parts: list[bytes]
@@ -229,34 +214,6 @@ class EncodedBatch:
     def reason_of(self, i: int) -> str:
         """Reason for the i-th rejected sample (``rejected_index[i]``)."""
         return REJECT_REASONS[int(self.rejected_reason[i]) - 1]
-
-    def split(self, max_lines: int, max_bytes: int) -> list[EncodedBatch]:
-        """Cut into request bodies of at most ``max_lines`` lines and ``max_bytes`` bytes, at line
-        boundaries (a single line longer than ``max_bytes`` becomes a part of its own)."""
-        if self.lines == 0:
-            return []
-        if len(self.parts) == 1 and self.lines <= max_lines and self.nbytes <= max_bytes:
-            return [self]
-        body = memoryview(self.body)
-        out: list[EncodedBatch] = []
-        first = 0
-        start_byte = 0
-        sample_cum = np.concatenate(([0], np.cumsum(self.line_samples)))
-        while first < self.lines:
-            limit = int(np.searchsorted(self.line_ends, start_byte + max_bytes, side="right"))
-            last = min(first + max_lines, max(limit, first + 1), self.lines)
-            end_byte = int(self.line_ends[last - 1])
-            out.append(
-                EncodedBatch(
-                    parts=[bytes(body[start_byte:end_byte])],
-                    lines=last - first,
-                    samples=int(sample_cum[last] - sample_cum[first]),
-                    line_ends=self.line_ends[first:last] - start_byte,
-                    line_samples=self.line_samples[first:last],
-                )
-            )
-            first, start_byte = last, end_byte
-        return out
 
 
 class _SeriesTexts:
@@ -373,7 +330,7 @@ class LineProtocolEncoder:
                     else values
                 )
                 if ok_vals:
-                    _, _, nbytes = _joined_utf8(ok_vals)
+                    nbytes = _split_joined("\x00".join(ok_vals))[2]
                     too_long = np.zeros(len(idx), bool)
                     too_long[bad == 0] = nbytes > INFLUX_MAX_STRING_BYTES
                     bad[too_long] = _CODE["string_too_long"]

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from influxdb_client import Point
 
+from ingest.influx.chunks import split_body
 from ingest.lineprotocol import (
     INFLUX_MAX_STRING_BYTES,
     INFLUX_MAX_TS_NS,
@@ -214,7 +215,7 @@ def test_split_respects_line_and_byte_limits_and_loses_nothing() -> None:
     series = np.tile(np.array(ids, np.int32), n // 50)
     batch = Batch.build(table, series, np.arange(n), np.linspace(0, 1, n))
     enc = LineProtocolEncoder(table, chunk_samples=3_000).encode(batch)
-    parts = enc.split(max_lines=777, max_bytes=10_000)
+    parts = split_body(enc.body, enc.line_ends, 777, 10_000, enc.line_samples)
     assert b"".join(p.body for p in parts) == enc.body
     assert all(p.lines <= 777 and len(p.body) <= 10_000 for p in parts)
     assert sum(p.samples for p in parts) == n == sum(p.lines for p in parts)

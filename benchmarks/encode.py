@@ -6,7 +6,8 @@ boolean, string), 1,000 series. A point is one line with four fields.
 
 The ``Point`` path is timed on the first 100,000 points (its rate does not depend on the total;
 1 M would take a quarter of a minute for nothing), the DataFrame serializer on the first 200,000.
-Our encoder is timed on all points, single-threaded (the headline) and with two threads.
+Our encoder is timed on all points, single-threaded (the headline) and with two threads, and
+its pure-numpy layout (the fallback where the C kernel is not built) single-threaded.
 
 Usage: python benchmarks/encode.py [--quick] [--points N]
 """
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     result = encoder.encode(data.batch)
     assert result.lines == args.points and not len(result.rejected_index), "encoder lost points"
     ours_s = best_of(3, lambda: encoder.encode(data.batch))
+    numpy_layout = LineProtocolEncoder(data.table, kernel="numpy")
+    assert numpy_layout.encode(data.batch).body == result.body, "the two layouts disagree"
+    numpy_s = best_of(2, lambda: numpy_layout.encode(data.batch))
     threaded = LineProtocolEncoder(data.table, threads=2)
     threaded.encode(data.batch)
     ours2_s = best_of(3, lambda: threaded.encode(data.batch))
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_vs_point": points_per_s / point_rate,
             "ratio_vs_dataframe": points_per_s / (n_df / df_s),
             "points_per_s_2_threads": args.points / ours2_s,
+            "kernel": encoder.kernel,
+            "points_per_s_numpy_layout": args.points / numpy_s,
             "points": args.points,
             "samples_per_s": data.samples / ours_s,
             "bytes": len(result.body),

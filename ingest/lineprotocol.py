@@ -32,6 +32,11 @@ from numpy.typing import NDArray
 
 from zhizao.model import Batch, FieldType, SeriesTable
 
+try:  # the compiled assembly kernel (setup.py builds it; optional where no C compiler exists)
+    from ingest import _lpkernel
+except ImportError:  # pragma: no cover - exercised on machines without a compiler
+    _lpkernel = None  # type: ignore[assignment]
+
 __all__ = [
     "INFLUX_MAX_STRING_BYTES",
     "INFLUX_MAX_TS_NS",
@@ -145,6 +150,46 @@ def _numbers_to_matrix(values: NDArray[np.generic]) -> tuple[NDArray[np.uint8], 
     return windows, lens.astype(np.int64)
 
 
+def _concat_table(items: list[bytes]) -> tuple[bytes, NDArray[np.int64]]:
+    """``items`` joined, and offsets: item i is ``buf[off[i]:off[i + 1]]``."""
+    off = np.zeros(len(items) + 1, np.int64)
+    np.cumsum([len(b) for b in items], out=off[1:])
+    return b"".join(items), off
+
+
+def _float_texts(
+    values: NDArray[np.float64],
+) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
+    """Python ``str(float)`` of each value minus a trailing ``.0`` (as ``Point`` writes it), as
+    slices of one buffer: returns the buffer, starts and lengths. Same rules as ``_format_floats``
+    without the padded matrix."""
+    raw = np.frombuffer(
+        orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY), np.uint8
+    )
+    seps = np.flatnonzero((raw == _COMMA) | (raw == _LBRACKET) | (raw == _RBRACKET))
+    starts = seps[:-1] + 1
+    lens = seps[1:] - starts
+    absval = np.abs(values)
+    # Python switches to exponent notation outside [1e-4, 1e16); orjson's switch points differ
+    redo = ((absval < 1e-4) & (values != 0)) | (absval >= 1e16)
+    e_pos = np.flatnonzero(raw == _E)
+    if len(e_pos):
+        redo[np.searchsorted(starts, e_pos, "right") - 1] = True
+    buf = raw
+    if redo.any():
+        # numpy's float->bytes cast is repr-equal (dragon4, shortest round-trip) but 20x slower
+        # than orjson: only the few exponent-notation values take it
+        fixed = values[redo].astype("S32").tolist()
+        flen = np.fromiter((len(t) for t in fixed), np.int64, count=len(fixed))
+        starts[redo] = len(raw) + np.cumsum(flen) - flen
+        lens[redo] = flen
+        buf = np.concatenate((raw, np.frombuffer(b"".join(fixed), np.uint8)))
+    last = starts + lens - 1
+    whole = (lens >= 3) & (buf[last] == ord("0")) & (buf[last - 1] == ord("."))
+    lens[whole] -= 2
+    return buf, starts.astype(np.int64), lens.astype(np.int64)
+
+
 def _format_floats(values: NDArray[np.float64]) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
     """Python ``str(float)`` for each value, minus a trailing ``.0`` (as ``Point`` writes it)."""
     mat, lens = _numbers_to_matrix(values)
@@ -254,7 +299,11 @@ class _SeriesTexts:
             field_problem = _name_problem(key.field)
             reason[i] = group_reason[g] or (_CODE[field_problem] if field_problem else 0)
             fields.append(key.field.translate(_ESCAPE_KEY).encode("utf-8", "surrogatepass") + b"=")
-        self.head_mat, self.head_len = _byte_table([heads[g] for g in range(len(heads))])
+        head_list = [heads[g] for g in range(len(heads))]
+        self.head_mat, self.head_len = _byte_table(head_list)
+        # the same pieces, concatenated with offsets, for the compiled kernel
+        self.head_buf, self.head_off = _concat_table(head_list)
+        self.key_buf, self.key_off = _concat_table(fields)
         # row 2*i: "key=" (first field of a line), row 2*i+1: ",key=" (a following field)
         self.field_mat, self.field_len = _byte_table([v for f in fields for v in (f, b"," + f)])
         self.group = groups.copy()
@@ -278,8 +327,23 @@ class LineProtocolEncoder:
     """Encodes batches of one ``SeriesTable`` to line protocol (nanosecond precision)."""
 
     def __init__(
-        self, table: SeriesTable, *, chunk_samples: int = CHUNK_SAMPLES, threads: int = 1
+        self,
+        table: SeriesTable,
+        *,
+        chunk_samples: int = CHUNK_SAMPLES,
+        threads: int = 1,
+        kernel: str = "auto",
     ) -> None:
+        """``kernel``: "c" (the compiled assembly kernel), "numpy" (padded byte matrices, no
+        compiler needed) or "auto" (C when it was built). Both give identical bytes."""
+        if kernel not in ("auto", "c", "numpy"):
+            raise ValueError(f"kernel must be 'auto', 'c' or 'numpy', not {kernel!r}")
+        if kernel == "c" and _lpkernel is None:
+            raise RuntimeError(
+                "the compiled line-protocol kernel (ingest/_lpkernel.c) is not built: "
+                "reinstall zhizao on a machine with a C compiler, or use kernel='numpy'"
+            )
+        self.kernel = "c" if kernel == "c" or (kernel == "auto" and _lpkernel) else "numpy"
         self.table = table
         self.chunk_samples = chunk_samples
         # numpy releases the GIL in most kernels used here: chunks encode in parallel threads
@@ -329,7 +393,9 @@ class LineProtocolEncoder:
                     if bad.any()
                     else values
                 )
-                if ok_vals:
+                # UTF-8 takes at most 4 bytes per character: only when some value could be over
+                # the limit are the exact byte lengths needed
+                if ok_vals and max(map(len, ok_vals)) * 4 > INFLUX_MAX_STRING_BYTES:
                     nbytes = _split_joined("\x00".join(ok_vals))[2]
                     too_long = np.zeros(len(idx), bool)
                     too_long[bad == 0] = nbytes > INFLUX_MAX_STRING_BYTES
@@ -372,6 +438,64 @@ class LineProtocolEncoder:
         )
 
     def _encode_chunk(self, b: Batch) -> tuple[bytes, NDArray[np.int64], NDArray[np.int64]]:
+        if self.kernel == "c":
+            return self._encode_chunk_c(b)
+        return self._encode_chunk_numpy(b)
+
+    def _encode_chunk_c(self, b: Batch) -> tuple[bytes, NDArray[np.int64], NDArray[np.int64]]:
+        """Lines are grouped and floats formatted here, vectorized; the compiled kernel lays the
+        pieces out in one pass (integers, booleans and string escaping included)."""
+        t = self._texts
+        n = len(b)
+        s = b.series
+        g = t.group[s]
+        ts = b.ts_ns
+        start = np.ones(n, dtype=bool)
+        # a series repeating (or going back) starts a new line: no duplicate field in a line
+        start[1:] = (g[1:] != g[:-1]) | (ts[1:] != ts[:-1]) | (s[1:] <= s[:-1])
+        line_first = np.append(np.flatnonzero(start), n).astype(np.int64)
+        first = line_first[:-1]
+        dt = t.dtype[s]
+        kind = dt.astype(np.uint8)  # FieldType numbering is the kernel's value-kind numbering
+        text_start = np.zeros(n, np.int64)
+        text_len = np.zeros(n, np.int64)
+        bufs: list[NDArray[np.uint8]] = []
+        used = 0
+        f_idx = np.flatnonzero(dt == FieldType.FLOAT)
+        if len(f_idx):
+            fbuf, fstart, flen = _float_texts(b.value_f64[f_idx])
+            text_start[f_idx] = fstart
+            text_len[f_idx] = flen
+            bufs.append(fbuf)
+            used = len(fbuf)
+        s_idx = np.flatnonzero(dt == FieldType.STRING)
+        if len(s_idx):
+            assert b.value_str is not None
+            sbuf, sstart, slen = _split_joined("\x00".join(b.value_str[s_idx].tolist()))
+            text_start[s_idx] = sstart + used
+            text_len[s_idx] = slen
+            bufs.append(sbuf)
+        text = bufs[0] if len(bufs) == 1 else np.concatenate(bufs) if bufs else _NO_TEXT
+        line_ends = np.empty(len(first), np.int64)
+        body = _lpkernel.assemble(
+            line_first,
+            np.ascontiguousarray(g[first], np.int32),
+            np.ascontiguousarray(ts[first], np.int64),
+            t.head_buf,
+            t.head_off,
+            np.ascontiguousarray(s, np.int32),
+            t.key_buf,
+            t.key_off,
+            kind,
+            np.ascontiguousarray(b.value_i64, np.int64),
+            text,
+            text_start,
+            text_len,
+            line_ends,
+        )
+        return body, line_ends, np.diff(line_first)
+
+    def _encode_chunk_numpy(self, b: Batch) -> tuple[bytes, NDArray[np.int64], NDArray[np.int64]]:
         t = self._texts
         n = len(b)
         s = b.series
@@ -561,5 +685,6 @@ class LineProtocolEncoder:
 
 _BOOL_MAT, _BOOL_LEN = _byte_table([b"false", b"true"])
 _EMPTY_STRING_MAT, _ = _byte_table([b'""'])
+_NO_TEXT = np.zeros(0, np.uint8)
 # strings up to this many bytes go through the matrix; longer ones are spliced in
 _MATRIX_STRING_BYTES = 256

@@ -92,11 +92,17 @@ class SeriesTable:
 
     keys: list[SeriesKey] = field(default_factory=list)
     _index: dict[SeriesKey, int] = field(default_factory=dict, repr=False)
+    # type of each (measurement, tags, field): one lookup refuses a type change
+    _type_of_name: dict[tuple[str, tuple[tuple[str, str], ...], str], FieldType] = field(
+        default_factory=dict, repr=False
+    )
+    # per-series columns with spare capacity (doubling): adding a series is amortized O(1);
+    # np.append per series made building a table of n series O(n^2)
     _dtypes: NDArray[np.uint8] = field(
-        default_factory=lambda: np.empty(0, dtype=np.uint8), repr=False
+        default_factory=lambda: np.empty(64, dtype=np.uint8), repr=False
     )
     _groups: NDArray[np.int32] = field(
-        default_factory=lambda: np.empty(0, dtype=np.int32), repr=False
+        default_factory=lambda: np.empty(64, dtype=np.int32), repr=False
     )
     _group_index: dict[tuple[str, tuple[tuple[str, str], ...]], int] = field(
         default_factory=dict, repr=False
@@ -120,21 +126,23 @@ class SeriesTable:
         idx = self._index.get(key)
         if idx is not None:
             return idx
-        for other_type in FieldType:
-            if other_type is not key.dtype:
-                clash = SeriesKey(key.measurement, key.tags, key.field, other_type)
-                if clash in self._index:
-                    raise ValidationError(
-                        "type_change",
-                        f"series {key.measurement}.{key.field} changes type",
-                        detail=f"known as {clash.dtype.name}, now {key.dtype.name}",
-                    )
+        name = (key.measurement, key.tags, key.field)
+        known_type = self._type_of_name.setdefault(name, key.dtype)
+        if known_type is not key.dtype:
+            raise ValidationError(
+                "type_change",
+                f"series {key.measurement}.{key.field} changes type",
+                detail=f"known as {known_type.name}, now {key.dtype.name}",
+            )
         idx = len(self.keys)
+        if idx == len(self._dtypes):
+            self._dtypes = np.concatenate((self._dtypes, np.empty(idx, np.uint8)))
+            self._groups = np.concatenate((self._groups, np.empty(idx, np.int32)))
         self.keys.append(key)
         self._index[key] = idx
-        self._dtypes = np.append(self._dtypes, np.uint8(key.dtype))
+        self._dtypes[idx] = key.dtype
         group = self._group_index.setdefault(key.group_key(), len(self._group_index))
-        self._groups = np.append(self._groups, np.int32(group))
+        self._groups[idx] = group
         return idx
 
     def find(self, key: SeriesKey) -> int | None:
@@ -142,13 +150,14 @@ class SeriesTable:
 
     @property
     def dtypes(self) -> NDArray[np.uint8]:
-        """``FieldType`` of every series, indexable by a ``Batch.series`` column."""
-        return self._dtypes
+        """``FieldType`` of every series, indexable by a ``Batch.series`` column (a view: it does
+        not follow series added later)."""
+        return self._dtypes[: len(self.keys)]
 
     @property
     def groups(self) -> NDArray[np.int32]:
-        """Point-group (measurement + tags) index of every series."""
-        return self._groups
+        """Point-group (measurement + tags) index of every series (a view, like ``dtypes``)."""
+        return self._groups[: len(self.keys)]
 
 
 def _as(arr: object, dtype: type[np.generic]) -> NDArray[np.generic]:

@@ -4,6 +4,7 @@ through a real InfluxDB, and per-sample rejection with reasons."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import urllib.parse
 import urllib.request
@@ -21,9 +22,12 @@ from ingest.lineprotocol import (
     INFLUX_MAX_TS_NS,
     REJECT_REASONS,
     LineProtocolEncoder,
+    _lpkernel,
 )
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 
+# Both layouts run everywhere: the compiled kernel and the pure-numpy one must give the same bytes.
+KERNELS = ["c", "numpy"]
 AMBIGUOUS = re.compile(r'\\([,= "]|$)')
 # Names: the characters line protocol must escape, unicode, and ordinary ones. Control characters,
 # NUL and a trailing backslash are refused by design (tested separately), so they are left out.
@@ -79,8 +83,10 @@ def _encode_points(points: list[dict[str, object]]) -> tuple[bytes, LineProtocol
             ts.append(p["ts"])  # type: ignore[arg-type]
             values.append(value)
     batch = Batch.build(table, series, ts, np.array([*values, None], dtype=object)[:-1])
-    encoder = LineProtocolEncoder(table)
-    return encoder.encode(batch).body, encoder, batch
+    encoder = LineProtocolEncoder(table, kernel="c")
+    body = encoder.encode(batch).body
+    assert LineProtocolEncoder(table, kernel="numpy").encode(batch).body == body
+    return body, encoder, batch
 
 
 def _point_bytes(p: dict[str, object]) -> bytes:
@@ -114,7 +120,8 @@ def test_encoder_bytes_equal_influxdb_client_point(points: list[dict[str, object
     assert body == b"".join(_point_bytes(p) for p in points)
 
 
-def test_float_formatting_matches_python_over_many_magnitudes() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_float_formatting_matches_python_over_many_magnitudes(kernel: str) -> None:
     rng = np.random.default_rng(7)
     values = np.concatenate(
         [
@@ -127,7 +134,7 @@ def test_float_formatting_matches_python_over_many_magnitudes() -> None:
     table = SeriesTable()
     sid = table.add(SeriesKey.make("m", {}, "v", FieldType.FLOAT))
     batch = Batch.build(table, np.full(len(values), sid), np.arange(len(values)), values)
-    lines = LineProtocolEncoder(table).encode(batch).body.decode().splitlines()
+    lines = LineProtocolEncoder(table, kernel=kernel).encode(batch).body.decode().splitlines()
     got = [line.split(" ")[1][2:] for line in lines]
     want = []
     for v in values.tolist():
@@ -136,7 +143,8 @@ def test_float_formatting_matches_python_over_many_magnitudes() -> None:
     assert got == want
 
 
-def test_rejects_each_bad_sample_with_its_reason_and_encodes_the_rest() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_rejects_each_bad_sample_with_its_reason_and_encodes_the_rest(kernel: str) -> None:
     table = SeriesTable()
     ok_f = table.add(SeriesKey.make("m", {"site": "s1"}, "v", FieldType.FLOAT))
     ok_s = table.add(SeriesKey.make("m", {"site": "s1"}, "text", FieldType.STRING))
@@ -179,7 +187,7 @@ def test_rejects_each_bad_sample_with_its_reason_and_encodes_the_rest() -> None:
             ),
         ]
     )
-    enc = LineProtocolEncoder(table).encode(unknown)
+    enc = LineProtocolEncoder(table, kernel=kernel).encode(unknown)
     expected_reasons = [c[3] for c in cases] + ["unknown_series"]
     bad_positions = [i for i, r in enumerate(expected_reasons) if r is not None]
     assert enc.rejected_index.tolist() == bad_positions
@@ -192,13 +200,14 @@ def test_rejects_each_bad_sample_with_its_reason_and_encodes_the_rest() -> None:
     assert set(enc.rejected_counts()) <= set(REJECT_REASONS)
 
 
-def test_series_of_one_group_share_a_line_and_repeats_start_a_new_one() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_series_of_one_group_share_a_line_and_repeats_start_a_new_one(kernel: str) -> None:
     table = SeriesTable()
     a = table.add(SeriesKey.make("m", {"t": "1"}, "a", FieldType.FLOAT))
     b = table.add(SeriesKey.make("m", {"t": "1"}, "b", FieldType.INT))
     c = table.add(SeriesKey.make("m", {"t": "1"}, "c", FieldType.BOOL))
     batch = Batch.build(table, [a, b, c, a, a, b], [5, 5, 5, 6, 6, 6], [1.0, 2, 1, 3.0, 4.0, 5])
-    enc = LineProtocolEncoder(table).encode(batch)
+    enc = LineProtocolEncoder(table, kernel=kernel).encode(batch)
     assert enc.body.decode().splitlines() == [
         "m,t=1 a=1,b=2i,c=true 5",
         "m,t=1 a=3 6",
@@ -208,13 +217,14 @@ def test_series_of_one_group_share_a_line_and_repeats_start_a_new_one() -> None:
     assert enc.line_ends.tolist() == np.cumsum([len(x) + 1 for x in enc.body.splitlines()]).tolist()
 
 
-def test_split_respects_line_and_byte_limits_and_loses_nothing() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_split_respects_line_and_byte_limits_and_loses_nothing(kernel: str) -> None:
     table = SeriesTable()
     ids = [table.add(SeriesKey.make("m", {"k": str(i)}, "v", FieldType.FLOAT)) for i in range(50)]
     n = 20_000
     series = np.tile(np.array(ids, np.int32), n // 50)
     batch = Batch.build(table, series, np.arange(n), np.linspace(0, 1, n))
-    enc = LineProtocolEncoder(table, chunk_samples=3_000).encode(batch)
+    enc = LineProtocolEncoder(table, chunk_samples=3_000, kernel=kernel).encode(batch)
     parts = split_body(enc.body, enc.line_ends, 777, 10_000, enc.line_samples)
     assert b"".join(p.body for p in parts) == enc.body
     assert all(p.lines <= 777 and len(p.body) <= 10_000 for p in parts)
@@ -223,7 +233,8 @@ def test_split_respects_line_and_byte_limits_and_loses_nothing() -> None:
         assert p.body.endswith(b"\n") and p.body.count(b"\n") == p.lines
 
 
-def test_threads_give_identical_bytes() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_threads_give_identical_bytes(kernel: str) -> None:
     table = SeriesTable()
     ids = [table.add(SeriesKey.make("m", {"k": str(i)}, "v", FieldType.FLOAT)) for i in range(10)]
     n = 50_000
@@ -233,8 +244,8 @@ def test_threads_give_identical_bytes() -> None:
         np.arange(n),
         np.random.default_rng(1).normal(size=n),
     )
-    one = LineProtocolEncoder(table, chunk_samples=4_096).encode(batch)
-    two = LineProtocolEncoder(table, chunk_samples=4_096, threads=2).encode(batch)
+    one = LineProtocolEncoder(table, chunk_samples=4_096, kernel=kernel).encode(batch)
+    two = LineProtocolEncoder(table, chunk_samples=4_096, threads=2, kernel=kernel).encode(batch)
     assert one.body == two.body
     assert one.line_ends.tolist() == two.line_ends.tolist()
 
@@ -316,3 +327,98 @@ def test_uniform_points_take_the_per_line_layout_and_match_point() -> None:
     for batch_points in (points, points + ragged):
         body, _, _ = _encode_points(batch_points)  # type: ignore[arg-type]
         assert body == b"".join(_point_bytes(p) for p in batch_points)  # type: ignore[arg-type]
+
+
+# --- the compiled assembly kernel ---------------------------------------------------------------
+
+
+def test_compiled_kernel_is_built_where_ci_runs() -> None:
+    # the numpy layout is a fallback for machines without a compiler, not what CI should measure
+    if os.environ.get("CI") == "true":
+        assert _lpkernel is not None, "ingest/_lpkernel.c was not built: is a C compiler installed?"
+    if _lpkernel is not None:
+        assert LineProtocolEncoder(SeriesTable()).kernel == "c"
+    with pytest.raises(ValueError, match="kernel must be"):
+        LineProtocolEncoder(SeriesTable(), kernel="fortran")
+
+
+def test_kernels_agree_on_a_large_mixed_batch_across_chunks() -> None:
+    # ragged lines, repeats, long strings with quotes and backslashes, unicode, extreme numbers
+    rng = np.random.default_rng(11)
+    table = SeriesTable()
+    ids: list[int] = []
+    for m in range(40):
+        for f, dtype in (("a", FieldType.FLOAT), ("b", FieldType.INT), ("c", FieldType.BOOL)):
+            ids.append(table.add(SeriesKey.make("m é", {"k": f"v,{m}"}, f, dtype)))
+        ids.append(table.add(SeriesKey.make("m é", {"k": f"v,{m}"}, "d", FieldType.STRING)))
+    n = 30_000
+    series = rng.choice(np.array(ids, np.int32), n)
+    ts = np.sort(rng.integers(-(10**18), 10**18, n))
+    ts[: n // 2] = ts[0]  # many samples on one timestamp: long lines where series ascend
+    dtypes = table.dtypes[series]
+    f = rng.normal(0, 1, n) * 10.0 ** rng.integers(-300, 300, n)
+    i = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64, endpoint=True)
+    words = ["plain", 'quo"te', "back\\slash", "中文 ü", "x" * 300 + '"\\', "z" * 5000]
+    values = np.array([None] * n, dtype=object)
+    for k, dtype in enumerate(dtypes.tolist()):
+        values[k] = (
+            float(f[k])
+            if dtype == FieldType.FLOAT
+            else int(i[k])
+            if dtype == FieldType.INT
+            else bool(i[k] & 1)
+            if dtype == FieldType.BOOL
+            else words[k % len(words)]
+        )
+    batch = Batch.build(table, series, ts, values)
+    c = LineProtocolEncoder(table, kernel="c", chunk_samples=7_000).encode(batch)
+    ref = LineProtocolEncoder(table, kernel="numpy", chunk_samples=7_000).encode(batch)
+    assert c.body == ref.body
+    assert c.line_ends.tolist() == ref.line_ends.tolist()
+    assert c.line_samples.tolist() == ref.line_samples.tolist()
+    assert c.samples == n and int(c.line_samples.sum()) == n
+    assert c.lines < n  # lines really were grouped
+
+
+def test_kernel_refuses_out_of_range_indices_instead_of_reading_past_buffers() -> None:
+    if _lpkernel is None:
+        assert os.environ.get("CI") != "true", "ingest/_lpkernel.c is not built"
+        return
+    heads, head_off = b"m ", np.array([0, 2], np.int64)
+    keys, key_off = b"v=", np.array([0, 2], np.int64)
+
+    def call(series: int, group: int, kind: int, tstart: int, tlen: int) -> bytes:
+        out = np.empty(1, np.int64)
+        body: bytes = _lpkernel.assemble(
+            np.array([0, 1], np.int64),
+            np.array([group], np.int32),
+            np.array([7], np.int64),
+            heads,
+            head_off,
+            np.array([series], np.int32),
+            keys,
+            key_off,
+            np.array([kind], np.uint8),
+            np.array([-42], np.int64),
+            np.frombuffer(b'ab"c', np.uint8),
+            np.array([tstart], np.int64),
+            np.array([tlen], np.int64),
+            out,
+        )
+        assert out.tolist() == [len(body)]
+        return body
+
+    assert call(0, 0, 1, 0, 0) == b"m v=-42i 7\n"
+    assert call(0, 0, 3, 1, 3) == b'm v="b\\"c" 7\n'
+    assert call(0, 0, 2, 0, 0) == b"m v=true 7\n"
+    for args, message in (
+        ((1, 0, 1, 0, 0), "series index"),
+        ((0, 1, 1, 0, 0), "line head index"),
+        ((0, 0, 9, 0, 0), "unknown value kind"),
+        ((0, 0, 0, 2, 3), "text slice"),
+        ((0, 0, 3, -1, 1), "text slice"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call(*args)
+    with pytest.raises(TypeError, match="line_group"):
+        _lpkernel.assemble(*([np.zeros(1, np.int64)] * 14))

@@ -82,6 +82,30 @@ def test_series_table_is_stable_and_refuses_type_changes() -> None:
     assert info.value.reason == "type_change"
 
 
+def test_series_table_grows_past_its_capacity_and_keeps_earlier_views() -> None:
+    t = SeriesTable()
+    first = [t.add(SeriesKey.make("m", {"k": str(i)}, "v")) for i in range(10)]
+    early_dtypes = t.dtypes
+    n = 5_000  # many doublings of the column buffers
+    keys = [
+        SeriesKey.make("m", {"k": str(i % 2_500)}, f"f{i // 2_500}", FieldType(i % 4))
+        for i in range(n)
+    ]
+    ids = [t.add(k) for k in keys]
+    assert first == list(range(10)) and ids == list(range(10, 10 + n))
+    assert [t.add(k) for k in keys[::7]] == ids[::7]  # known keys keep their index
+    assert len(t) == len(t.dtypes) == len(t.groups) == 10 + n
+    assert t.dtypes.tolist() == [int(k.dtype) for k in t.keys]
+    # one point group per measurement + tag set, whatever the field
+    assert len(set(t.groups.tolist())) == 2_500
+    assert t.groups[10] == t.groups[10 + 2_500] != t.groups[11]
+    assert early_dtypes.tolist() == [FieldType.FLOAT] * 10  # a view handed out earlier is intact
+    other_type = FieldType((keys[7].dtype + 1) % 4)
+    with pytest.raises(ValidationError):
+        t.add(SeriesKey.make("m", {"k": "7"}, "f0", other_type))
+    assert len(t) == 10 + n
+
+
 def test_batch_build_routes_values_by_type_and_round_trips() -> None:
     t = SeriesTable()
     f = t.add(SeriesKey.make("m", {}, "f"))

@@ -422,3 +422,18 @@ def test_kernel_refuses_out_of_range_indices_instead_of_reading_past_buffers() -
             call(*args)
     with pytest.raises(TypeError, match="line_group"):
         _lpkernel.assemble(*([np.zeros(1, np.int64)] * 14))
+
+
+def test_without_the_compiled_kernel_auto_falls_back_and_c_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ingest.lineprotocol as lp
+
+    monkeypatch.setattr(lp, "_lpkernel", None)
+    table = SeriesTable()
+    sid = table.add(SeriesKey.make("m", {"t": "1"}, "v", FieldType.INT))
+    encoder = LineProtocolEncoder(table)
+    assert encoder.kernel == "numpy"
+    assert encoder.encode(Batch.build(table, [sid], [5], [7])).body == b"m,t=1 v=7i 5\n"
+    with pytest.raises(RuntimeError, match="not built.*kernel='numpy'"):
+        LineProtocolEncoder(table, kernel="c")

@@ -157,6 +157,16 @@ def _numbers_to_matrix(values: NDArray[np.generic]) -> tuple[NDArray[np.uint8], 
     return windows, lens.astype(np.int64)
 
 
+def _line_starts(
+    s: NDArray[np.int32], g: NDArray[np.int32], ts: NDArray[np.int64]
+) -> NDArray[np.bool_]:
+    """True where a sample starts a new line: another point group or timestamp, or a series that
+    repeats or goes back (a line never holds a field twice, and keeps Point's sorted order)."""
+    start = np.ones(len(s), dtype=bool)
+    start[1:] = (g[1:] != g[:-1]) | (ts[1:] != ts[:-1]) | (s[1:] <= s[:-1])
+    return start
+
+
 def _concat_table(items: list[bytes]) -> tuple[bytes, NDArray[np.int64]]:
     """``items`` joined, and offsets: item i is ``buf[off[i]:off[i + 1]]``."""
     off = np.zeros(len(items) + 1, np.int64)
@@ -454,12 +464,8 @@ class LineProtocolEncoder:
         pieces out in one pass (integers, booleans and string escaping included)."""
         t = self._texts
         n = len(b)
-        s = b.series
-        g = t.group[s]
-        ts = b.ts_ns
-        start = np.ones(n, dtype=bool)
-        # a series repeating (or going back) starts a new line: no duplicate field in a line
-        start[1:] = (g[1:] != g[:-1]) | (ts[1:] != ts[:-1]) | (s[1:] <= s[:-1])
+        s, g, ts = b.series, t.group[b.series], b.ts_ns
+        start = _line_starts(s, g, ts)
         line_first = np.append(np.flatnonzero(start), n).astype(np.int64)
         first = line_first[:-1]
         dt = t.dtype[s]
@@ -505,12 +511,8 @@ class LineProtocolEncoder:
     def _encode_chunk_numpy(self, b: Batch) -> tuple[bytes, NDArray[np.int64], NDArray[np.int64]]:
         t = self._texts
         n = len(b)
-        s = b.series
-        g = t.group[s]
-        ts = b.ts_ns
-        start = np.ones(n, dtype=bool)
-        # a series repeating (or going back) starts a new line: no duplicate field in a line
-        start[1:] = (g[1:] != g[:-1]) | (ts[1:] != ts[:-1]) | (s[1:] <= s[:-1])
+        s, g, ts = b.series, t.group[b.series], b.ts_ns
+        start = _line_starts(s, g, ts)
         end = np.ones(n, dtype=bool)
         end[:-1] = start[1:]
         line_start_pos = np.flatnonzero(start)

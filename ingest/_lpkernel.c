@@ -54,6 +54,15 @@ static inline Py_ssize_t write_i64(char *p, int64_t v) {
     return n;
 }
 
+/* off[0..n] must start at 0 or more, never decrease, and end inside a buffer of size len. */
+static int offsets_ok(const int64_t *off, Py_ssize_t n, Py_ssize_t len) {
+    if (off[0] < 0) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (off[i + 1] < off[i]) return 0;
+    }
+    return off[n] <= len;
+}
+
 typedef struct {
     Py_buffer b;
     int held;
@@ -134,10 +143,13 @@ static PyObject *assemble(PyObject *self, PyObject *args) {
         goto done;
     }
 
-    /* Pass 1: check every index and bound the output size, so pass 2 needs no checks. */
+    /* Pass 1: check every offset and index and bound the output size, so pass 2 needs no
+     * checks. */
     Py_ssize_t bound = 0;
     const char *err = NULL;
     Py_BEGIN_ALLOW_THREADS
+    if (!offsets_ok(head_off, G, b[3].b.len)) err = "head offsets out of range";
+    else if (!offsets_ok(key_off, S, b[6].b.len)) err = "key offsets out of range";
     for (Py_ssize_t l = 0; l < L && !err; l++) {
         int32_t g = line_group[l];
         if (g < 0 || g >= G) { err = "line head index out of range"; break; }
@@ -151,7 +163,8 @@ static PyObject *assemble(PyObject *self, PyObject *args) {
             switch (kind[i]) {
             case KIND_TEXT:
             case KIND_STRING:
-                if (tstart[i] < 0 || tlen[i] < 0 || tstart[i] + tlen[i] > text_size) {
+                if (tstart[i] < 0 || tlen[i] < 0 || tstart[i] > text_size ||
+                    tlen[i] > text_size - tstart[i]) {
                     err = "text slice out of range";
                     break;
                 }

@@ -420,6 +420,17 @@ def test_kernel_refuses_out_of_range_indices_instead_of_reading_past_buffers() -
     ):
         with pytest.raises(ValueError, match=message):
             call(*args)
+    # offsets that leave their buffer or run backwards
+    for bad_heads, bad_keys, message in (
+        (np.array([0, 3], np.int64), key_off, "head offsets"),
+        (head_off, np.array([1, 0], np.int64), "key offsets"),
+        (np.array([-1, 2], np.int64), key_off, "head offsets"),
+    ):
+        heads_ok, key_ok = head_off, key_off
+        head_off, key_off = bad_heads, bad_keys
+        with pytest.raises(ValueError, match=message):
+            call(0, 0, 1, 0, 0)
+        head_off, key_off = heads_ok, key_ok
     with pytest.raises(TypeError, match="line_group"):
         _lpkernel.assemble(*([np.zeros(1, np.int64)] * 14))
 
@@ -435,5 +446,5 @@ def test_without_the_compiled_kernel_auto_falls_back_and_c_is_a_clear_error(
     encoder = LineProtocolEncoder(table)
     assert encoder.kernel == "numpy"
     assert encoder.encode(Batch.build(table, [sid], [5], [7])).body == b"m,t=1 v=7i 5\n"
-    with pytest.raises(RuntimeError, match="not built.*kernel='numpy'"):
+    with pytest.raises(RuntimeError, match=r"not built.*kernel='numpy'"):
         LineProtocolEncoder(table, kernel="c")

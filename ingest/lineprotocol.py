@@ -178,8 +178,7 @@ def _float_texts(
     values: NDArray[np.float64],
 ) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
     """Python ``str(float)`` of each value minus a trailing ``.0`` (as ``Point`` writes it), as
-    slices of one buffer: returns the buffer, starts and lengths. Same rules as ``_format_floats``
-    without the padded matrix."""
+    slices of one buffer: returns the buffer, starts and lengths."""
     raw = np.frombuffer(
         orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY), np.uint8
     )
@@ -208,38 +207,9 @@ def _float_texts(
 
 
 def _format_floats(values: NDArray[np.float64]) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
-    """Python ``str(float)`` for each value, minus a trailing ``.0`` (as ``Point`` writes it)."""
-    mat, lens = _numbers_to_matrix(values)
-    absval = np.abs(values)
-    # Python switches to exponent notation outside [1e-4, 1e16); orjson's switch points differ.
-    redo = ((absval < 1e-4) & (values != 0)) | (absval >= 1e16)
-    if redo.any() or (mat == _E).any():
-        redo |= (mat == _E).any(axis=1)
-        # numpy's float->bytes cast is repr-equal (dragon4, shortest round-trip), but 20x slower:
-        # only the few exponent-notation rows take it.
-        text = values[redo].astype("S32")
-        tlen = np.char.str_len(text).astype(np.int64)
-        width = max(mat.shape[1], int(tlen.max()))
-        if width > mat.shape[1]:
-            mat = np.pad(mat, ((0, 0), (0, width - mat.shape[1])))
-        tmat = np.zeros((len(text), width), np.uint8)
-        tw = min(width, text.dtype.itemsize)
-        tmat[:, :tw] = text.view(np.uint8).reshape(len(text), -1)[:, :tw]
-        mat[redo] = tmat
-        lens[redo] = tlen
-    # strip ".0" (whole numbers): check the last two bytes of each row
-    rows = np.arange(len(lens))
-    whole = (
-        (lens >= 3)
-        & (mat[rows, lens - 1] == ord("0"))
-        & (mat[rows, np.maximum(lens - 2, 0)] == ord("."))
-    )
-    if whole.any():
-        wr = rows[whole]
-        mat[wr, lens[whole] - 1] = 0
-        mat[wr, lens[whole] - 2] = 0
-        lens[whole] -= 2
-    return mat, lens
+    """``_float_texts`` as a NUL-padded byte matrix (a row per value) and lengths."""
+    buf, starts, lens = _float_texts(values)
+    return _windows(buf, starts, lens, int(lens.max())), lens
 
 
 @dataclass

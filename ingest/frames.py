@@ -479,16 +479,10 @@ class FrameDecoder:
         hit = self._mapping.get(block)
         if hit is not None:
             return hit
-        try:
-            keys = _keys_from_wire(_keys_decoder.decode(block))
-        except (msgspec.DecodeError, ValueError) as exc:  # invalid UTF-8 is a ValueError
-            raise DecodeError(
-                "bad_header", "frame series keys cannot be decoded", detail=str(exc)
-            ) from exc
+        keys, dtypes = _keys_of_block(block)
         glob = np.fromiter(
             (self.refused.series_of(self.table, k) for k in keys), np.int32, len(keys)
         )
-        dtypes = np.fromiter((int(k.dtype) for k in keys), np.uint8, len(keys))
         if len(self._mapping) >= self._max_cached:
             self._mapping.clear()
         # the table only grows and never changes a type, so a mapping stays valid

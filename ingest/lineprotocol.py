@@ -251,8 +251,10 @@ class EncodedBatch:
 class _SeriesTexts:
     """Per-series and per-group encoded pieces, rebuilt when the series table grows."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, matrices: bool) -> None:
         self.size = -1
+        # the padded byte tables only the numpy layout reads; the C layout reads buffers + offsets
+        self.matrices = matrices
 
     def refresh(self, table: SeriesTable) -> None:
         if self.size == len(table):
@@ -287,12 +289,13 @@ class _SeriesTexts:
             reason[i] = group_reason[g] or (_CODE[field_problem] if field_problem else 0)
             fields.append(key.field.translate(_ESCAPE_KEY).encode("utf-8", "surrogatepass") + b"=")
         head_list = [heads[g] for g in range(len(heads))]
-        self.head_mat, self.head_len = _byte_table(head_list)
-        # the same pieces, concatenated with offsets, for the compiled kernel
-        self.head_buf, self.head_off = _concat_table(head_list)
-        self.key_buf, self.key_off = _concat_table(fields)
-        # row 2*i: "key=" (first field of a line), row 2*i+1: ",key=" (a following field)
-        self.field_mat, self.field_len = _byte_table([v for f in fields for v in (f, b"," + f)])
+        if self.matrices:
+            self.head_mat, self.head_len = _byte_table(head_list)
+            # row 2*i: "key=" (first field of a line), row 2*i+1: ",key=" (a following field)
+            self.field_mat, self.field_len = _byte_table([v for f in fields for v in (f, b"," + f)])
+        else:
+            self.head_buf, self.head_off = _concat_table(head_list)
+            self.key_buf, self.key_off = _concat_table(fields)
         self.group = groups.copy()
         self.dtype = table.dtypes.copy()
         self.reason = reason
@@ -336,7 +339,7 @@ class LineProtocolEncoder:
         # numpy releases the GIL in most kernels used here: chunks encode in parallel threads
         self.threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
-        self._texts = _SeriesTexts()
+        self._texts = _SeriesTexts(matrices=self.kernel == "numpy")
 
     def validate(self, batch: Batch) -> NDArray[np.uint8]:
         """Reason code per sample (0 = accepted)."""

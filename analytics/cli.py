@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analytics import catalog
 from analytics.calendar import utc_ns, zone
 from analytics.compute import SiteComputer
 from analytics.config import KpiConfig, load_kpi_config
@@ -103,9 +104,9 @@ def _compute(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
-    keys = ("oee", "availability", "effectiveness", "quality", "utilization in_cycle/PBT",
-            "utilization cutting/PBT", "kwh_per_good")  # fmt: skip
-    head = ["asset", "window"] + [k.replace("utilization ", "") for k in keys]
+    keys = ("oee", "availability", "effectiveness", "quality", "util_in_cycle_pbt",
+            "util_cutting_pbt", "kwh_per_good")  # fmt: skip
+    head = ["asset", "window"] + [catalog.get(k).label for k in keys]
     print("\t".join(head))
     machines = report["machines"]
     assert isinstance(machines, list)

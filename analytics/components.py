@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numpy.typing import NDArray
 
+from zhizao.schema import COMPONENT_FIELDS as SCHEMA_FIELDS
+
 __all__ = ["COMPONENT_FIELDS", "Components", "group_index"]
 
 F64 = NDArray[np.float64]
@@ -48,6 +50,10 @@ class Components:
     kwh: F64  # electricity
     kgce: F64  # comprehensive energy
     kgco2: F64  # emissions
+    # ideal quantity in PBT with a known product (integral of 1/PRI in force) and PBT without a
+    # known product; the target is shown only where the second is 0 (never an invented number)
+    target_q: F64
+    pbt_no_product_s: F64
 
     def __post_init__(self) -> None:
         n = len(self.calendar_s)
@@ -121,6 +127,10 @@ class Components:
 
 
 COMPONENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Components))
+if COMPONENT_FIELDS != SCHEMA_FIELDS:  # pragma: no cover - one vocabulary, checked at import
+    raise ImportError(
+        f"analytics.Components fields {COMPONENT_FIELDS} differ from zhizao.schema {SCHEMA_FIELDS}"
+    )
 
 
 def group_index(keys: Sequence[object]) -> tuple[NDArray[np.int64], list[object]]:

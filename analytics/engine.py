@@ -28,7 +28,15 @@ from analytics.machine import MachineSignals, Signal
 from analytics.sources import MachinePlan, read_plan
 from ingest.influx import InfluxQLReader, InfluxWriter, ResultSeries
 from zhizao.errors import ConfigError
+from zhizao.influxql import ident, tag_equals, time_range
 from zhizao.model import Batch, SeriesTable
+from zhizao.schema import (
+    ENTERPRISE_TAG,
+    MACHINE_TAG,
+    SITE_TAG,
+    kpi_machine_measurement,
+    kpi_site_measurement,
+)
 from zhizao.site import SiteModel, load_site
 
 __all__ = ["EngineReport", "KpiEngine", "compute_range", "site_batch"]
@@ -65,7 +73,7 @@ def site_batch(table: SeriesTable, result: SiteResult, prefix: str) -> Batch:
     parts = [
         component_batch(
             table,
-            f"{prefix}machine_{kind}",
+            kpi_machine_measurement(kind, prefix),
             result.tags,
             result.start_ns,
             result.components.columns(),
@@ -75,21 +83,13 @@ def site_batch(table: SeriesTable, result: SiteResult, prefix: str) -> Batch:
         parts.append(
             component_batch(
                 table,
-                f"{prefix}site_{kind}",
+                kpi_site_measurement(kind, prefix),
                 result.energy_tags,
                 result.energy_start_ns,
                 result.energy_fields,
             )
         )
     return Batch.concat(parts)
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '\\"') + '"'
-
-
-def _s(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class KpiEngine:
@@ -136,28 +136,28 @@ class KpiEngine:
                 fields.setdefault(ref.measurement, set()).add(ref.field)
         for m in site.meters:
             fields.setdefault(self.cfg.signals.measurement_of_meter(m.medium), set()).add(m.signal)
-        where = f"{_q('site')} = {_s(site.site)} AND {_q('enterprise')} = {_s(site.enterprise)}"
+        where = tag_equals({SITE_TAG: site.site, ENTERPRISE_TAG: site.enterprise})
         statements: list[str] = []
         for meas, names in sorted(fields.items()):
-            cols = ", ".join(_q(f) for f in sorted(names))
+            cols = ", ".join(ident(f) for f in sorted(names))
             statements.append(
-                f"SELECT {cols} FROM {_q(meas)} WHERE {where} AND time >= {lo_ns} AND time < {hi_ns} GROUP BY *"
+                f"SELECT {cols} FROM {ident(meas)} WHERE {where} AND {time_range(lo_ns, hi_ns)} GROUP BY *"
             )
             for f in sorted(names):  # one selector per statement keeps the point's own time
                 statements.append(
-                    f"SELECT last({_q(f)}) AS {_q(f)} FROM {_q(meas)} WHERE {where} AND time < {lo_ns} GROUP BY *"
+                    f"SELECT last({ident(f)}) AS {ident(f)} FROM {ident(meas)} WHERE {where} AND time < {lo_ns} GROUP BY *"
                 )
         dq = self.cfg.signals.data_quality
         if dq is not None:
             # the markers of the state signals (one field per signal, tagged with its measurement)
             marked = sorted({ref.field for plan in plans.values() for ref in plan.states})
-            cols = ", ".join(_q(f) for f in marked)
+            cols = ", ".join(ident(f) for f in marked)
             statements.append(
-                f"SELECT {cols} FROM {_q(dq.measurement)} WHERE {where} AND time >= {lo_ns} AND time < {hi_ns} GROUP BY *"
+                f"SELECT {cols} FROM {ident(dq.measurement)} WHERE {where} AND {time_range(lo_ns, hi_ns)} GROUP BY *"
             )
             for f in marked:
                 statements.append(
-                    f"SELECT last({_q(f)}) AS {_q(f)} FROM {_q(dq.measurement)} WHERE {where} AND time < {lo_ns} GROUP BY *"
+                    f"SELECT last({ident(f)}) AS {ident(f)} FROM {ident(dq.measurement)} WHERE {where} AND time < {lo_ns} GROUP BY *"
                 )
         # chunked: a server-side max-row-limit must never truncate a window silently
         series = await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
@@ -173,7 +173,7 @@ class KpiEngine:
         # (machine, signal's measurement, field) -> marker chunks
         marks: dict[tuple[str, str, str], list[tuple[I64, NDArray[np.generic]]]] = {}
         for s in series:
-            machine = s.tags.get("machine", "")
+            machine = s.tags.get(MACHINE_TAG, "")
             for fname, col in s.values.items():
                 ok = _present(col)
                 if not ok.any():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Kpi", "safe_ratio"]
+__all__ = ["Kpi", "KpiFlag", "safe_ratio"]
 
 F64 = NDArray[np.float64]
 
@@ -29,6 +29,15 @@ def safe_ratio(numerator: F64, denominator: F64) -> F64:
 
 
 @dataclass(frozen=True, slots=True)
+class KpiFlag:
+    """Rows of a KPI that need a look: a stable ``code`` for programs, a ``reason`` for people."""
+
+    code: str
+    reason: str
+    mask: NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
 class Kpi:
     """One KPI over many rows."""
 
@@ -39,8 +48,7 @@ class Kpi:
     unit: str = "ratio"
     numerator: F64 | None = None
     denominator: F64 | None = None
-    flag: NDArray[np.bool_] | None = None
-    flag_reason: str = ""
+    flags: tuple[KpiFlag, ...] = ()
 
     @classmethod
     def ratio(
@@ -58,7 +66,25 @@ class Kpi:
         den = np.asarray(denominator, np.float64)
         return cls(name, label, definition, safe_ratio(num, den) * scale, unit, num, den)
 
-    def flagged(self, flag: NDArray[np.bool_], reason: str) -> Kpi:
+    @property
+    def flag(self) -> NDArray[np.bool_] | None:
+        """Rows with any flag (None when the KPI has no flag rule that fired anywhere)."""
+        if not self.flags:
+            return None
+        out = np.zeros(len(self.value), bool)
+        for f in self.flags:
+            out |= f.mask
+        return out
+
+    @property
+    def flag_reason(self) -> str:
+        return "; ".join(f.reason for f in self.flags)
+
+    def flagged(self, flag: NDArray[np.bool_], reason: str, code: str = "flag") -> Kpi:
+        """A copy with one more flag (rows where ``flag`` is true)."""
+        mask = np.asarray(flag, bool)
+        if not mask.any():
+            return self
         return Kpi(
             self.name,
             self.label,
@@ -67,9 +93,11 @@ class Kpi:
             self.unit,
             self.numerator,
             self.denominator,
-            np.asarray(flag, bool),
-            reason,
+            (*self.flags, KpiFlag(code, reason, mask)),
         )
+
+    def flags_at(self, i: int) -> list[dict[str, str]]:
+        return [{"code": f.code, "reason": f.reason} for f in self.flags if bool(f.mask[i])]
 
     def at(self, i: int) -> dict[str, object]:
         """Row ``i`` as a JSON-ready dict (NaN becomes None)."""
@@ -83,6 +111,8 @@ class Kpi:
         if self.numerator is not None and self.denominator is not None:
             out["numerator"] = float(self.numerator[i])
             out["denominator"] = float(self.denominator[i])
-        if self.flag is not None and bool(self.flag[i]):
-            out["flag"] = self.flag_reason
+        flags = self.flags_at(i)
+        if flags:
+            out["flag"] = "; ".join(f["reason"] for f in flags)
+            out["flags"] = flags
         return out

@@ -54,7 +54,7 @@ def test_kpis_from_summed_components() -> None:
     kpis = out[0]["kpis"]
     assert isinstance(kpis, dict)
     assert kpis["oee"]["value"] == 2640 / 3600 and kpis["oee"]["label"] == "OEE=PRI*GQ/PBT"
-    assert kpis["utilization cutting/PBT"]["value"] == 0.0
+    assert kpis["util_cutting_pbt"]["value"] == 0.0
 
 
 def test_rollup_machine_line_factory_district_city() -> None:

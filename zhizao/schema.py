@@ -1,0 +1,121 @@
+"""The stored vocabulary: every InfluxDB measurement, tag key and KPI component field by name.
+
+Gateway, ingest, the KPI engine, the API, the dashboards and the demo import these names instead
+of repeating string literals, so a rename happens in one place and a typo is an import error.
+The KPI *components* are listed here (the kernel knows no numpy dataclass);
+``analytics.components.Components`` has exactly these fields, which a test checks.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+__all__ = [
+    "ASSET_TAGS",
+    "COMPONENT_FIELDS",
+    "CONNECTION_MEASUREMENT",
+    "DATE_TAG",
+    "KPI_MACHINE_WINDOWS",
+    "KPI_PREFIX",
+    "KPI_SITE_WINDOWS",
+    "MEASUREMENT_TAG",
+    "METER_TAG",
+    "QUALITY_MEASUREMENT",
+    "RAW_MEASUREMENTS",
+    "SHIFT_TAG",
+    "TARGET_COMPONENTS",
+    "TIME_COMPONENTS",
+    "Window",
+    "kpi_machine_measurement",
+    "kpi_site_measurement",
+]
+
+# -- raw measurement families (one per signal family; fields are the signal names) --------------
+MACHINE_STATE: Final = "machine_state"  # state codes, product id, program, operation mode
+COUNTER: Final = "counter"  # part and job counters (cumulative)
+SPINDLE: Final = "spindle"  # spindle speed and load
+LINE: Final = "line"  # line-level signals (PackML cell, conveyors)
+ENERGY: Final = "energy"  # cumulative energy meters (kWh, m3 gas, kg steam, ...)
+WATER: Final = "water"  # cumulative water meters (m3)
+SPARKPLUG: Final = "sparkplug"  # Sparkplug B metrics not mapped to an asset
+RAW_MEASUREMENTS: Final[tuple[str, ...]] = (
+    MACHINE_STATE,
+    COUNTER,
+    SPINDLE,
+    LINE,
+    ENERGY,
+    WATER,
+    SPARKPLUG,
+)
+
+# -- data quality and connectivity ----------------------------------------------------------------
+# per-signal markers: tags = the signal's asset tags + MEASUREMENT_TAG = the signal's measurement,
+# field = signal name, value = zhizao.quality.Quality code at transitions (docs/CONTRACTS.md)
+QUALITY_MEASUREMENT: Final = "data_quality"
+MEASUREMENT_TAG: Final = "measurement"
+# per source session: field ``connected`` (1/0), tags gateway + source
+CONNECTION_MEASUREMENT: Final = "gateway_connection"
+CONNECTED_FIELD: Final = "connected"
+GATEWAY_TAG: Final = "gateway"
+SOURCE_TAG: Final = "source"
+
+# -- ISA-95 tag keys ------------------------------------------------------------------------------
+ENTERPRISE_TAG: Final = "enterprise"
+SITE_TAG: Final = "site"
+AREA_TAG: Final = "area"
+LINE_TAG: Final = "line"
+MACHINE_TAG: Final = "machine"
+ASSET_TAGS: Final[tuple[str, ...]] = (ENTERPRISE_TAG, SITE_TAG, AREA_TAG, LINE_TAG, MACHINE_TAG)
+METER_TAG: Final = "meter"  # meter id on meter points
+SHIFT_TAG: Final = "shift"  # kpi_machine_shift: the shift's name
+DATE_TAG: Final = "date"  # kpi_*_shift and kpi_*_day: local date the window starts (YYYY-MM-DD)
+
+# -- KPI components -------------------------------------------------------------------------------
+KPI_PREFIX: Final = "kpi_"
+Window = Literal["hour", "shift", "day"]
+KPI_MACHINE_WINDOWS: Final[tuple[Window, ...]] = ("hour", "shift", "day")
+# plant meters have no shift calendar; their day rows come from the day windows
+KPI_SITE_WINDOWS: Final[tuple[Window, ...]] = ("hour", "day")
+
+# times in seconds, counts in items, energy in kWh / kgce / kgCO2; never ratios
+TIME_COMPONENTS: Final[tuple[str, ...]] = (
+    "calendar_s",
+    "pot_s",
+    "planned_down_s",
+    "pbt_s",
+    "apt_s",
+    "aust_s",
+    "adet_s",
+    "adet_minor_s",
+    "adet_no_data_s",
+    "adot_s",
+    "in_cycle_s",
+    "in_cycle_pot_s",
+    "cutting_s",
+    "cutting_pot_s",
+    "cutting_pbt_s",
+    "aoet_s",
+)
+COUNT_COMPONENTS: Final[tuple[str, ...]] = ("pq", "gq", "sq", "rq")
+PRI_COMPONENTS: Final[tuple[str, ...]] = ("pri_pq_s", "pri_gq_s", "pri_startup_s")
+ENERGY_COMPONENTS: Final[tuple[str, ...]] = ("kwh", "kgce", "kgco2")
+# ideal quantity in PBT with a known product (integral of 1/PRI), and PBT with no known product:
+# the target is shown only where the second is 0 (never an invented number)
+TARGET_COMPONENTS: Final[tuple[str, ...]] = ("target_q", "pbt_no_product_s")
+COMPONENT_FIELDS: Final[tuple[str, ...]] = (
+    *TIME_COMPONENTS,
+    *COUNT_COMPONENTS,
+    *PRI_COMPONENTS,
+    *ENERGY_COMPONENTS,
+    *TARGET_COMPONENTS,
+)
+
+
+def kpi_machine_measurement(window: str, prefix: str = KPI_PREFIX) -> str:
+    """``kpi_machine_hour``, ``kpi_machine_shift``, ``kpi_machine_day``."""
+    return f"{prefix}machine_{window}"
+
+
+def kpi_site_measurement(window: str, prefix: str = KPI_PREFIX) -> str:
+    """``kpi_site_hour``, ``kpi_site_day`` (plant meters: ``<medium>_<unit>``, kgce, kgco2)."""
+    return f"{prefix}site_{window}"

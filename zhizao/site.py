@@ -26,6 +26,8 @@ __all__ = [
     "MachineTypeConfig",
     "MeterConfig",
     "ProductConfig",
+    "ReasonCategory",
+    "ReasonConfig",
     "ShiftConfig",
     "SignalConfig",
     "SiteModel",
@@ -229,6 +231,21 @@ class AreaConfig(StrictModel):
     lines: list[LineConfig]
 
 
+ReasonCategory = Literal[
+    "breakdown", "setup", "material", "quality", "no_order", "planned", "minor_stop", "other"
+]
+
+
+class ReasonConfig(StrictModel):
+    """A stop reason an operator can assign to a stop; ``parent`` makes a tree."""
+
+    code: str = Field(pattern=_ID)
+    label: str
+    label_zh: str = ""
+    category: ReasonCategory
+    parent: str | None = None
+
+
 class SiteModel(StrictModel):
     """One factory (site) with everything the platform needs to know about it."""
 
@@ -242,6 +259,8 @@ class SiteModel(StrictModel):
     products: list[ProductConfig] = Field(default_factory=list)
     areas: list[AreaConfig]
     meters: list[MeterConfig] = Field(default_factory=list)
+    # stop-reason tree (operators assign these to stops through the API)
+    reasons: list[ReasonConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> SiteModel:
@@ -270,6 +289,18 @@ class SiteModel(StrictModel):
         meter_ids = [m.id for m in self.meters]
         if len(meter_ids) != len(set(meter_ids)):
             raise ValueError("meter ids must be unique")
+        codes: set[str] = set()
+        for r in self.reasons:
+            if r.code in codes:
+                raise ValueError(f"reason code {r.code!r} appears twice in the site")
+            codes.add(r.code)
+        for r in self.reasons:
+            if r.parent is not None and r.parent not in codes:
+                raise ValueError(
+                    f"reason {r.code!r} has unknown parent {r.parent!r}; add that reason first"
+                )
+            if r.parent == r.code:
+                raise ValueError(f"reason {r.code!r} cannot be its own parent")
         return self
 
     def machine_paths(self) -> dict[str, AssetPath]:

@@ -1,0 +1,1 @@
+"""Alembic revisions of the API database (run by ``api.db.session.upgrade``)."""

@@ -1,0 +1,1318 @@
+"""Grafana dashboards generated from the KPI catalog, the schema module and a site model.
+
+    .venv/bin/zhizao sim site > /tmp/site.yaml
+    .venv/bin/python -m dashboards.generate --site /tmp/site.yaml            # writes generated/
+    .venv/bin/python -m dashboards.generate --site /tmp/site.yaml --check    # exit 1 if stale
+
+Every ratio comes from ``analytics.catalog.influxql_expression`` (``sum(num) / sum(den)`` over
+the stored ``kpi_*`` components); measurement, tag and field names come from ``zhizao.schema``;
+state names and value mappings from the site model's machine types (``StateClassifier``); the
+time zone of every ``GROUP BY time(1d)`` from the site. The output is classic dashboard JSON
+(``schemaVersion`` 42) with fixed datasource uids that ``provisioning/datasources`` defines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analytics.catalog import KPIS, influxql_expression
+from analytics.config import EnergyConfig
+from analytics.green import CoefficientLibrary
+from analytics.states import StateClassifier
+from zhizao import schema
+from zhizao.influxql import ident, literal, tz
+from zhizao.site import MachineState, MachineTypeConfig, SiteModel, load_site
+
+__all__ = [
+    "DASHBOARD_FILES",
+    "INFLUX_DS",
+    "OUT_DIR",
+    "PROMETHEUS_DS",
+    "SCHEMA_VERSION",
+    "Generated",
+    "generate",
+    "main",
+    "write",
+]
+
+SCHEMA_VERSION = 42
+INFLUX_DS: dict[str, str] = {"type": "influxdb", "uid": "zhizao-influxdb"}
+PROMETHEUS_DS: dict[str, str] = {"type": "prometheus", "uid": "zhizao-victoriametrics"}
+OUT_DIR = Path(__file__).resolve().parent / "generated"
+DASHBOARD_FILES = {
+    "zhizao-line-live": "line-live.json",
+    "zhizao-shift-report": "shift-report.json",
+    "zhizao-green-factory": "green-factory.json",
+    "zhizao-health": "health.json",
+}
+
+# units Grafana knows for the catalog's units (custom "suffix:" units where Grafana has none)
+_UNITS = {
+    "ratio": "percentunit",
+    "s": "s",
+    "kWh": "kwatth",
+    "kgce": "suffix: kgce",
+    "kgCO2": "suffix: kgCO2",
+    "items": "none",
+    "1/h": "suffix: /h",
+}
+_STATE_COLORS = {
+    MachineState.IN_CYCLE: "green",
+    MachineState.SETUP: "blue",
+    MachineState.DELAY: "red",
+    MachineState.IDLE: "yellow",
+    MachineState.PLANNED_DOWN: "text",
+    MachineState.NO_DATA: "purple",
+}
+# the asset filter every machine-level query carries (multi-value variables become regexes)
+ASSET_FILTER = " AND ".join(
+    f"{ident(tag)} =~ /^${tag}$/"
+    for tag in (schema.SITE_TAG, schema.AREA_TAG, schema.LINE_TAG, schema.MACHINE_TAG)
+)
+SITE_FILTER = f"{ident(schema.SITE_TAG)} =~ /^$site$/"
+HOUR = schema.kpi_machine_measurement("hour")
+SHIFT = schema.kpi_machine_measurement("shift")
+DAY = schema.kpi_machine_measurement("day")
+SITE_DAY = schema.kpi_site_measurement("day")
+
+
+def unit_of(kpi_id: str) -> str:
+    return _UNITS[KPIS[kpi_id].unit]
+
+
+def kpi(kpi_id: str, alias: str | None = None) -> str:
+    """``<catalog expression> AS "alias"``: the only way a ratio enters a query."""
+    return f"{influxql_expression(kpi_id)} AS {ident(alias or kpi_id)}"
+
+
+def total(component: str, alias: str | None = None) -> str:
+    """``sum("component") AS "alias"`` (a stored component, summed: no ratio)."""
+    if component not in schema.COMPONENT_FIELDS:
+        raise ValueError(f"unknown KPI component {component!r}")
+    return f"sum({ident(component)}) AS {ident(alias or component)}"
+
+
+def select(
+    columns: Iterable[str],
+    measurement: str,
+    *,
+    where: str = ASSET_FILTER,
+    extra: Sequence[str] = (),
+    time_group: str | None = None,
+    tags: Sequence[str] = (),
+    fill: str | None = "none",
+    zone: str | None = None,
+) -> str:
+    """``SELECT .. FROM .. WHERE $timeFilter AND <assets> [GROUP BY time(..), tags fill() tz()]``.
+    A group by one day or more must name the site's time zone (a day is local, DOMAIN rule 3)."""
+    q = f"SELECT {', '.join(columns)} FROM {ident(measurement)} WHERE $timeFilter"
+    for cond in (where, *extra):
+        if cond:
+            q += f" AND {cond}"
+    groups = ([f"time({time_group})"] if time_group else []) + [ident(t) for t in tags]
+    if groups:
+        q += " GROUP BY " + ", ".join(groups)
+    if time_group and fill:
+        q += f" fill({fill})"
+    # $__interval can grow to days on a long range, so it is aligned like a fixed day
+    if time_group and (time_group[-1] in "dw" or time_group.startswith("$")):
+        if not zone:
+            raise ValueError(f"GROUP BY time({time_group}) needs the site's time zone")
+        q += " " + tz(zone)
+    return q
+
+
+@dataclass
+class _Board:
+    """One dashboard being built: panels in grid order with unique ids."""
+
+    uid: str
+    title: str
+    description: str
+    zone: str
+    time_from: str
+    refresh: str
+    variables: list[dict[str, Any]]
+    tags: list[str]
+    panels: list[dict[str, Any]] = field(default_factory=list)
+    may_be_empty: dict[int, str] = field(default_factory=dict)
+    _x: int = 0
+    _y: int = 0
+    _row_h: int = 0
+
+    def row(self, title: str) -> None:
+        self._newline()
+        self.panels.append(
+            {
+                "id": len(self.panels) + 1,
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": self._y},
+                "panels": [],
+            }
+        )
+        self._y += 1
+
+    def _newline(self) -> None:
+        if self._x:
+            self._y += self._row_h
+            self._x, self._row_h = 0, 0
+
+    def add(self, panel: dict[str, Any], w: int, h: int, *, may_be_empty: str = "") -> None:
+        if self._x + w > 24:
+            self._newline()
+        pid = len(self.panels) + 1
+        panel = {"id": pid, **panel, "gridPos": {"h": h, "w": w, "x": self._x, "y": self._y}}
+        self.panels.append(panel)
+        if may_be_empty:
+            self.may_be_empty[pid] = may_be_empty
+        self._x += w
+        self._row_h = max(self._row_h, h)
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "title": self.title,
+            "description": self.description,
+            "tags": ["zhizao", *self.tags],
+            "schemaVersion": SCHEMA_VERSION,
+            "version": 1,
+            "editable": True,
+            "graphTooltip": 1,
+            "timezone": self.zone,
+            "weekStart": "monday",
+            "time": {"from": self.time_from, "to": "now"},
+            "refresh": self.refresh,
+            "fiscalYearStartMonth": 0,
+            "liveNow": False,
+            "annotations": {"list": []},
+            "links": [
+                {
+                    "title": "zhizao dashboards",
+                    "type": "dashboards",
+                    "tags": ["zhizao"],
+                    "asDropdown": True,
+                    "includeVars": True,
+                    "keepTime": True,
+                }
+            ],
+            "templating": {"list": self.variables},
+            "panels": self.panels,
+        }
+
+
+# -- panel builders ------------------------------------------------------------------------------
+
+
+def influx_target(ref: str, query: str, fmt: str = "time_series") -> dict[str, Any]:
+    return {
+        "refId": ref,
+        "datasource": INFLUX_DS,
+        "rawQuery": True,
+        "query": query,
+        "resultFormat": fmt,
+    }
+
+
+def prom_target(ref: str, expr: str, legend: str) -> dict[str, Any]:
+    return {
+        "refId": ref,
+        "datasource": PROMETHEUS_DS,
+        "expr": expr,
+        "legendFormat": legend,
+        "range": True,
+        "instant": False,
+        "editorMode": "code",
+    }
+
+
+def _panel(
+    kind: str,
+    title: str,
+    description: str,
+    targets: list[dict[str, Any]],
+    *,
+    unit: str = "none",
+    decimals: int | None = None,
+    options: dict[str, Any] | None = None,
+    custom: dict[str, Any] | None = None,
+    mappings: list[dict[str, Any]] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+    transformations: list[dict[str, Any]] | None = None,
+    display_name: str | None = None,
+    interval: str | None = None,
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"unit": unit, "mappings": mappings or []}
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if custom:
+        defaults["custom"] = custom
+    if display_name:
+        defaults["displayName"] = display_name
+    ds = targets[0]["datasource"] if targets else INFLUX_DS
+    p: dict[str, Any] = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": ds,
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": options or {},
+    }
+    if transformations:
+        p["transformations"] = transformations
+    if interval:
+        p["interval"] = interval
+    return p
+
+
+def _reduce_options(calc: str = "lastNotNull", fields: str = "") -> dict[str, Any]:
+    return {"calcs": [calc], "fields": fields, "values": False}
+
+
+def stat(
+    title: str,
+    description: str,
+    targets: list[dict[str, Any]],
+    *,
+    unit: str,
+    decimals: int | None = None,
+    calc: str = "lastNotNull",
+    fields: str = "",
+    mappings: list[dict[str, Any]] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+    display_name: str | None = None,
+) -> dict[str, Any]:
+    """A stat over the whole range: its queries have no GROUP BY time (one bucket), so the value
+    shown is the range's value, not the last bucket's."""
+    return _panel(
+        "stat",
+        title,
+        description,
+        targets,
+        unit=unit,
+        decimals=decimals,
+        mappings=mappings,
+        overrides=overrides,
+        display_name=display_name,
+        options={
+            "reduceOptions": _reduce_options(calc, fields),
+            "colorMode": "value",
+            "graphMode": "none",
+            "textMode": "value_and_name",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "wideLayout": True,
+            "showPercentChange": False,
+        },
+    )
+
+
+def timeseries(
+    title: str,
+    description: str,
+    targets: list[dict[str, Any]],
+    *,
+    unit: str,
+    bars: bool = False,
+    stack: bool = False,
+    overrides: list[dict[str, Any]] | None = None,
+    display_name: str | None = None,
+    transformations: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    custom: dict[str, Any] = {
+        "drawStyle": "bars" if bars else "line",
+        "lineWidth": 1,
+        "fillOpacity": 80 if bars else 10,
+        "spanNulls": False,
+        "showPoints": "auto",
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        "barAlignment": -1,  # bars start at the window start (rows are stamped with it)
+    }
+    return _panel(
+        "timeseries",
+        title,
+        description,
+        targets,
+        unit=unit,
+        custom=custom,
+        overrides=overrides,
+        display_name=display_name,
+        transformations=transformations,
+        options={
+            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["sum"]},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        },
+    )
+
+
+# -- variables -----------------------------------------------------------------------------------
+
+
+def _influx_variable(name: str, label: str, query: str, *, multi: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": INFLUX_DS,
+        "query": query,
+        "definition": query,
+        "refresh": 1,  # on dashboard load
+        "sort": 1,
+        "multi": multi,
+        "includeAll": multi,
+        "current": {},
+        "options": [],
+        "hide": 0,
+    }
+
+
+def asset_variables(
+    levels: Sequence[str] = ("site", "area", "line", "machine"),
+) -> list[dict[str, Any]]:
+    """``$site`` -> ``$area`` -> ``$line`` -> ``$machine``, each ``SHOW TAG VALUES`` restricted by
+    its parents (``WHERE "site" =~ /^$site$/ ...``)."""
+    out: list[dict[str, Any]] = []
+    parents: list[str] = []
+    for level in levels:
+        q = f"SHOW TAG VALUES FROM {ident(HOUR)} WITH KEY = {ident(level)}"
+        if parents:
+            q += " WHERE " + " AND ".join(f"{ident(p)} =~ /^${p}$/" for p in parents)
+        out.append(_influx_variable(level, level, q, multi=level != "site"))
+        parents.append(level)
+    return out
+
+
+# -- state mappings from the site model ----------------------------------------------------------
+
+
+def primary_state_signal(mtype: MachineTypeConfig) -> str:
+    """The state signal of a machine type that the most state-map keys name (the one a state
+    timeline shows; the engine combines all of them, most restrictive first)."""
+    mapping = StateClassifier.for_type(mtype).mapping
+    best, best_n = "", -1
+    for sig in mtype.signals:
+        if sig.kind != "state":
+            continue
+        n = sum(1 for k in mapping if k.startswith(f"{sig.name}="))
+        if sig.dtype == "string":
+            n = max(n, sum(1 for k in mapping if "=" not in k))
+        if n > best_n:
+            best, best_n = sig.name, n
+    if not best:
+        raise ValueError(f"machine type without a state signal: {mtype.description!r}")
+    return best
+
+
+def state_mappings(mtype: MachineTypeConfig, signal: str) -> list[dict[str, Any]]:
+    """Grafana value mappings: source code of ``signal`` -> platform state (text and colour)."""
+    mapping = StateClassifier.for_type(mtype).mapping
+    dtype = next(s.dtype for s in mtype.signals if s.name == signal)
+    options: dict[str, dict[str, Any]] = {}
+    for key, state in mapping.items():
+        code = key.split("=", 1)[1] if key.startswith(f"{signal}=") else key
+        if "=" in key and not key.startswith(f"{signal}="):
+            continue
+        if "=" not in key and dtype != "string":
+            continue
+        options[code] = {"text": state.value, "color": _STATE_COLORS[state]}
+    for i, code in enumerate(sorted(options)):
+        options[code]["index"] = i
+    return [{"type": "value", "options": dict(sorted(options.items()))}]
+
+
+_QUALITY_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "data good", "color": "transparent", "index": 0},
+            "1": {"text": "uncertain", "color": "orange", "index": 1},
+            "2": {"text": "NO_DATA (bad)", "color": "purple", "index": 2},
+            "3": {"text": "NO_DATA (stale)", "color": "purple", "index": 3},
+        },
+    }
+]
+
+
+def _ref(i: int) -> str:
+    return chr(ord("A") + i)
+
+
+# -- the dashboards ------------------------------------------------------------------------------
+
+
+def _definition_text(ids: Iterable[str]) -> str:
+    return "; ".join(f"{KPIS[i].label}: {KPIS[i].definition}" for i in ids)
+
+
+def line_live(site: SiteModel) -> _Board:
+    zone = site.timezone
+    b = _Board(
+        "zhizao-line-live",
+        "Line live",
+        "What a line is doing now and how it did over the chosen range. Every ratio is "
+        "sum(numerator) / sum(denominator) over the KPI engine's components (analytics.catalog).",
+        zone,
+        "now/d",
+        "30s",
+        asset_variables(),
+        ["line", "oee"],
+    )
+    types = sorted({m.type for _, _, m in site.machines()})
+    state_targets: list[dict[str, Any]] = []
+    state_overrides: list[dict[str, Any]] = []
+    current_targets: list[dict[str, Any]] = []
+    current_overrides: list[dict[str, Any]] = []
+    since_targets: list[dict[str, Any]] = []
+    for i, tname in enumerate(types):
+        mtype = site.machine_types[tname]
+        sig = primary_state_signal(mtype)
+        ref = _ref(i)
+        state_targets.append(
+            influx_target(
+                ref,
+                select(
+                    [f'last({ident(sig)}) AS "state"'],
+                    schema.MACHINE_STATE,
+                    time_group="$__interval",
+                    zone=zone,
+                    tags=[schema.MACHINE_TAG],
+                    fill="previous",
+                ),
+            )
+        )
+        current_targets.append(
+            influx_target(
+                ref,
+                select(
+                    [f'last({ident(sig)}) AS "state"'],
+                    schema.MACHINE_STATE,
+                    tags=[schema.MACHINE_TAG],
+                ),
+            )
+        )
+        since_targets.append(
+            influx_target(
+                ref,
+                select(
+                    [f'last({ident(sig)}) AS "state"'],
+                    schema.MACHINE_STATE,
+                    tags=[schema.MACHINE_TAG],
+                ),
+            )
+        )
+        override = {
+            "matcher": {"id": "byFrameRefID", "options": ref},
+            "properties": [{"id": "mappings", "value": state_mappings(mtype, sig)}],
+        }
+        state_overrides.append(override)
+        current_overrides.append(override)
+        # NO_DATA made visible: the gateway's data-quality markers of the same signal
+        qref = _ref(len(types) + i)
+        state_targets.append(
+            influx_target(
+                qref,
+                select(
+                    [f'max({ident(sig)}) AS "data quality"'],
+                    schema.QUALITY_MEASUREMENT,
+                    extra=[f"{ident(schema.MEASUREMENT_TAG)} = {literal(schema.MACHINE_STATE)}"],
+                    time_group="$__interval",
+                    zone=zone,
+                    tags=[schema.MACHINE_TAG],
+                    fill="previous",
+                ),
+            )
+        )
+        state_overrides.append(
+            {
+                "matcher": {"id": "byFrameRefID", "options": qref},
+                "properties": [
+                    {"id": "mappings", "value": _QUALITY_MAPPINGS},
+                    {"id": "displayName", "value": "${__field.labels.machine} data"},
+                ],
+            }
+        )
+    b.row("State")
+    b.add(
+        _panel(
+            "state-timeline",
+            "Machine state",
+            "The primary state signal of each machine type, mapped to the platform state by the "
+            "site model's state map (the KPI engine also combines the other state signals, most "
+            "restrictive first), and below it the gateway's data-quality marker: NO_DATA where a "
+            "signal was bad or stale (counted as ADET, never as running). Sampled at $__interval "
+            "(last value per bucket) for display; the times in the KPIs are exact.",
+            state_targets,
+            overrides=state_overrides,
+            display_name="${__field.labels.machine}",
+            options={
+                "showValue": "never",
+                "mergeValues": True,
+                "alignValue": "left",
+                "rowHeight": 0.8,
+                "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+                "tooltip": {"mode": "single", "sort": "none"},
+            },
+            custom={"fillOpacity": 80, "lineWidth": 0},
+        ),
+        24,
+        8,
+    )
+    b.add(
+        stat(
+            "Current state",
+            "The newest value of the primary state signal in the range, mapped to the platform state.",
+            current_targets,
+            unit="none",
+            overrides=current_overrides,
+            display_name="${__field.labels.machine}",
+        ),
+        12,
+        4,
+    )
+    b.add(
+        stat(
+            "Time since the last state change",
+            "Time of the newest state sample (the gateway publishes states on change).",
+            since_targets,
+            unit="dateTimeFromNow",
+            fields="/^Time$/",
+            display_name="${__field.labels.machine}",
+        ),
+        12,
+        4,
+    )
+    b.row("OEE (ISO 22400) over the range")
+    oee_ids = ("oee", "availability", "effectiveness", "quality", "quality_pri_weighted")
+    b.add(
+        stat(
+            "OEE and its factors",
+            "Over the whole range, one bucket, sum over sum of the machines' hourly components "
+            "(rows are included by their window start). " + _definition_text(oee_ids) + ". "
+            "Effectiveness is not capped. OEE = A x E x Q with Q = PRI*GQ/PRI*PQ.",
+            [influx_target("A", select([kpi(i) for i in oee_ids], HOUR))],
+            unit="percentunit",
+            decimals=1,
+        ),
+        12,
+        5,
+    )
+    comps = (("pbt_s", "PBT"), ("apt_s", "APT"), ("aust_s", "AUST"), ("adet_s", "ADET"),
+             ("adot_s", "ADOT"), ("pri_pq_s", "PRI x PQ"), ("pri_gq_s", "PRI x GQ"))  # fmt: skip
+    counts = (("pq", "PQ"), ("gq", "GQ"), ("sq", "SQ"), ("rq", "RQ"))
+    b.add(
+        stat(
+            "Times",
+            "Summed ISO 22400 time elements: PBT = APT + AUST + ADET + ADOT.",
+            [influx_target("A", select([total(c, a) for c, a in comps], HOUR))],
+            unit="s",
+        ),
+        7,
+        5,
+    )
+    b.add(
+        stat(
+            "Counts",
+            "Produced, good (first pass), scrap and rework quantities.",
+            [influx_target("A", select([total(c, a) for c, a in counts], HOUR))],
+            unit="none",
+            decimals=0,
+        ),
+        5,
+        5,
+    )
+    b.add(
+        timeseries(
+            "OEE hour by hour",
+            "Each hour's value from that hour's components (sum over sum over the selected machines).",
+            [influx_target("A", select([kpi(i) for i in oee_ids[:4]], HOUR, time_group="1h"))],
+            unit="percentunit",
+        ),
+        12,
+        8,
+    )
+    b.add(
+        timeseries(
+            "Time by platform state, hour by hour",
+            "Seconds of planned busy time per state (DELAY excludes NO_DATA), and planned down.",
+            [
+                influx_target(
+                    "A",
+                    select(
+                        [
+                            'sum("apt_s") AS "IN_CYCLE"',
+                            'sum("aust_s") AS "SETUP"',
+                            'sum("adet_s") - sum("adet_no_data_s") AS "DELAY"',
+                            'sum("adet_no_data_s") AS "NO_DATA"',
+                            'sum("adot_s") AS "IDLE"',
+                            'sum("planned_down_s") AS "PLANNED_DOWN"',
+                        ],
+                        HOUR,
+                        time_group="1h",
+                    ),
+                )
+            ],
+            unit="s",
+            bars=True,
+            stack=True,
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": s.value},
+                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": c}}],
+                }
+                for s, c in _STATE_COLORS.items()
+            ],
+        ),
+        12,
+        8,
+    )
+    b.row("Parts and losses")
+    b.add(
+        timeseries(
+            "Parts vs target, hour by hour",
+            "Produced parts per machine and hour, and the target (ideal quantity in the planned "
+            "busy time, PBT/PRI of the product in force). The target is null, not invented, "
+            "where the machine had no planned busy time or no known product in that hour.",
+            [
+                influx_target(
+                    "A",
+                    select(
+                        [total("pq", "parts"), total("gq", "good")],
+                        HOUR,
+                        time_group="1h",
+                        tags=[schema.MACHINE_TAG],
+                    ),
+                ),
+                influx_target(
+                    "B",
+                    select(
+                        [f'{influxql_expression("target_q")} AS "target"'],
+                        HOUR,
+                        extra=['"pbt_s" > 0', '"pbt_no_product_s" = 0'],
+                        time_group="1h",
+                        tags=[schema.MACHINE_TAG],
+                    ),
+                ),
+            ],
+            unit="none",
+            bars=True,
+            display_name="${__field.labels.machine} ${__field.name}",
+        ),
+        12,
+        8,
+    )
+    loss_ids = ("breakdown_s", "setup_adjustment_s", "idling_minor_stops_s", "reduced_speed_s",
+                "process_defects_s", "startup_yield_s", "idle_no_order_s", "no_data_s")  # fmt: skip
+    b.add(
+        _panel(
+            "bargauge",
+            "Losses (six big losses) over the range",
+            "Seconds lost, Nakajima view; with PRI x GQ they add up to PBT. "
+            + _definition_text(loss_ids)
+            + ". Losses by assigned stop reason come from the API (not a dashboard query).",
+            [influx_target("A", select([kpi(i, KPIS[i].label) for i in loss_ids], HOUR))],
+            unit="s",
+            options={
+                "reduceOptions": _reduce_options(),
+                "orientation": "horizontal",
+                "displayMode": "basic",
+                "showUnfilled": True,
+                "valueMode": "color",
+                "namePlacement": "left",
+                "sizing": "auto",
+            },
+        ),
+        12,
+        8,
+    )
+    b.add(
+        timeseries(
+            "Micro-stops, hour by hour",
+            "Seconds of stops shorter than the micro-stop threshold (kpi.yaml micro_stop_s), per "
+            "machine (ISO 22400: availability loss; Nakajima: idling and minor stops).",
+            [
+                influx_target(
+                    "A",
+                    select(
+                        [total("adet_minor_s", "micro-stops")],
+                        HOUR,
+                        time_group="1h",
+                        tags=[schema.MACHINE_TAG],
+                    ),
+                )
+            ],
+            unit="s",
+            bars=True,
+            display_name="${__field.labels.machine}",
+        ),
+        12,
+        8,
+    )
+    b.row("Energy")
+    b.add(
+        stat(
+            "Energy per good part",
+            "Over the range: " + _definition_text(("kwh_per_good", "kwh_per_part")) + ".",
+            [
+                influx_target(
+                    "A",
+                    select(
+                        [
+                            kpi("kwh_per_good", "kWh per good part"),
+                            kpi("kwh_per_part", "kWh per part"),
+                        ],
+                        HOUR,
+                    ),
+                )
+            ],
+            unit=unit_of("kwh_per_good"),
+            decimals=3,
+        ),
+        8,
+        6,
+    )
+    b.add(
+        timeseries(
+            "Energy per good part, hour by hour",
+            "Each hour's electricity over that hour's good parts, per machine.",
+            [
+                influx_target(
+                    "A",
+                    select(
+                        [kpi("kwh_per_good", "kWh per good part")],
+                        HOUR,
+                        time_group="1h",
+                        tags=[schema.MACHINE_TAG],
+                    ),
+                )
+            ],
+            unit=unit_of("kwh_per_good"),
+            display_name="${__field.labels.machine}",
+        ),
+        16,
+        6,
+    )
+    b.row("Data freshness")
+    fresh = (
+        (schema.MACHINE_STATE, "product_id", "machine states (OPC UA)"),
+        (schema.COUNTER, "part_count", "part counters (OPC UA)"),
+        (schema.ENERGY, "energy_kwh", "energy meters (MQTT / Sparkplug B)"),
+    )
+    for meas, fld, label in fresh:
+        where = SITE_FILTER if meas == schema.ENERGY else ASSET_FILTER
+        b.add(
+            stat(
+                f"Newest sample: {label}",
+                f"Time of the newest {meas}.{fld} sample per asset in the range.",
+                [
+                    influx_target(
+                        "A",
+                        select(
+                            [f"last({ident(fld)})"], meas, where=where, tags=[schema.MACHINE_TAG]
+                        ),
+                    )
+                ],
+                unit="dateTimeFromNow",
+                fields="/^Time$/",
+                display_name="${__field.labels.machine}",
+            ),
+            8,
+            4,
+        )
+    b.add(
+        _panel(
+            "state-timeline",
+            "Gateway connection per source",
+            "gateway_connection.connected per gateway and source session (1 connected, 0 lost).",
+            [
+                influx_target(
+                    "A",
+                    select(
+                        [f'last({ident(schema.CONNECTED_FIELD)}) AS "connected"'],
+                        schema.CONNECTION_MEASUREMENT,
+                        where="",
+                        time_group="$__interval",
+                        zone=zone,
+                        tags=[schema.GATEWAY_TAG, schema.SOURCE_TAG],
+                        fill="previous",
+                    ),
+                )
+            ],
+            mappings=[
+                {
+                    "type": "value",
+                    "options": {
+                        "0": {"text": "disconnected", "color": "red", "index": 0},
+                        "1": {"text": "connected", "color": "green", "index": 1},
+                    },
+                }
+            ],
+            display_name="${__field.labels.gateway} ${__field.labels.source}",
+            options={
+                "showValue": "never",
+                "mergeValues": True,
+                "rowHeight": 0.8,
+                "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+                "tooltip": {"mode": "single", "sort": "none"},
+            },
+            custom={"fillOpacity": 80, "lineWidth": 0},
+        ),
+        24,
+        5,
+    )
+    return b
+
+
+_SHIFT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (component or KPI id, column, kind)
+    ("pot_s", "POT", "sum"),
+    ("pbt_s", "PBT", "sum"),
+    ("apt_s", "run (APT)", "sum"),
+    ("breakdown_s", "breakdown", "kpi"),
+    ("setup_adjustment_s", "setup", "kpi"),
+    ("idling_minor_stops_s", "micro-stops", "kpi"),
+    ("reduced_speed_s", "reduced speed", "kpi"),
+    ("process_defects_s", "defects", "kpi"),
+    ("idle_no_order_s", "idle / no order", "kpi"),
+    ("no_data_s", "no data", "kpi"),
+    ("gq", "good", "sum"),
+    ("sq", "scrap", "sum"),
+    ("oee", "OEE", "kpi"),
+    ("availability", "A", "kpi"),
+    ("effectiveness", "E", "kpi"),
+    ("quality", "Q", "kpi"),
+    ("kwh_per_good", "kWh per good part", "kpi"),
+)
+_COMPONENT_TEXT = {
+    "pot_s": "planned operation time (shift calendar)",
+    "pbt_s": "planned busy time = POT - planned down",
+    "apt_s": "actual production time (IN_CYCLE inside PBT)",
+    "gq": "good quantity (first pass)",
+    "sq": "scrap quantity",
+}
+
+
+def _shift_table(group_tags: Sequence[str]) -> tuple[dict[str, Any], str]:
+    cols: list[str] = []
+    overrides: list[dict[str, Any]] = []
+    text: list[str] = []
+    for key, col, kind in _SHIFT_COLUMNS:
+        if kind == "sum":
+            cols.append(total(key, col))
+            unit = "s" if key.endswith("_s") else "none"
+            definition = _COMPONENT_TEXT[key]
+        else:
+            cols.append(kpi(key, col))
+            unit = unit_of(key)
+            definition = f"{KPIS[key].label} = {KPIS[key].definition}"
+        text.append(f"{col}: {definition}")
+        props: list[dict[str, Any]] = [
+            {"id": "unit", "value": unit},
+            {"id": "description", "value": definition},
+        ]
+        if unit == "percentunit":
+            props.append({"id": "decimals", "value": 1})
+        overrides.append({"matcher": {"id": "byName", "options": col}, "properties": props})
+    target = influx_target("A", select(cols, SHIFT, tags=group_tags), fmt="table")
+    return (
+        {
+            "targets": [target],
+            "overrides": overrides,
+        },
+        "; ".join(text),
+    )
+
+
+def shift_report(site: SiteModel) -> _Board:
+    b = _Board(
+        "zhizao-shift-report",
+        "Shift report",
+        "One row per shift and machine from kpi_machine_shift (a shift belongs to the local date "
+        "it starts on). Ratios are sum over sum of the shift's components.",
+        site.timezone,
+        "now-7d",
+        "",
+        asset_variables(),
+        ["shift", "report"],
+    )
+    for title, tags in (
+        (
+            "Shifts by machine",
+            [schema.DATE_TAG, schema.SHIFT_TAG, schema.LINE_TAG, schema.MACHINE_TAG],
+        ),
+        ("Shifts by line", [schema.DATE_TAG, schema.SHIFT_TAG, schema.LINE_TAG]),
+    ):
+        parts, text = _shift_table(tags)
+        b.add(
+            _panel(
+                "table",
+                title,
+                "Shifts starting in the range. " + text + ".",
+                parts["targets"],
+                overrides=parts["overrides"],
+                transformations=[{"id": "merge", "options": {}}],
+                options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+            ),
+            24,
+            12 if title.endswith("machine") else 8,
+        )
+    return b
+
+
+def _coefficient_text(energy: EnergyConfig) -> str:
+    lib = CoefficientLibrary.load(energy.coefficients)
+    conv = lib.conversion(energy.conversion)
+    lines = [
+        f"**Conversion set `{conv.id}`** ({conv.convention} convention, {conv.year}; {conv.source}):",
+        "",
+        "| medium | kgce per unit |",
+        "|---|---|",
+    ]
+    for medium, c in conv.coefficients.items():
+        lines.append(f"| {medium} | {c.value:g} kgce/{c.unit} |")
+    lines += ["", "**Emission factors**:", "", "| id | medium | value | year | publisher |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for fid in energy.emission_factors:
+        f = lib.factor(fid)
+        lines.append(f"| `{f.id}` | {f.medium} | {f.value:g} {f.unit} | {f.year} | {f.publisher} |")
+    lines += [
+        "",
+        "Generated from analytics/coefficients.yaml and the KPI engine's energy settings.",
+    ]
+    return "\n".join(lines)
+
+
+def plant_fields(site: SiteModel) -> list[str]:
+    """The ``kpi_site_*`` fields of the site's purchased plant meters (``<medium>_<unit>``)."""
+    out: list[str] = []
+    for m in site.meters:
+        if m.asset or not m.purchased:
+            continue
+        name = f"{m.medium}_{m.unit.lower()}" if m.unit else m.medium
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def green_factory(site: SiteModel, energy: EnergyConfig) -> _Board:
+    zone = site.timezone
+    b = _Board(
+        "zhizao-green-factory",
+        "Green factory",
+        "Comprehensive energy (GB/T 2589) and CO2 per good part and per part, the plant's "
+        "purchased media, and the coefficients in use. Days and months are local to the site.",
+        zone,
+        "now-90d",
+        "",
+        asset_variables(),
+        ["green", "energy"],
+    )
+    ids = ("kgce_per_good", "kgco2_per_good", "kgce_per_part", "kgco2_per_part", "kwh_per_good")
+    for i in ids:
+        b.add(
+            stat(
+                KPIS[i].label,
+                f"Over the range (days starting in it): {KPIS[i].definition}.",
+                [influx_target("A", select([kpi(i, KPIS[i].label)], DAY))],
+                unit=unit_of(i),
+                decimals=3,
+            ),
+            24 // len(ids),
+            4,
+        )
+    b.add(
+        timeseries(
+            "Energy and CO2 per good part, day by day",
+            "Each local day's components, sum over sum: "
+            + _definition_text(("kgce_per_good", "kgco2_per_good")),
+            [
+                influx_target(
+                    "A",
+                    select(
+                        [
+                            kpi("kgce_per_good", "kgce per good part"),
+                            kpi("kgco2_per_good", "kgCO2 per good part"),
+                        ],
+                        DAY,
+                        time_group="1d",
+                        zone=zone,
+                    ),
+                )
+            ],
+            unit="none",
+        ),
+        12,
+        8,
+    )
+    # months: InfluxQL has no calendar month; the query sums components per local day and
+    # Grafana sums them per local month before dividing (sum over sum, never a mean of ratios)
+    month_parts = [("kgce", "gq", "kgce per good part"), ("kgco2", "gq", "kgCO2 per good part")]
+    b.add(
+        timeseries(
+            "Energy and CO2 per good part, month by month",
+            "Components summed per local day (InfluxQL has no calendar month), then per local "
+            "month by Grafana (format time YYYY-MM in the site's time zone, group by, sum), "
+            "then divided: sum(kgce) / sum(GQ) and sum(kgCO2) / sum(GQ) per month.",
+            [
+                influx_target(
+                    "A",
+                    select(
+                        [total("kgce"), total("kgco2"), total("gq")],
+                        DAY,
+                        time_group="1d",
+                        zone=zone,
+                    ),
+                    fmt="table",
+                )
+            ],
+            unit="none",
+            bars=True,
+            transformations=[
+                {
+                    "id": "formatTime",
+                    "options": {
+                        "timeField": "Time",
+                        "outputFormat": "YYYY-MM",
+                        "useTimezone": True,
+                        "timezone": zone,
+                    },
+                },
+                {
+                    "id": "groupBy",
+                    "options": {
+                        "fields": {
+                            "Time": {"operation": "groupby", "aggregations": []},
+                            "kgce": {"operation": "aggregate", "aggregations": ["sum"]},
+                            "kgco2": {"operation": "aggregate", "aggregations": ["sum"]},
+                            "gq": {"operation": "aggregate", "aggregations": ["sum"]},
+                        }
+                    },
+                },
+                *(
+                    {
+                        "id": "calculateField",
+                        "options": {
+                            "mode": "binary",
+                            "binary": {
+                                "left": f"{n} (sum)",
+                                "operator": "/",
+                                "right": f"{d} (sum)",
+                            },
+                            "alias": alias,
+                        },
+                    }
+                    for n, d, alias in month_parts
+                ),
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"kgce (sum)": True, "kgco2 (sum)": True, "gq (sum)": True}
+                    },
+                },
+            ],
+        ),
+        12,
+        8,
+    )
+    fields = plant_fields(site)
+    site_cols = [f"sum({ident(f)}) AS {ident(f)}" for f in (*fields, "kgce", "kgco2")]
+    b.add(
+        timeseries(
+            "Plant intake by medium, day by day",
+            "The plant meters' increments per local day (kpi_site_day): "
+            + ", ".join(fields)
+            + ", and the comprehensive energy (kgce) and CO2 (kgCO2) computed from them. "
+            "Fresh water is tracked as water, not added to energy.",
+            [
+                influx_target(
+                    "A", select(site_cols, SITE_DAY, where=SITE_FILTER, time_group="1d", zone=zone)
+                )
+            ],
+            unit="none",
+            bars=True,
+        ),
+        16,
+        8,
+    )
+    b.add(
+        _panel(
+            "text",
+            "Coefficients and emission factors in use",
+            "The KPI engine's energy.conversion and energy.emission_factors.",
+            [],
+            options={"mode": "markdown", "content": _coefficient_text(energy)},
+        ),
+        8,
+        8,
+    )
+    return b
+
+
+def health(site: SiteModel, scrape_interval: str) -> _Board:
+    b = _Board(
+        "zhizao-health",
+        "Gateway and ingest health",
+        "The gateway's and ingest's Prometheus metrics (scraped by VictoriaMetrics or Prometheus), "
+        "and the KPI engine's newest window from InfluxDB.",
+        site.timezone,
+        "now-1h",
+        "30s",
+        [
+            asset_variables(("site",))[0],
+            {
+                "name": "instance",
+                "label": "service instance",
+                "type": "query",
+                "datasource": PROMETHEUS_DS,
+                "query": {"query": "label_values(up, instance)", "refId": "instance"},
+                "definition": "label_values(up, instance)",
+                "refresh": 2,
+                "sort": 1,
+                "multi": True,
+                "includeAll": True,
+                "current": {},
+                "options": [],
+                "hide": 0,
+            },
+        ],
+        ["health", "gateway", "ingest"],
+    )
+    inst = '{instance=~"$instance"}'
+    rate = "[$__rate_interval]"
+    prom: tuple[tuple[str, str, list[tuple[str, str]], str, str], ...] = (
+        ("Outbox depth", "samples stored in the gateway's outbox, not yet confirmed by the uplink",
+         [(f"zhizao_gateway_outbox_samples{inst}", "{{instance}}")], "short", ""),
+        ("Oldest sample in the outbox", "age of the oldest stored sample (store-and-forward backlog)",
+         [(f"zhizao_gateway_outbox_oldest_age_seconds{inst}", "{{instance}}")], "s", ""),
+        ("Samples confirmed per second", "samples the central broker confirmed (PUBACK) per second",
+         [(f"sum by (instance) (rate(zhizao_gateway_uplink_samples_acked_total{inst}{rate}))", "{{instance}}")], "short", ""),
+        ("Source reconnects", "sessions re-established per source",
+         [(f"sum by (source) (increase(zhizao_gateway_source_reconnects_total{inst}{rate}))", "{{source}}")], "short", ""),
+        ("Source connected", "1 while the source's session is up",
+         [(f"zhizao_gateway_source_connected{inst}", "{{source}}")], "short", ""),
+        ("Outbox drops by reason", "samples dropped by the configured outbox policy (none in a healthy system)",
+         [(f"sum by (reason) (increase(zhizao_gateway_outbox_dropped_samples_total{inst}{rate}))", "{{reason}}")], "short",
+         "nothing was dropped"),
+        ("Quarantine by reason", "samples and whole messages ingest quarantined, by reason",
+         [(f"sum by (reason) (increase(zhizao_ingest_samples_rejected_total{inst}{rate}))", "samples {{reason}}"),
+          (f"sum by (reason) (increase(zhizao_ingest_messages_rejected_total{inst}{rate}))", "messages {{reason}}")],
+         "short", "nothing was quarantined"),
+        ("Ingest lag", "age of the oldest received, unacknowledged message; age of the newest stored frame",
+         [(f"zhizao_ingest_consumer_lag_seconds{inst}", "consumer lag {{instance}}"),
+          (f"zhizao_ingest_frame_age_seconds{inst}", "frame age {{instance}}")], "s", ""),
+        ("Samples written to InfluxDB per second", "samples ingest stored",
+         [(f"sum by (instance) (rate(zhizao_ingest_samples_written_total{inst}{rate}))", "{{instance}}")], "short", ""),
+        ("InfluxDB write errors", "failed batch writes by kind",
+         [(f"sum by (kind) (increase(zhizao_ingest_influx_errors_total{inst}{rate}))", "{{kind}}")], "short",
+         "no write failed"),
+    )  # fmt: skip
+    for title, desc, exprs, unit, empty in prom:
+        b.add(
+            timeseries(
+                title,
+                desc + ".",
+                [prom_target(_ref(i), e, legend) for i, (e, legend) in enumerate(exprs)],
+                unit=unit,
+            ),
+            8,
+            7,
+            may_be_empty=empty,
+        )
+    b.add(
+        stat(
+            "KPI engine: newest window written",
+            "Start of the newest hour window in kpi_machine_hour for the site (the KPI engine "
+            "exposes no Prometheus metrics; a stopped engine shows here as an old window).",
+            [
+                influx_target(
+                    "A", f'SELECT last("calendar_s") FROM {ident(HOUR)} WHERE {SITE_FILTER}'
+                )
+            ],
+            unit="dateTimeFromNow",
+            fields="/^Time$/",
+        ),
+        8,
+        7,
+    )
+    return b
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """The dashboards (uid -> JSON) and, per dashboard, the panels that may legitimately show
+    no data (panel id -> why), which the query tests accept as empty."""
+
+    dashboards: dict[str, dict[str, Any]]
+    may_be_empty: dict[str, dict[int, str]]
+
+
+def generate(
+    site: SiteModel, energy: EnergyConfig | None = None, *, scrape_interval: str = "15s"
+) -> Generated:
+    """Every dashboard for ``site`` (time zone, machine types, plant meters)."""
+    energy = energy or EnergyConfig()
+    boards = [
+        line_live(site),
+        shift_report(site),
+        green_factory(site, energy),
+        health(site, scrape_interval),
+    ]
+    return Generated(
+        {b.uid: b.json() for b in boards},
+        {b.uid: dict(b.may_be_empty) for b in boards},
+    )
+
+
+def render(dashboard: dict[str, Any]) -> str:
+    return json.dumps(dashboard, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def write(generated: Generated, out_dir: Path = OUT_DIR) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for uid, board in generated.dashboards.items():
+        path = out_dir / DASHBOARD_FILES[uid]
+        path.write_text(render(board), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def stale(generated: Generated, out_dir: Path = OUT_DIR) -> list[str]:
+    """Files in ``out_dir`` that differ from what the generator produces."""
+    out = []
+    for uid, board in generated.dashboards.items():
+        path = out_dir / DASHBOARD_FILES[uid]
+        if not path.exists() or path.read_text(encoding="utf-8") != render(board):
+            out.append(str(path))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="write the Grafana dashboards from the KPI catalog")
+    p.add_argument("--site", required=True, type=Path, help="site model YAML (zhizao sim site)")
+    p.add_argument("--out", type=Path, default=OUT_DIR)
+    p.add_argument("--check", action="store_true", help="exit 1 if the files are not up to date")
+    args = p.parse_args(argv)
+    generated = generate(load_site(args.site))
+    if args.check:
+        differ = stale(generated, args.out)
+        for name in differ:
+            print(
+                f"{name} differs from the generator's output; run python -m dashboards.generate",
+                file=sys.stderr,
+            )
+        return 1 if differ else 0
+    for path in write(generated, args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

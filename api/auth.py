@@ -1,0 +1,146 @@
+"""Who may see what: bearer tokens, roles and factory scope, enforced in one place.
+
+Every route except ``/healthz``, ``/readyz`` and ``/metrics`` depends on ``current_principal``
+(a valid, unexpired, unrevoked token). Routes under ``/sites/{site}`` depend on ``site_access``
+with their *policy*; that one function decides, for every route, whether the token's role and
+factory scope allow the request. A site outside the token's scope answers exactly like a site
+that does not exist (404, same body, same database work), so ids cannot be probed.
+
+| policy      | engineer | factory_admin | commission | admin |
+|-------------|----------|---------------|------------|-------|
+| aggregate   | own site | own site      | every site | all   |
+| telemetry   | own site | own site      | 403        | all   |
+| assign      | own site | own site      | 403        | all   |
+| manage      | 403      | own site      | 403        | all   |
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.state import AppState, get_state
+from api.tokens import Role, TokenInfo, verify_token
+from zhizao.site import SiteModel
+
+__all__ = [
+    "POLICIES",
+    "Policy",
+    "Principal",
+    "PrincipalDep",
+    "SiteContext",
+    "current_principal",
+    "not_found",
+    "site_access",
+]
+
+Policy = Literal["aggregate", "telemetry", "assign", "manage"]
+POLICIES: dict[Policy, frozenset[Role]] = {
+    "aggregate": frozenset({"engineer", "factory_admin", "commission", "admin"}),
+    "telemetry": frozenset({"engineer", "factory_admin", "admin"}),
+    "assign": frozenset({"engineer", "factory_admin", "admin"}),
+    "manage": frozenset({"factory_admin", "admin"}),
+}
+# roles whose tokens see every factory (the others are scoped to one site)
+UNSCOPED: frozenset[Role] = frozenset({"commission", "admin"})
+
+_bearer = HTTPBearer(auto_error=False, description="an API token: `Authorization: Bearer zz_...`")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller: a verified token."""
+
+    token: TokenInfo
+
+    @property
+    def role(self) -> Role:
+        return self.token.role
+
+    @property
+    def name(self) -> str:
+        return self.token.name
+
+    def sees(self, site: str) -> bool:
+        return self.token.role in UNSCOPED or self.token.site == site
+
+
+def _unauthorized(state: AppState, reason: str, detail: str) -> HTTPException:
+    state.metrics.auth_failures.labels(reason=reason).inc()
+    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The verified token of the request, or 401 (counted by reason, the secret never logged)."""
+    state = get_state(request)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized(
+            state, "missing", "an API token is required: Authorization: Bearer <token>"
+        )
+    secret = credentials.credentials
+    with state.session() as session:
+        info = verify_token(session, secret)
+        session.commit()  # last_used_at
+    if info is None:
+        # unknown, revoked and expired tokens look the same to the caller; the metric tells them
+        # apart only by a one-way look-up the operator can correlate with `zhizao api token list`
+        raise _unauthorized(state, "invalid", "the API token is unknown, revoked or expired")
+    return Principal(info)
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def not_found(kind: str, key: str) -> HTTPException:
+    return HTTPException(404, detail=f"{kind} {key!r} not found")
+
+
+@dataclass(frozen=True, slots=True)
+class SiteContext:
+    """A site the caller may use under the route's policy."""
+
+    principal: Principal
+    model: SiteModel
+
+    @property
+    def site(self) -> str:
+        return self.model.site
+
+
+def site_access(policy: Policy) -> Callable[..., SiteContext]:
+    """The dependency for routes under ``/sites/{site}`` with ``policy`` (see the module table)."""
+    allowed = POLICIES[policy]
+
+    def dependency(
+        request: Request,
+        principal: PrincipalDep,
+        site: Annotated[str, Path(description="site (factory) id", max_length=64)],
+    ) -> SiteContext:
+        state = get_state(request)
+        # look the site up before deciding, whatever the scope: a foreign site and a missing one
+        # cost the same and answer the same
+        model = state.site_model(site)
+        if model is None or not principal.sees(site):
+            state.metrics.scope_denials.labels(kind="site").inc()
+            raise not_found("site", site)
+        if principal.role not in allowed:
+            state.metrics.auth_failures.labels(reason="role").inc()
+            raise HTTPException(
+                403, detail=f"role {principal.role!r} may not use this route ({policy})"
+            )
+        return SiteContext(principal, model)
+
+    return dependency
+
+
+def token_fingerprint(secret: str) -> str:
+    """First 8 hex digits of the secret's SHA-256: safe to log, enough to tell tokens apart."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:8]

@@ -1,0 +1,391 @@
+"""Live line view, machine state timelines, stops and their reasons."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from analytics import stops as stops_fn
+from analytics.calendar import zone
+from api.auth import SiteContext, site_access
+from api.history import HistoryRequest, history_rows
+from api.masterdata import assign_stop_reason, split_stop, stop_assignments
+from api.params import bad_request, parse_time_ns, time_range_ns
+from api.state import get_state
+from api.telemetry import machine_intervals, planned_for, read_signals
+from zhizao.influxql import ident, tag_equals
+from zhizao.schema import (
+    CONNECTED_FIELD,
+    CONNECTION_MEASUREMENT,
+    ENTERPRISE_TAG,
+    GATEWAY_TAG,
+    SITE_TAG,
+    SOURCE_TAG,
+)
+from zhizao.site import SiteModel
+
+router = APIRouter(tags=["machines"])
+Telemetry = Annotated[SiteContext, Depends(site_access("telemetry"))]
+Assign = Annotated[SiteContext, Depends(site_access("assign"))]
+NS = 1_000_000_000
+HOUR_NS = 3600 * NS
+LIVE_KPIS = (
+    "oee",
+    "availability",
+    "effectiveness",
+    "quality",
+    "kwh_per_good",
+    "target_q",
+    "target_attainment",
+)
+
+
+def _iso(ts_ns: int, site: SiteModel) -> str:
+    return datetime.fromtimestamp(ts_ns / NS, zone(site.timezone)).isoformat()
+
+
+def _line_machines(site: SiteModel, line: str) -> list[str]:
+    machines = [m.id for _, ln, m in site.machines() if ln.id == line]
+    if not machines:
+        # the site is in scope (checked by the dependency); an unknown line of it is a plain 404
+        raise HTTPException(404, detail=f"line {line!r} not found")
+    return machines
+
+
+def _machine(site: SiteModel, machine: str) -> str:
+    if machine not in {m.id for _, _, m in site.machines()}:
+        raise HTTPException(404, detail=f"machine {machine!r} not found")
+    return machine
+
+
+def _now_ns(site: SiteModel, at: str | None) -> int:
+    return parse_time_ns("at", at, site) if at else time.time_ns()
+
+
+AtQ = Annotated[str | None, Query(description="evaluate as of this time (ISO 8601); default now")]
+
+
+@router.get(
+    "/sites/{site}/lines/{line}/live",
+    operation_id="line_live",
+    summary="current state and time in state of every machine, shift and hour KPIs, parts vs target, data freshness",
+    openapi_extra={"x-zhizao-policy": "telemetry"},
+)
+async def line_live(request: Request, ctx: Telemetry, line: str, at: AtQ = None) -> dict[str, Any]:
+    state = get_state(request)
+    site = ctx.model
+    machines = _line_machines(site, line)
+    now = _now_ns(site, at)
+    lo = now - 12 * HOUR_NS
+    signals = await read_signals(state, site, machines, lo, now + 1, states_only=False)
+    out_machines: list[dict[str, Any]] = []
+    for machine in machines:
+        sig = signals.get(machine)
+        intervals = machine_intervals(state, site, machine, sig, lo, now) if sig else []
+        current = intervals[-1] if intervals else None
+        since = current.start_ns if current else lo
+        for iv in reversed(intervals):  # the run of the current state (across calendar edges)
+            if current is None or iv.state != current.state:
+                break
+            since = iv.start_ns
+        last_ns = {
+            name: int(s.ts_ns[-1])
+            for name, s in ({**(sig.signals if sig else {}), **(sig.states if sig else {})}).items()
+            if len(s)
+        }
+        out_machines.append(
+            {
+                "machine": machine,
+                "state": current.state if current else "NO_DATA",
+                "codes": current.codes if current else {},
+                "since": _iso(since, site),
+                "time_in_state_s": (now - since) / NS,
+                "last_sample": {k: _iso(v, site) for k, v in sorted(last_ns.items())},
+                "data_age_s": (now - max(last_ns.values())) / NS if last_ns else None,
+            }
+        )
+    # the shift in progress (of the line's calendar) and the hour in progress
+    planned = planned_for(site, machines[0], now - 24 * HOUR_NS, now + 1)
+    shift = next((s for s in planned.shifts if s.start_ns <= now < s.end_ns), None)
+    kpis: dict[str, Any] = {}
+    hour_start = now - now % HOUR_NS  # UTC hour edges: equal to local hours in whole-hour zones
+    for name, grouping, start in (
+        ("hour", "hour", hour_start),
+        ("shift", "shift", shift.start_ns if shift else None),
+    ):
+        if start is None:
+            kpis[name] = None
+            continue
+        for level in ("machine", "line"):
+            rows, _ = await history_rows(
+                state, site, HistoryRequest(level, grouping, start, start + 1, LIVE_KPIS, line=line)
+            )
+            kpis.setdefault(name, {})[level] = rows
+    conn = await state.query(
+        f"SELECT last({ident(CONNECTED_FIELD)}) AS {ident(CONNECTED_FIELD)} FROM "
+        f"{ident(CONNECTION_MEASUREMENT)} WHERE "
+        f"{tag_equals({SITE_TAG: site.site, ENTERPRISE_TAG: site.enterprise})} "
+        f"GROUP BY {ident(GATEWAY_TAG)}, {ident(SOURCE_TAG)}"
+    )
+    gateways = [
+        {
+            "gateway": s.tags.get(GATEWAY_TAG, ""),
+            "source": s.tags.get(SOURCE_TAG, ""),
+            "connected": bool(s.values[CONNECTED_FIELD][0]) if len(s) else None,
+            "since": _iso(int(s.time_ns[0]), site) if len(s) else None,
+        }
+        for s in conn
+    ]
+    return {
+        "site": site.site,
+        "line": line,
+        "now": _iso(now, site),
+        "shift": {
+            "name": shift.name,
+            "date": shift.date.isoformat(),
+            "start": _iso(shift.start_ns, site),
+            "end": _iso(shift.end_ns, site),
+        }
+        if shift
+        else None,
+        "machines": out_machines,
+        "kpis": kpis,
+        "gateways": gateways,
+    }
+
+
+@router.get(
+    "/sites/{site}/machines/{machine}/timeline",
+    operation_id="machine_timeline",
+    summary="state intervals (platform state, source codes, reason) from the raw state signals",
+    openapi_extra={"x-zhizao-policy": "telemetry"},
+)
+async def timeline(
+    request: Request,
+    ctx: Telemetry,
+    machine: str,
+    start: Annotated[str, Query(alias="from")],
+    end: Annotated[str, Query(alias="to")],
+) -> dict[str, Any]:
+    state = get_state(request)
+    site = ctx.model
+    _machine(site, machine)
+    lo, hi = time_range_ns(
+        site, start, end, max_days=state.settings.limits.timeline_max_days, what="a timeline"
+    )
+    signals = await read_signals(state, site, [machine], lo, hi)
+    sig = signals.get(machine)
+    from analytics.machine import MachineSignals
+
+    intervals = machine_intervals(state, site, machine, sig or MachineSignals({}), lo, hi)
+    with state.session() as s:
+        assigned = stop_assignments(s, site=site.site, machine=machine, start_ns=lo, end_ns=hi)
+    totals: dict[str, float] = {}
+    rows = []
+    for iv in intervals:
+        reason = next(
+            (a.reason_code for a in assigned if a.start_ns <= iv.start_ns < a.end_ns), None
+        )
+        totals[iv.state] = totals.get(iv.state, 0.0) + (iv.end_ns - iv.start_ns) / NS
+        rows.append(
+            {
+                "start": _iso(iv.start_ns, site),
+                "end": _iso(iv.end_ns, site),
+                "start_ns": iv.start_ns,
+                "end_ns": iv.end_ns,
+                "state": iv.state,
+                "codes": iv.codes,
+                "in_pot": iv.in_pot,
+                "planned_down": iv.planned_down,
+                "reason": reason,
+            }
+        )
+    return {"site": site.site, "machine": machine, "intervals": rows, "total_s_by_state": totals}
+
+
+class ReasonIn(BaseModel):
+    start_ns: int = Field(description="stop start, UTC ns (from the stop list)")
+    end_ns: int
+    reason: str = Field(description="a code of the site's reason tree")
+    note: str = Field(default="", max_length=2000)
+
+
+class SplitIn(BaseModel):
+    start_ns: int
+    end_ns: int
+    at_ns: int = Field(description="where the stop is split, inside it")
+    first_reason: str
+    second_reason: str
+    note: str = Field(default="", max_length=2000)
+
+
+def _assignment(a: Any, site: SiteModel) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "start": _iso(a.start_ns, site),
+        "end": _iso(a.end_ns, site),
+        "start_ns": a.start_ns,
+        "end_ns": a.end_ns,
+        "reason": a.reason_code,
+        "note": a.note,
+        "by": a.created_by,
+        "at": a.created_at.isoformat(),
+    }
+
+
+@router.get(
+    "/sites/{site}/machines/{machine}/stops",
+    operation_id="machine_stops",
+    summary="stops (breakdowns, minor stops, no data, setup, idle) with their assigned reasons, Pareto, MTBF/MTTR",
+    openapi_extra={"x-zhizao-policy": "telemetry"},
+)
+async def machine_stops(
+    request: Request,
+    ctx: Telemetry,
+    machine: str,
+    start: Annotated[str, Query(alias="from")],
+    end: Annotated[str, Query(alias="to")],
+) -> dict[str, Any]:
+    state = get_state(request)
+    site = ctx.model
+    _machine(site, machine)
+    lo, hi = time_range_ns(
+        site, start, end, max_days=state.settings.limits.timeline_max_days, what="a stop list"
+    )
+    return await _stops(request, site, machine, lo, hi)
+
+
+async def _stops(
+    request: Request, site: SiteModel, machine: str, lo: int, hi: int
+) -> dict[str, Any]:
+    state = get_state(request)
+    margin = int(stops_fn.STOP_LOOKAROUND_S * NS)
+    signals = await read_signals(state, site, [machine], lo - margin, hi + margin)
+    from analytics.machine import MachineSignals
+
+    sig = signals.get(machine) or MachineSignals({})
+    mtype = next(site.machine_types[m.type] for _, _, m in site.machines() if m.id == machine)
+    found = stops_fn.machine_stops(
+        sig,
+        mtype,
+        planned_for(site, machine, lo - margin, hi + margin),
+        lo,
+        hi,
+        heartbeat_s=state.kpi.heartbeat_s,
+        micro_stop_s=state.kpi.micro_stop_s,
+    )
+    with state.session() as s:
+        assigned = stop_assignments(
+            s, site=site.site, machine=machine, start_ns=lo - margin, end_ns=hi + margin
+        )
+    categories = {r.code: r.category for r in site.reasons}
+    analysis = stops_fn.reason_analysis(
+        found,
+        [
+            (a.start_ns, a.end_ns, a.reason_code, categories.get(a.reason_code or "", "other"))
+            for a in assigned
+        ],
+    )
+    return {
+        "site": site.site,
+        "machine": machine,
+        "stops": [
+            {**stop, "start": _iso(stop["start_ns"], site), "end": _iso(stop["end_ns"], site)}
+            for stop in analysis["stops"]
+        ],
+        "pareto_by_reason": analysis["pareto_by_reason"],
+        "pareto_by_category": analysis["pareto_by_category"],
+        "minor_stops": analysis["minor_stops"],
+        "mtbf_s": analysis["mtbf_s"],
+        "mttr_s": analysis["mttr_s"],
+        "assignments": [_assignment(a, site) for a in assigned],
+    }
+
+
+def _refuse(field: str, exc: ValueError) -> HTTPException:
+    return bad_request(field, str(exc), where="body")
+
+
+@router.post(
+    "/sites/{site}/machines/{machine}/stops/reason",
+    operation_id="assign_stop_reason",
+    summary="assign a reason from the site's reason tree to a stop (kept across recomputations)",
+    openapi_extra={"x-zhizao-policy": "assign"},
+)
+def post_reason(
+    request: Request, ctx: Assign, machine: str, body: Annotated[ReasonIn, Body()]
+) -> dict[str, Any]:
+    site = ctx.model
+    _machine(site, machine)
+    if body.end_ns <= body.start_ns:
+        raise bad_request("end_ns", "end_ns must be after start_ns", body.end_ns, where="body")
+    if body.reason not in {r.code for r in site.reasons}:
+        raise bad_request(
+            "reason",
+            f"unknown reason {body.reason!r}; GET .../reasons lists them",
+            body.reason,
+            where="body",
+        )
+    state = get_state(request)
+    with state.session() as s:
+        try:
+            a = assign_stop_reason(
+                s,
+                site=site.site,
+                machine=machine,
+                start_ns=body.start_ns,
+                end_ns=body.end_ns,
+                reason_code=body.reason,
+                note=body.note,
+                created_by=ctx.principal.name,
+            )
+        except ValueError as exc:
+            raise _refuse("reason", exc) from None
+        s.commit()
+        return _assignment(a, site)
+
+
+@router.post(
+    "/sites/{site}/machines/{machine}/stops/split",
+    operation_id="split_stop",
+    summary="split a stop in two with different reasons",
+    openapi_extra={"x-zhizao-policy": "assign"},
+)
+def post_split(
+    request: Request, ctx: Assign, machine: str, body: Annotated[SplitIn, Body()]
+) -> list[dict[str, Any]]:
+    site = ctx.model
+    _machine(site, machine)
+    if not body.start_ns < body.at_ns < body.end_ns:
+        raise bad_request(
+            "at_ns", "at_ns must lie strictly inside the stop", body.at_ns, where="body"
+        )
+    codes = {r.code for r in site.reasons}
+    for name in ("first_reason", "second_reason"):
+        if getattr(body, name) not in codes:
+            raise bad_request(
+                name, f"unknown reason {getattr(body, name)!r}", getattr(body, name), where="body"
+            )
+    state = get_state(request)
+    with state.session() as s:
+        try:
+            parts = split_stop(
+                s,
+                site=site.site,
+                machine=machine,
+                start_ns=body.start_ns,
+                end_ns=body.end_ns,
+                at_ns=body.at_ns,
+                first_reason=body.first_reason,
+                second_reason=body.second_reason,
+                note=body.note,
+                created_by=ctx.principal.name,
+            )
+        except ValueError as exc:
+            raise _refuse("at_ns", exc) from None
+        s.commit()
+        return [_assignment(a, site) for a in parts]

@@ -1,0 +1,90 @@
+"""Raw-signal views of machines (timelines, live state, stops), read through the engine's own
+read path (``analytics.reader.SiteReader``) and computed by ``analytics`` functions, so a
+timeline's time per state is exactly what the KPI engine counts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from analytics import stops as stops_fn
+from analytics.calendar import PlannedTime, planned_time
+from analytics.machine import MachineSignals
+from analytics.reader import SiteReader
+from analytics.states import STATES
+from api.state import AppState
+from zhizao.site import SiteModel
+
+__all__ = ["Interval", "machine_intervals", "read_signals"]
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    start_ns: int
+    end_ns: int
+    state: str
+    codes: dict[str, Any]
+    in_pot: bool
+    planned_down: bool
+
+
+async def read_signals(
+    state: AppState,
+    site: SiteModel,
+    machines: Sequence[str],
+    lo_ns: int,
+    hi_ns: int,
+    *,
+    states_only: bool = True,
+) -> dict[str, MachineSignals]:
+    reader = SiteReader(state.kpi)
+    assert state.reader is not None
+    hb_ns = int(state.kpi.heartbeat_s * 1e9)
+    t0 = time.perf_counter()
+    try:
+        data = await reader.read(
+            state.reader, site, lo_ns - hb_ns, hi_ns, machines=machines, states_only=states_only
+        )
+    finally:
+        state.metrics.influx_query.observe(time.perf_counter() - t0)
+    return dict(data.machines)
+
+
+def planned_for(site: SiteModel, machine: str, lo_ns: int, hi_ns: int) -> PlannedTime:
+    for _, line, m in site.machines():
+        if m.id == machine:
+            name = m.calendar or line.calendar
+            return planned_time(site.calendars[name], lo_ns, hi_ns, name=name)
+    raise KeyError(machine)
+
+
+def machine_intervals(
+    state: AppState,
+    site: SiteModel,
+    machine: str,
+    signals: MachineSignals,
+    lo_ns: int,
+    hi_ns: int,
+) -> list[Interval]:
+    mtype = next(site.machine_types[m.type] for _, _, m in site.machines() if m.id == machine)
+    tl = stops_fn.machine_timeline(
+        signals,
+        mtype,
+        planned_for(site, machine, lo_ns, hi_ns),
+        lo_ns,
+        hi_ns,
+        heartbeat_s=state.kpi.heartbeat_s,
+    )
+    return [
+        Interval(
+            int(tl.start_ns[i]),
+            int(tl.end_ns[i]),
+            STATES[int(tl.state[i])].value,
+            dict(tl.codes[i]),
+            bool(tl.in_pot[i]),
+            bool(tl.planned_down[i]),
+        )
+        for i in range(len(tl.start_ns))
+    ]

@@ -1,0 +1,159 @@
+"""DOMAIN section 8 end to end: raw data into the real InfluxDB, the KPI engine, the API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from analytics import catalog
+from analytics.config import load_kpi_config
+from analytics.engine import KpiEngine
+from tests.api import worked_example as wx
+from tests.api.harness import ApiServer, api_server
+from tests.conftest import InfluxDb
+from zhizao.site import SiteModel
+
+pytestmark = pytest.mark.integration
+KPI = {
+    "heartbeat_s": 86400,
+    "signals": {"state": [{"measurement": "machine_state", "field": "state"}]},
+}
+DAY = "2026-03-02T00:00:00+08:00"
+NEXT = "2026-03-03T00:00:00+08:00"
+
+
+def load_example(tmp: Path, db: InfluxDb) -> None:
+    body = "\n".join(wx.line_protocol()).encode()
+    r = httpx.post(f"{db.url}/write", params={"db": db.database, "precision": "ns"}, content=body)
+    assert r.status_code == 204, r.text
+    (tmp / "site.yaml").write_text(yaml.safe_dump(wx.SITE_MODEL), encoding="utf-8")
+    cfg = {
+        "sites": ["site.yaml"],
+        "influx": {"url": db.url, "database": db.database},
+        "schedule": {"backfill_s": 2 * 86400, "lookback_s": 86400, "delay_s": 0},
+        **KPI,
+    }
+    (tmp / "kpi.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    import asyncio
+
+    engine = KpiEngine(load_kpi_config(tmp / "kpi.yaml"))
+    report = asyncio.run(engine.run_once(now_ns=wx.at_minute(24 * 60 + 120)))
+    assert report.points_written > 0
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory, influx_server: Any) -> Iterator[ApiServer]:
+    import uuid
+
+    from tests.conftest import _influx_post
+
+    tmp = tmp_path_factory.mktemp("wx")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    _influx_post(influx_server.url, f'CREATE DATABASE "{name}"')
+    db = InfluxDb(influx_server.url, name, influx_server)
+    load_example(tmp, db)
+    with api_server(
+        tmp, influx_url=db.url, database=name, sites=[SiteModel.model_validate(wx.SITE_MODEL)],
+        kpi=KPI,
+    ) as server:  # fmt: skip
+        yield server
+
+
+def _history(server: ApiServer, **params: Any) -> list[dict[str, Any]]:
+    out = server.json(
+        f"/api/v1/sites/{wx.SITE}/kpis/history", **{"from": DAY, "to": NEXT, **params}
+    )
+    rows: list[dict[str, Any]] = out["rows"]
+    return rows
+
+
+def test_machine_day_kpis_equal_the_worked_example(example: ApiServer) -> None:
+    rows = _history(
+        example, level="machine", grouping="day", kpi="oee,availability,effectiveness,quality"
+    )
+    by_machine = {r["asset"]["machine"]: r for r in rows}
+    assert set(by_machine) == {"M1", "M2", "M3"}
+    for machine, want in wx.EXPECTED.items():
+        row = by_machine[machine]
+        assert row["components"]["pbt_s"] == want["pbt_s"]  # times exact
+        assert row["components"]["apt_s"] == want["apt_s"]
+        for kpi in ("oee", "availability", "effectiveness", "quality"):
+            assert row["kpis"][kpi]["value"] == pytest.approx(want[kpi], abs=1e-6), (machine, kpi)
+            assert row["kpis"][kpi]["label"] == catalog.get(kpi).label
+
+
+def test_line_oee_is_sum_over_sum_not_the_mean_of_ratios(example: ApiServer) -> None:
+    (line,) = _history(example, level="line", grouping="day", kpi="oee")
+    assert line["kpis"]["oee"]["value"] == pytest.approx(wx.LINE_OEE, abs=1e-6)
+    assert line["kpis"]["oee"]["value"] != pytest.approx(0.768889, abs=1e-4)
+    assert line["components"]["pri_gq_s"] == pytest.approx(852 * wx.PRI_S)
+    assert line["components"]["pbt_s"] == 2250 * 60
+
+
+def test_every_grouping_gives_the_same_day_totals(example: ApiServer) -> None:
+    day = _history(example, level="site", grouping="day", kpi="oee")
+    hours = _history(example, level="site", grouping="hour", kpi="oee")
+    shifts = _history(example, level="site", grouping="shift", kpi="oee")
+    whole = _history(example, level="site", grouping="range", kpi="oee")
+    month = _history(example, level="site", grouping="month", kpi="oee")
+    assert len(hours) >= 16 and len(day) == 1 and len(whole) == 1 and len(month) == 1
+    total = day[0]["components"]["pbt_s"]
+    assert sum(h["components"]["pbt_s"] for h in hours) == total
+    assert sum(s["components"]["pbt_s"] for s in shifts) == total
+    assert whole[0]["components"]["pbt_s"] == total == month[0]["components"]["pbt_s"]
+    assert whole[0]["kpis"]["oee"]["value"] == pytest.approx(wx.LINE_OEE, abs=1e-6)
+    assert month[0]["window"]["label"] == "2026-03"
+    assert hours[0]["window"]["start"].endswith("+08:00")  # local time of the site
+
+
+def test_energy_per_good_part_and_flags(example: ApiServer) -> None:
+    rows = _history(example, level="machine", grouping="day", kpi="kwh_per_good,quality")
+    m1 = next(r for r in rows if r["asset"]["machine"] == "M1")
+    assert m1["kpis"]["kwh_per_good"]["value"] == pytest.approx(700 / 351, abs=1e-9)
+    # an hour without parts: quality is null with a flag, never 100 %
+    hours = _history(example, level="machine", grouping="hour", kpi="quality", machine="M3")
+    night = [h for h in hours if h["components"]["pq"] == 0]
+    assert night and all(h["kpis"]["quality"]["value"] is None for h in night)
+    assert all(h["kpis"]["quality"]["flags"][0]["code"] == "no_denominator" for h in night)
+
+
+def test_bad_input_is_a_4xx_naming_the_field(example: ApiServer) -> None:
+    base = f"/api/v1/sites/{wx.SITE}/kpis/history"
+    cases = [
+        ({"from": NEXT, "to": DAY}, "to"),
+        ({"from": "yesterday", "to": NEXT}, "from"),
+        ({"from": DAY, "to": NEXT, "kpi": "oee,nonsense"}, "kpi"),
+        ({"from": DAY, "to": NEXT, "machine": "M404"}, "machine"),
+        ({"from": "2020-01-01T00:00", "to": NEXT, "grouping": "hour"}, "to"),
+        ({"from": DAY, "to": NEXT, "grouping": "fortnight"}, "grouping"),
+    ]
+    for params, field in cases:
+        r = example.get(base, **params)
+        assert r.status_code == 422, (params, r.text)
+        locs = [e["loc"][-1] for e in r.json()["detail"]]
+        assert field in locs, (params, r.json())
+
+
+def test_exports(example: ApiServer) -> None:
+    import io
+
+    import openpyxl
+
+    base = f"/api/v1/sites/{wx.SITE}/export/history"
+    csv = example.get(f"{base}.csv", **{"from": DAY, "to": NEXT, "level": "line", "kpi": "oee"})
+    assert csv.status_code == 200 and csv.content.startswith("\ufeff".encode())
+    text = csv.content.decode("utf-8-sig").splitlines()
+    assert text[0].split(",")[:3] == ["area", "line", "window"]
+    assert abs(float(text[1].split(",")[5]) - wx.LINE_OEE) < 1e-6
+    xlsx = example.get(f"{base}.xlsx", **{"from": DAY, "to": NEXT, "level": "line", "kpi": "oee"})
+    assert xlsx.status_code == 200
+    wb = openpyxl.load_workbook(io.BytesIO(xlsx.content))
+    assert wb.sheetnames == ["kpi", "definitions", "query"]
+    assert wb["definitions"]["A2"].value == "oee"
+    assert 'sum("pri_gq_s")' in str(wb["definitions"]["F2"].value)
+    assert abs(float(wb["kpi"]["F2"].value) - wx.LINE_OEE) < 1e-6

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-APT_PACKAGES=(mosquitto influxdb victoria-metrics)
+APT_PACKAGES=(mosquitto influxdb victoria-metrics postgresql)
 # the line-protocol kernel (ingest/_lpkernel.c) is compiled at install: a C compiler and the
 # interpreter's headers, only when missing (a pyenv or python.org build ships its own headers)
 command -v cc >/dev/null 2>&1 || APT_PACKAGES+=(gcc libc6-dev)
@@ -26,7 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   # the packages' own services are not wanted: tests and the demo start private instances
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  for svc in mosquitto influxdb victoria-metrics; do
+  for svc in mosquitto influxdb victoria-metrics postgresql; do
     $SUDO service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

@@ -21,6 +21,7 @@ from zhizao.localstack import (
     InfluxServer,
     LocalServer,
     MosquittoServer,
+    PostgresServer,
     ServerMissing,
     VictoriaMetricsServer,
 )
@@ -95,6 +96,30 @@ def victoria_metrics() -> Iterator[VictoriaMetricsServer]:
     server = _start(VictoriaMetricsServer())
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = _start(PostgresServer())
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)],
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A fresh, empty database: a sqlite file in tmp_path, or a new database on the session's
+    PostgreSQL (started only when a PostgreSQL case runs; dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'api.sqlite'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    url = server.create_database(name)
+    yield url
+    if server.running:
+        server.drop_database(name)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Start and stop local server processes (InfluxDB 1.x, Mosquitto, VictoriaMetrics) on free
+"""Start and stop local server processes (InfluxDB 1.x, Mosquitto, VictoriaMetrics, PostgreSQL) on free
 loopback ports with private data directories.
 
 Used by the test fixtures, the benchmarks and ``make demo``: every one of them starts the real
@@ -23,11 +23,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 __all__ = [
     "InfluxServer",
     "LocalServer",
     "MosquittoServer",
+    "PostgresServer",
     "ServerMissing",
     "VictoriaMetricsServer",
     "free_port",
@@ -316,3 +318,178 @@ class VictoriaMetricsServer(LocalServer):
 
     def ready(self) -> bool:
         return _port_open(self.port) and _http_ok(f"{self.url}/health")
+
+
+def _postgres_bin_dirs() -> list[str]:
+    """Debian keeps the PostgreSQL server binaries in /usr/lib/postgresql/<version>/bin."""
+    root = Path("/usr/lib/postgresql")
+    if not root.is_dir():
+        return []
+    versions = sorted(
+        (d for d in root.iterdir() if d.name.isdigit() and (d / "bin" / "postgres").exists()),
+        key=lambda d: int(d.name),
+        reverse=True,
+    )
+    return [str(d / "bin") for d in versions]
+
+
+@dataclass
+class PostgresServer(LocalServer):
+    """PostgreSQL (Debian ``postgresql``): ``initdb`` into the data directory, then ``postgres``
+    on 127.0.0.1 with its socket in the data directory, trust authentication for ``user``, and
+    durability off (fsync, synchronous commit) because the data is throw-away.
+
+    PostgreSQL refuses to run as root: started as root, the data directory is handed to the
+    ``postgres`` system user and both programs run as that user (``setpriv``, which execs, so
+    the process started is the postmaster itself).
+    """
+
+    name: str = "postgres"
+    user: str = "zhizao"
+    database: str = "zhizao"
+    _run_as: tuple[int, int] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return self.url_for(self.database)
+
+    def url_for(self, database: str) -> str:
+        """SQLAlchemy URL of ``database`` on this server."""
+        return f"postgresql+psycopg://{self.user}@{LOOPBACK}:{self.port}/{database}"
+
+    def _binary(self, name: str) -> str:
+        dirs = _postgres_bin_dirs()
+        for d in dirs:
+            if (Path(d) / name).exists():
+                return str(Path(d) / name)
+        return which(name)
+
+    def _as_user(self) -> list[str]:
+        if self._run_as is None:
+            return []
+        uid, gid = self._run_as
+        return [
+            which("setpriv", "/usr/bin"),
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--",
+        ]
+
+    def prepare(self) -> None:
+        assert self.data_dir is not None
+        d = self.data_dir
+        if os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam("postgres")
+            except KeyError as exc:
+                raise ServerMissing(
+                    "PostgreSQL cannot run as root and there is no postgres user; "
+                    "run `make setup` (Debian package postgresql)"
+                ) from exc
+            self._run_as = (entry.pw_uid, entry.pw_gid)
+            os.chown(d, entry.pw_uid, entry.pw_gid)
+        pgdata = d / "pgdata"
+        if (pgdata / "PG_VERSION").exists():
+            return  # a restart on the same data directory
+        (d / "sock").mkdir(exist_ok=True)
+        if self._run_as is not None:
+            os.chown(d / "sock", *self._run_as)
+        result = subprocess.run(
+            [
+                *self._as_user(),
+                self._binary("initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            cwd=d,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"initdb failed with code {result.returncode}: "
+                f"{result.stderr.decode(errors='replace')[-2000:]}"
+            )
+
+    def command(self) -> list[str]:
+        assert self.data_dir is not None
+        return [
+            *self._as_user(),
+            self._binary("postgres"),
+            "-D",
+            str(self.data_dir / "pgdata"),
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data_dir / "sock"),
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "log_min_messages=warning",
+        ]
+
+    def _connect(self, database: str = "postgres") -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            host=LOOPBACK,
+            port=self.port,
+            user=self.user,
+            dbname=database,
+            autocommit=True,
+            connect_timeout=2,
+        )
+
+    def ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        try:
+            with self._connect():
+                return True
+        except Exception:  # starting up: "the database system is starting up"
+            return False
+
+    def start(self, timeout_s: float = 30.0) -> PostgresServer:
+        super().start(timeout_s)
+        self.create_database(self.database, exist_ok=True)
+        return self
+
+    def create_database(self, name: str, *, exist_ok: bool = False) -> str:
+        """Create an empty database ``name`` (letters, digits, underscores); its URL."""
+        if not name.replace("_", "").isalnum() or not name.isascii():
+            raise ValueError(f"database name {name!r}: use letters, digits and underscores")
+        with self._connect() as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            elif not exist_ok:
+                raise ValueError(f"database {name!r} exists already")
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        with self._connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self, *, kill: bool = False, timeout_s: float = 15.0) -> None:
+        """Fast shutdown (SIGINT: open sessions are ended), or SIGKILL with ``kill``."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            stop_process_group(proc, signal.SIGKILL if kill else signal.SIGINT, timeout_s)

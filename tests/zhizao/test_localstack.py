@@ -95,3 +95,44 @@ def test_free_port_is_on_loopback_and_free() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # would raise if taken
+
+
+@pytest.mark.integration
+def test_postgres_server_starts_accepts_a_connection_and_stops_cleanly() -> None:
+    import os
+
+    import psycopg
+
+    from zhizao.localstack import PostgresServer
+
+    server = PostgresServer()
+    with server:
+        assert server.url.startswith("postgresql+psycopg://zhizao@127.0.0.1:")
+        assert server.url.endswith(f":{server.port}/zhizao")
+        with psycopg.connect(
+            host="127.0.0.1", port=server.port, user="zhizao", dbname="zhizao"
+        ) as c:
+            assert c.execute("SELECT 1 + 1").fetchone() == (2,)
+        url = server.create_database("extra_db")
+        assert url.endswith("/extra_db")
+        # an open session must not keep the server from stopping (fast shutdown)
+        held = psycopg.connect(host="127.0.0.1", port=server.port, user="zhizao", dbname="extra_db")
+        assert server.proc is not None
+        pid = server.proc.pid
+        data_dir = server.data_dir
+        server.stop()
+        held.close()
+        assert not server.running
+        # the postmaster and its whole process group are gone
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
+        assert _wait(lambda: not _port_open(server.port), 5.0)
+    assert data_dir is not None and not data_dir.exists()
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -42,13 +42,24 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the repository's packages come first
     sys.path.insert(0, str(ROOT))
 
+from analytics import catalog  # noqa: E402
+from analytics.components import Components  # noqa: E402
 from ingest.influx import InfluxConfig, InfluxQLReader  # noqa: E402
 from zhizao.errors import QueryError  # noqa: E402
+from zhizao.influxql import ident, idents, literal, tag_equals  # noqa: E402
 from zhizao.localstack import (  # noqa: E402
     InfluxServer,
     MosquittoServer,
     free_port,
     stop_process_group,
+)
+from zhizao.schema import (  # noqa: E402
+    ENERGY,
+    LINE_TAG,
+    MACHINE_TAG,
+    RAW_MEASUREMENTS,
+    SITE_TAG,
+    kpi_machine_measurement,
 )
 from zhizao.site import SiteModel  # noqa: E402
 
@@ -72,7 +83,6 @@ GATEWAY_ID = "gw-demo"
 NS_PER_S = 1_000_000_000
 # the simulator's own namespace (instances); the node ids are "<machine>.<browse names>" in it
 NS_SIM = "urn:zhizao:simulator"
-RAW_MEASUREMENTS = ("machine_state", "counter", "spindle", "line", "energy", "sparkplug")
 
 
 class ComponentDied(RuntimeError):
@@ -183,7 +193,8 @@ class DemoStack:
     async def sim_now_ns(self) -> int | None:
         """The newest simulated time stored: meters publish every simulated minute."""
         rows = await self.query(
-            f'SELECT last("energy_kwh") FROM "energy" WHERE "site" = \'{self.site.site}\''
+            f"SELECT last({ident('energy_kwh')}) FROM {ident(ENERGY)} "
+            f"WHERE {tag_equals({SITE_TAG: self.site.site})}"
         )
         if not rows or not len(rows[0].time_ns):
             return None
@@ -192,8 +203,9 @@ class DemoStack:
     async def point_counts(self) -> dict[str, int]:
         """Points per measurement (the count of its most frequent field)."""
         out: dict[str, int] = {}
-        for meas in (*RAW_MEASUREMENTS, *(f"kpi_machine_{w}" for w in self.options.windows)):
-            rows = await self.query(f'SELECT count(*) FROM "{meas}"')
+        kpi = (kpi_machine_measurement(w) for w in self.options.windows)
+        for meas in (*RAW_MEASUREMENTS, *kpi):
+            rows = await self.query(f"SELECT count(*) FROM {ident(meas)}")
             counts = [float(v[0]) for s in rows for v in s.values.values() if len(v)]
             counts = [c for c in counts if not math.isnan(c)]
             if counts:
@@ -577,47 +589,41 @@ def prometheus_sums(text: str) -> dict[str, float]:
 
 # --- reading KPIs back ---------------------------------------------------------------------------
 
-COMPONENTS = (
-    "pbt_s",
-    "apt_s",
-    "adet_s",
-    "adet_no_data_s",
-    "pq",
-    "gq",
-    "pri_pq_s",
-    "pri_gq_s",
-    "kwh",
-)
+# the terminal view's KPIs, from the one KPI catalog (Q is PRI-weighted so A x E x Q = OEE)
+VIEW_KPIS: dict[str, str] = {
+    "availability": "availability",
+    "effectiveness": "effectiveness",
+    "quality": "quality_pri_weighted",
+    "oee": "oee",
+    "kwh_per_good": "kwh_per_good",
+}
+COMPONENTS: tuple[str, ...] = tuple(catalog.components_needed(VIEW_KPIS.values()))
 
 
 def ratios(c: dict[str, float]) -> dict[str, float]:
-    """A, E, Q, OEE and kWh per good part from summed components (sum over sum)."""
-
-    def div(a: float, b: float) -> float:
-        return a / b if b else math.nan
-
-    return {
-        "availability": div(c["apt_s"], c["pbt_s"]),
-        "effectiveness": div(c["pri_pq_s"], c["apt_s"]),
-        "quality": div(c["pri_gq_s"], c["pri_pq_s"]),
-        "oee": div(c["pri_gq_s"], c["pbt_s"]),
-        "kwh_per_good": div(c["kwh"], c["gq"]),
-    }
+    """A, E, Q, OEE and kWh per good part from summed components (the catalog's sum over sum);
+    NaN where a denominator is zero, and ``e_flag`` set where effectiveness is above the limit."""
+    comps = Components.from_columns({k: [c.get(k, 0.0)] for k in COMPONENTS}, 1)
+    kpis = catalog.evaluate(comps, VIEW_KPIS.values())
+    out = {name: float(kpis[kid].value[0]) for name, kid in VIEW_KPIS.items()}
+    flags = kpis["effectiveness"].flags_at(0)
+    out["e_flag"] = 1.0 if any(f["code"] == "effectiveness_above_limit" for f in flags) else 0.0
+    return out
 
 
 async def kpi_rows(
     stack: DemoStack, window: str, time_ns: int | None = None
 ) -> list[dict[str, Any]]:
     """Components of every machine for one window (the newest, or the one starting at time_ns)."""
-    meas = f"kpi_machine_{window}"
+    meas = ident(kpi_machine_measurement(window))
     if time_ns is None:
-        last = await stack.query(f'SELECT last("pbt_s") FROM "{meas}"')
+        last = await stack.query(f"SELECT last({ident('pbt_s')}) FROM {meas}")
         if not last or not len(last[0].time_ns):
             return []
         time_ns = int(last[0].time_ns[-1])
-    cols = ", ".join(f'"{c}"' for c in COMPONENTS)
     series = await stack.query(
-        f'SELECT {cols} FROM "{meas}" WHERE time = {time_ns} GROUP BY "line", "machine"'
+        f"SELECT {idents(COMPONENTS)} FROM {meas} WHERE time = {int(time_ns)} "
+        f"GROUP BY {idents((LINE_TAG, MACHINE_TAG))}"
     )
     rows = []
     for s in series:
@@ -652,10 +658,13 @@ def format_kpis(title: str, table: list[tuple[str, dict[str, float]]]) -> str:
     lines = [head]
     for label, r in table:
         kwh = "     -" if math.isnan(r["kwh_per_good"]) else f"{r['kwh_per_good']:9.2f}"
+        # effectiveness above the limit is shown, never capped, and marked (check the PRI)
+        e_mark = "!" if r.get("e_flag") else " "
         lines.append(
-            f"{label:<22} {_pct(r['availability'])} {_pct(r['effectiveness'])} "
+            f"{label:<22} {_pct(r['availability'])} {_pct(r['effectiveness'])}{e_mark}"
             f"{_pct(r['quality'])} {_pct(r['oee'])} {kwh}"
         )
+    lines.append(f"{'':<22} (! = effectiveness above the flag limit: check the ideal cycle time)")
     return "\n".join(lines)
 
 
@@ -704,11 +713,12 @@ async def progress(stack: DemoStack) -> str:
 
 def how_to_query(stack: DemoStack) -> str:
     site = stack.site.site
+    oee = catalog.influxql_expression("oee")
     return f"""InfluxDB {stack.influx.url} database {DATABASE!r}; examples:
   curl -sG {stack.influx.url}/query --data-urlencode db={DATABASE} \\
     --data-urlencode "q=SHOW MEASUREMENTS"
   curl -sG {stack.influx.url}/query --data-urlencode db={DATABASE} \\
-    --data-urlencode "q=SELECT sum(pri_gq_s)/sum(pbt_s) AS oee FROM kpi_machine_shift WHERE site='{site}' GROUP BY line"
+    --data-urlencode "q=SELECT {oee} AS oee FROM kpi_machine_shift WHERE site={literal(site)} GROUP BY line"
 configs and logs: {stack.options.data_dir} (gateway.yaml, ingest.yaml, kpi.yaml, logs/)"""
 
 

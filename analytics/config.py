@@ -13,6 +13,17 @@ from pydantic import Field
 
 from ingest.influx import InfluxConfig
 from zhizao.config import StrictModel, load_model
+from zhizao.schema import (
+    COUNTER,
+    ENERGY,
+    KPI_PREFIX,
+    MACHINE_STATE,
+    MEASUREMENT_TAG,
+    METER_TAG,
+    QUALITY_MEASUREMENT,
+    SPINDLE,
+    WATER,
+)
 
 __all__ = [
     "COUNTER_ROLES",
@@ -49,8 +60,8 @@ class DataQualityConfig(StrictModel):
     signal, value = ``zhizao.quality.Quality`` code at each transition (0 = good again).
     Intervals where a state signal's marker is BAD (2) or STALE (3) are NO_DATA."""
 
-    measurement: str = "data_quality"
-    signal_tag: str = "measurement"
+    measurement: str = QUALITY_MEASUREMENT
+    signal_tag: str = MEASUREMENT_TAG
 
 
 class SignalsConfig(StrictModel):
@@ -58,23 +69,21 @@ class SignalsConfig(StrictModel):
 
     # state signals; empty = the machine type's signals of kind "state" in the site model
     state: list[SignalRef] = Field(default_factory=list)
-    product: SignalRef | None = SignalRef(measurement="machine_state", field="product_id")
-    parts_total: SignalRef | None = SignalRef(measurement="counter", field="part_count")
-    parts_good: SignalRef | None = SignalRef(measurement="counter", field="good_part_count")
-    parts_scrap: SignalRef | None = SignalRef(measurement="counter", field="scrap_part_count")
-    parts_rework: SignalRef | None = SignalRef(measurement="counter", field="rework_part_count")
+    product: SignalRef | None = SignalRef(measurement=MACHINE_STATE, field="product_id")
+    parts_total: SignalRef | None = SignalRef(measurement=COUNTER, field="part_count")
+    parts_good: SignalRef | None = SignalRef(measurement=COUNTER, field="good_part_count")
+    parts_scrap: SignalRef | None = SignalRef(measurement=COUNTER, field="scrap_part_count")
+    parts_rework: SignalRef | None = SignalRef(measurement=COUNTER, field="rework_part_count")
     parts_startup_scrap: SignalRef | None = None
-    spindle_load_pct: SignalRef | None = SignalRef(measurement="spindle", field="spindle_load_pct")
-    spindle_speed_rpm: SignalRef | None = SignalRef(
-        measurement="spindle", field="spindle_speed_rpm"
-    )
+    spindle_load_pct: SignalRef | None = SignalRef(measurement=SPINDLE, field="spindle_load_pct")
+    spindle_speed_rpm: SignalRef | None = SignalRef(measurement=SPINDLE, field="spindle_speed_rpm")
     cutting: SignalRef | None = None  # a boolean "cutting" signal, if the source publishes one
     # measurement of meter counters (the field is the meter's ``signal`` in the site model),
     # per medium where it differs from ``meter_measurement``
-    meter_measurement: str = "energy"
-    meter_measurements: dict[str, str] = Field(default_factory=lambda: {"water": "water"})
+    meter_measurement: str = ENERGY
+    meter_measurements: dict[str, str] = Field(default_factory=lambda: {"water": WATER})
     # tag naming the meter id on meter points ("" = find meters by their asset tags only)
-    meter_tag: str = "meter"
+    meter_tag: str = METER_TAG
     # per-signal data-quality markers written by the gateway; None = not read
     data_quality: DataQualityConfig | None = DataQualityConfig()
 
@@ -124,7 +133,7 @@ class KpiConfig(StrictModel):
     effectiveness_flag_above: float = Field(default=1.05, gt=0)
     # product when a machine publishes none: machine id -> product id, "*" for all machines
     default_product: dict[str, str] = Field(default_factory=dict)
-    measurement_prefix: str = Field(default="kpi_", pattern=r"^[a-z][a-z0-9_]*$")
+    measurement_prefix: str = Field(default=KPI_PREFIX, pattern=r"^[a-z][a-z0-9_]*$")
 
     def resolve(self, base: Path) -> KpiConfig:
         """Relative paths are relative to the config file."""

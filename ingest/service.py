@@ -47,6 +47,7 @@ from ingest.quarantine import QuarantineStore
 from ingest.sparkplug_codec import SparkplugCodec
 from ingest.validation import SAMPLE_REASONS, FrameDeduplicator, SampleValidator
 from zhizao.errors import ConfigError, PartialWriteError, QueryError, SinkError, ValidationError
+from zhizao.influxql import ident
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 from zhizao.sparkplug import (
     REBIRTH_METRIC,
@@ -678,9 +679,8 @@ class IngestService:
         try:
             async with InfluxQLReader(self.config.influx) as reader:
                 for spec in self.config.counters:
-                    m = spec.measurement.replace('"', '\\"')
-                    f = spec.field.replace('"', '\\"')
-                    kinds = await reader.query(f'SHOW FIELD KEYS FROM "{m}"')
+                    m, f = ident(spec.measurement), ident(spec.field)
+                    kinds = await reader.query(f"SHOW FIELD KEYS FROM {m}")
                     dtype = None
                     for series in kinds:
                         if "fieldKey" not in series.values:
@@ -696,7 +696,7 @@ class IngestService:
                                 )
                     if dtype is None:
                         continue
-                    for series in await reader.query(f'SELECT last("{f}") FROM "{m}" GROUP BY *'):
+                    for series in await reader.query(f"SELECT last({f}) FROM {m} GROUP BY *"):
                         if not len(series.time_ns):
                             continue
                         tags = {k: v for k, v in series.tags.items() if v}

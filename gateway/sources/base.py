@@ -19,6 +19,15 @@ from numpy.typing import NDArray
 
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 from zhizao.quality import Quality
+from zhizao.schema import (
+    CONNECTED_FIELD,
+    CONNECTION_MEASUREMENT,
+    ENTERPRISE_TAG,
+    GATEWAY_TAG,
+    QUALITY_MEASUREMENT,
+    SITE_TAG,
+    SOURCE_TAG,
+)
 
 __all__ = [
     "CONNECTION_MEASUREMENT",
@@ -30,11 +39,10 @@ __all__ = [
     "connection_key",
 ]
 
-# the connection-loss interval of a source is visible as this series (bool: connected)
-CONNECTION_MEASUREMENT = "gateway_connection"
-# per-signal data-quality markers: asset tags + tag ``measurement``, field = the signal, value =
-# ``zhizao.quality.Quality`` code on a transition (0 when the signal is good again)
-QUALITY_MEASUREMENT = "data_quality"
+# the connection-loss interval of a source is visible as the series ``CONNECTION_MEASUREMENT``
+# (bool ``connected``); per-signal data-quality markers go to ``QUALITY_MEASUREMENT``: asset tags
+# + tag ``measurement``, field = the signal, value = ``zhizao.quality.Quality`` code on a
+# transition (0 when the signal is good again). The names live in zhizao.schema.
 
 
 class SampleSink(Protocol):
@@ -117,8 +125,8 @@ class Backoff:
 def connection_key(enterprise: str, site: str, gateway_id: str, source: str) -> SeriesKey:
     return SeriesKey.make(
         CONNECTION_MEASUREMENT,
-        {"enterprise": enterprise, "site": site, "gateway": gateway_id, "source": source},
-        "connected",
+        {ENTERPRISE_TAG: enterprise, SITE_TAG: site, GATEWAY_TAG: gateway_id, SOURCE_TAG: source},
+        CONNECTED_FIELD,
         FieldType.BOOL,
     )
 

@@ -91,16 +91,20 @@ def _site_key(session: Session, site_id: int | None) -> str | None:
     return session.get_one(Site, site_id).key
 
 
+def _a(role: str) -> str:
+    return f"an {role}" if role[0] in "aeiou" else f"a {role}"
+
+
 def _site_id(session: Session, role: Role, site: str | None) -> int | None:
     if role in SCOPED_ROLES:
         if not site:
-            raise ValueError(f"site: a {role} token needs the site (factory) it belongs to")
+            raise ValueError(f"site: {_a(role)} token needs the site (factory) it belongs to")
         found = session.scalars(select(Site.id).where(Site.key == site).order_by(Site.id)).first()
         if found is None:
             raise ValueError(f"site: {site!r} does not exist; import its site model first")
         return found
     if site is not None:
-        raise ValueError(f"site: a {role} token sees every site; give no site")
+        raise ValueError(f"site: {_a(role)} token sees every site; give no site")
     return None
 
 

@@ -265,3 +265,24 @@ def test_bad_machine_reason_or_range_is_refused(site_session: tuple[Session, Sit
             created_by="x",
         )
     assert _count(session, StopAssignmentRow) == 0
+
+
+# -- the stop-reason tree of the site model ---------------------------------------------------
+
+
+def test_reason_tree_rules() -> None:
+    from pydantic import ValidationError
+
+    ok = sim_site()
+    assert ok.reasons[1].parent == "BRK" and ok.reasons[0].label_zh == "故障"
+    assert sim_site(reasons=[]).reasons == []
+    dup = [
+        *ok.model_dump(mode="json")["reasons"],
+        {"code": "BRK", "label": "again", "category": "other"},
+    ]
+    with pytest.raises(ValidationError, match="reason code 'BRK' appears twice"):
+        sim_site(reasons=dup)
+    with pytest.raises(ValidationError, match="reason 'X' has unknown parent 'NOPE'"):
+        sim_site(reasons=[{"code": "X", "label": "x", "category": "other", "parent": "NOPE"}])
+    with pytest.raises(ValidationError, match="category"):
+        sim_site(reasons=[{"code": "X", "label": "x", "category": "coffee"}])

@@ -178,8 +178,16 @@ def verify_token(session: Session, secret: str, *, now: datetime | None = None) 
         return None
     now = now or _now()
     digest = hash_secret(secret)
-    row = session.scalars(select(ApiToken).where(ApiToken.secret_sha256 == digest)).first()
-    if row is None or not hmac.compare_digest(row.secret_sha256, digest):
+    # one query per request: the token and its site's key
+    found = session.execute(
+        select(ApiToken, Site.key)
+        .outerjoin(Site, ApiToken.site_id == Site.id)
+        .where(ApiToken.secret_sha256 == digest)
+    ).first()
+    if found is None:
+        return None
+    row, site_key = found
+    if not hmac.compare_digest(row.secret_sha256, digest):
         return None
     if row.revoked_at is not None:
         return None
@@ -188,7 +196,7 @@ def verify_token(session: Session, secret: str, *, now: datetime | None = None) 
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         row.last_used_at = now
         session.flush()
-    return _info(row, _site_key(session, row.site_id))
+    return _info(row, site_key)
 
 
 def list_tokens(session: Session) -> list[TokenInfo]:

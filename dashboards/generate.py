@@ -830,14 +830,15 @@ def line_live(site: SiteModel) -> _Board:
         _panel(
             "state-timeline",
             "Gateway connection per source",
-            "gateway_connection.connected per gateway and source session (1 connected, 0 lost).",
+            "gateway_connection.connected per gateway and source session (true connected, false "
+            "lost), written with the gateway's clock when a session goes up or down.",
             [
                 influx_target(
                     "A",
                     select(
                         [f'last({ident(schema.CONNECTED_FIELD)}) AS "connected"'],
                         schema.CONNECTION_MEASUREMENT,
-                        where="",
+                        where=SITE_FILTER,
                         time_group="$__interval",
                         zone=zone,
                         tags=[schema.GATEWAY_TAG, schema.SOURCE_TAG],
@@ -849,8 +850,8 @@ def line_live(site: SiteModel) -> _Board:
                 {
                     "type": "value",
                     "options": {
-                        "0": {"text": "disconnected", "color": "red", "index": 0},
-                        "1": {"text": "connected", "color": "green", "index": 1},
+                        "false": {"text": "disconnected", "color": "red", "index": 0},
+                        "true": {"text": "connected", "color": "green", "index": 1},
                     },
                 }
             ],
@@ -866,6 +867,7 @@ def line_live(site: SiteModel) -> _Board:
         ),
         24,
         5,
+        may_be_empty="sessions change rarely: no change inside a short range is normal",
     )
     return b
 

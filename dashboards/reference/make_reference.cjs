@@ -8,8 +8,13 @@ const version = require('@grafana/data/package.json').version;
 
 const H = 3600e3;
 const D = 24 * H;
-const ranges = [5 * 60e3, 15 * 60e3, H, 6 * H, 12 * H, D, 2 * D, 7 * D, 30 * D, 90 * D, 365 * D, 5 * 365 * D, 100 * 365 * D];
-const resolutions = [1, 50, 100, 200, 300, 478, 600, 958, 1000, 1437, 1916, 11500];
+// the ranges the tests and the benchmark use ("today" ends at 23:59:59.999) and many more
+const ranges = [5 * 60e3, 15 * 60e3, H, 6 * H, 12 * H, D, D - 1, 2 * D, 7 * D, 7 * D - 1, 30 * D, 30 * D - 1, 90 * D, 365 * D, 5 * 365 * D, 10 * 365 * D, 100 * 365 * D];
+// panel widths in px of a 1920 px dashboard, w = 1..24 grid columns (dashboards/grafana.py
+// panel_resolution: 24 columns, 8 px margins, 8 px content padding), and other resolutions
+const col = (1920 - 8 * 23) / 24;
+const widths = Array.from({ length: 24 }, (_, i) => Math.max(1, Math.floor(col * (i + 1) + 8 * i - 16)));
+const resolutions = [...new Set([1, 20, 50, 100, 200, 300, 600, 1000, 11500, ...widths])];
 const lowLimits = [null, '1s', '10s', '15s', '1m', '1h'];
 const intervals = [];
 const from = gd.dateTime(Date.UTC(2026, 10, 26, 0, 0, 0));

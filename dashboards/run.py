@@ -1,0 +1,259 @@
+"""Run a dashboard's queries as Grafana would on a refresh: variables first (each with its parents'
+values), then every panel's targets concurrently, after Grafana's macro substitution
+(``dashboards.grafana``), against a real InfluxDB (InfluxQL ``/query``) and a Prometheus API
+(VictoriaMetrics ``/api/v1/query_range``). Used by the query tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from dashboards import grafana
+from dashboards.checks import iter_panels
+
+__all__ = [
+    "QueryContext",
+    "QueryResult",
+    "datasource_settings",
+    "resolve_variables",
+    "run_dashboard",
+]
+
+PROVISIONED = Path(__file__).resolve().parent / "provisioning" / "datasources"
+_LABEL_VALUES = re.compile(r"^label_values\((?:(.+),\s*)?([A-Za-z_][A-Za-z0-9_]*)\)$")
+
+
+def datasource_settings(directory: Path = PROVISIONED) -> dict[str, dict[str, Any]]:
+    """uid -> ``jsonData`` of the provisioned datasources (``timeInterval`` is what Grafana uses
+    as the lower limit of ``$__interval`` and as Prometheus's scrape interval)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        for ds in yaml.safe_load(path.read_text(encoding="utf-8")).get("datasources", []):
+            out[str(ds["uid"])] = dict(ds.get("jsonData") or {})
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class QueryContext:
+    """Where the queries go and the dashboard's time range (epoch ms, both ends included)."""
+
+    influx_url: str
+    database: str
+    from_ms: int
+    to_ms: int
+    prometheus_url: str | None = None
+    viewport_px: int = grafana.VIEWPORT_PX
+    timeout_s: float = 60.0
+
+
+@dataclass
+class QueryResult:
+    """One target's answer: InfluxDB series (``name, tags, columns, values``) or Prometheus
+    series (``metric, values``)."""
+
+    dashboard: str
+    panel_id: int
+    panel: str
+    panel_type: str
+    ref: str
+    kind: str  # "influxql" or "promql"
+    query: str
+    series: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def points(self) -> int:
+        return sum(len(s.get("values", [])) for s in self.series)
+
+    def column(self, name: str) -> list[float | None]:
+        """One column over every series (InfluxDB), nulls kept."""
+        out: list[float | None] = []
+        for s in self.series:
+            if name in s.get("columns", []):
+                i = s["columns"].index(name)
+                out += [None if row[i] is None else float(row[i]) for row in s["values"]]
+        return out
+
+    def by_tags(self, name: str) -> dict[tuple[tuple[str, str], ...], list[Any]]:
+        """One column per series (values as stored: numbers, strings, booleans), keyed by the
+        series' tags."""
+        out: dict[tuple[tuple[str, str], ...], list[Any]] = {}
+        for s in self.series:
+            if name in s.get("columns", []):
+                i = s["columns"].index(name)
+                key = tuple(sorted((s.get("tags") or {}).items()))
+                out[key] = [row[i] for row in s["values"]]
+        return out
+
+
+async def _influx(client: httpx.AsyncClient, ctx: QueryContext, q: str) -> list[dict[str, Any]]:
+    resp = await client.get(
+        f"{ctx.influx_url}/query",
+        params={"db": ctx.database, "q": q, "epoch": "ms"},
+        timeout=ctx.timeout_s,
+    )
+    body = resp.json()
+    if resp.status_code != 200 or "error" in body:
+        raise RuntimeError(f"InfluxDB answered {resp.status_code}: {body.get('error', body)}")
+    results = body.get("results", [])
+    for r in results:
+        if "error" in r:
+            raise RuntimeError(f"InfluxDB refused the query: {r['error']}")
+    return [s for r in results for s in r.get("series", [])]
+
+
+async def _prom(
+    client: httpx.AsyncClient, ctx: QueryContext, expr: str, step_s: float
+) -> list[dict[str, Any]]:
+    if not ctx.prometheus_url:
+        raise RuntimeError("no Prometheus URL for a Prometheus target")
+    resp = await client.post(
+        f"{ctx.prometheus_url}/api/v1/query_range",
+        data={
+            "query": expr,
+            "start": f"{ctx.from_ms / 1000:.3f}",
+            "end": f"{ctx.to_ms / 1000:.3f}",
+            "step": f"{max(step_s, 0.001):g}",
+        },
+        timeout=ctx.timeout_s,
+    )
+    body = resp.json()
+    if resp.status_code != 200 or body.get("status") != "success":
+        raise RuntimeError(f"Prometheus API answered {resp.status_code}: {body.get('error', body)}")
+    return list(body["data"]["result"])
+
+
+async def resolve_variables(
+    board: Mapping[str, Any],
+    ctx: QueryContext,
+    client: httpx.AsyncClient,
+    choose: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, list[str]]:
+    """Each variable's options from its query (with the parents' values substituted); the value
+    is ``choose[name]`` if given, else All (every option) for multi-value variables, else the
+    first option (Grafana's default)."""
+    values: dict[str, list[str]] = {}
+    iv = grafana.calculate_interval(ctx.to_ms - ctx.from_ms, 1000)
+    for var in board.get("templating", {}).get("list", []):
+        name = str(var["name"])
+        q = var.get("query", "")
+        text = str(q.get("query", "")) if isinstance(q, Mapping) else str(q)
+        if var.get("datasource", {}).get("type") == "prometheus":
+            m = _LABEL_VALUES.match(text.strip())
+            if not m or not ctx.prometheus_url:
+                raise RuntimeError(f"variable {name}: cannot run {text!r}")
+            params: dict[str, str] = {
+                "start": f"{ctx.from_ms / 1000:.3f}",
+                "end": f"{ctx.to_ms / 1000:.3f}",
+            }
+            if m.group(1):
+                params["match[]"] = m.group(1)
+            resp = await client.get(
+                f"{ctx.prometheus_url}/api/v1/label/{m.group(2)}/values", params=params
+            )
+            options = [str(v) for v in resp.json()["data"]]
+        else:
+            q2 = grafana.interpolate_influxql(
+                text, from_ms=ctx.from_ms, to_ms=ctx.to_ms, interval=iv, variables=values
+            )
+            series = await _influx(client, ctx, q2)
+            options = sorted({str(row[1]) for s in series for row in s["values"]})
+        if not options:
+            raise RuntimeError(f"variable {name} has no values ({text})")
+        if choose and name in choose:
+            values[name] = list(choose[name])
+        elif var.get("multi") or var.get("includeAll"):
+            values[name] = options
+        else:
+            values[name] = options[:1]
+    return values
+
+
+async def _run_target(
+    client: httpx.AsyncClient,
+    ctx: QueryContext,
+    board: Mapping[str, Any],
+    panel: Mapping[str, Any],
+    target: Mapping[str, Any],
+    variables: Mapping[str, Sequence[str]],
+    settings: Mapping[str, Mapping[str, Any]],
+) -> QueryResult:
+    ds = target.get("datasource") or panel.get("datasource") or {}
+    json_data = settings.get(str(ds.get("uid")), {})
+    low = panel.get("interval") or json_data.get("timeInterval")
+    iv = grafana.calculate_interval(
+        ctx.to_ms - ctx.from_ms, grafana.panel_resolution(panel, ctx.viewport_px), low
+    )
+    prom = ds.get("type") == "prometheus"
+    raw = str(target["expr"] if prom else target["query"])
+    if prom:
+        query = grafana.interpolate_promql(
+            raw,
+            from_ms=ctx.from_ms,
+            to_ms=ctx.to_ms,
+            interval=iv,
+            scrape_interval=str(json_data.get("timeInterval", "15s")),
+            variables=variables,
+        )
+    else:
+        query = grafana.interpolate_influxql(
+            raw, from_ms=ctx.from_ms, to_ms=ctx.to_ms, interval=iv, variables=variables
+        )
+    res = QueryResult(
+        str(board.get("uid")),
+        int(panel["id"]),
+        str(panel.get("title")),
+        str(panel.get("type")),
+        str(target.get("refId")),
+        "promql" if prom else "influxql",
+        query,
+    )
+    t0 = time.perf_counter()
+    try:
+        if prom:
+            res.series = await _prom(client, ctx, query, iv.ms / 1000)
+        else:
+            res.series = await _influx(client, ctx, query)
+    except (RuntimeError, httpx.HTTPError, ValueError) as exc:
+        res.error = str(exc)
+    res.elapsed_s = time.perf_counter() - t0
+    return res
+
+
+async def run_dashboard(
+    board: Mapping[str, Any],
+    ctx: QueryContext,
+    choose: Mapping[str, Sequence[str]] | None = None,
+    *,
+    client: httpx.AsyncClient | None = None,
+    variables: Mapping[str, Sequence[str]] | None = None,
+) -> list[QueryResult]:
+    """Every target of every panel, all at once (as a dashboard refresh sends them)."""
+    settings = datasource_settings()
+    own = client is None
+    c = client or httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+    try:
+        values = (
+            dict(variables)
+            if variables is not None
+            else await resolve_variables(board, ctx, c, choose)
+        )
+        jobs = [
+            _run_target(c, ctx, board, panel, target, values, settings)
+            for panel in iter_panels(board)
+            for target in panel.get("targets", [])
+        ]
+        return list(await asyncio.gather(*jobs))
+    finally:
+        if own:
+            await c.aclose()

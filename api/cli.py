@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 def register(subparsers: Any) -> None:
     """Add ``zhizao api`` and its sub-commands."""
-    api = subparsers.add_parser("api", help="the HTTP API: master data, tokens")
+    api = subparsers.add_parser("api", help="the HTTP API: serve it, master data, tokens")
     sub = api.add_subparsers(dest="api_command", metavar="SUBCOMMAND")
 
     imp = sub.add_parser(
@@ -69,10 +69,21 @@ def register(subparsers: Any) -> None:
     rev.set_defaults(handler=_token_revoke)
     token.set_defaults(handler=lambda _a: (token.print_help(), 2)[1])
 
-    # `zhizao api run` (the server) is registered here too, by the API's own code: add it below
-    # with sub.add_parser("run", ...) so that every `zhizao api` command lives in this function.
+    run = sub.add_parser("run", help="serve the API (uvicorn) with the settings of api.yaml")
+    run.add_argument(
+        "-c", "--config", help="api.yaml (see api/api.sample.yaml); default: environment only"
+    )
+    run.add_argument("--host", help="override `host`")
+    run.add_argument("--port", type=int, help="override `port`")
+    run.set_defaults(handler=_run)
 
     api.set_defaults(handler=lambda _a: (api.print_help(), 2)[1])
+
+
+def _run(args: argparse.Namespace) -> int:
+    from api.server import run_server  # uvicorn and the app only for the server
+
+    return run_server(args.config, host=args.host, port=args.port)
 
 
 def _db(p: argparse.ArgumentParser) -> None:

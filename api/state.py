@@ -117,6 +117,11 @@ class AppState:
             ).inc()
             if unreachable:
                 raise InfluxUnavailable("InfluxDB cannot be reached; try again shortly") from exc
+            if "database not found" in str(exc):
+                # a deployment problem, not the client's: not ready rather than an internal error
+                raise InfluxUnavailable(
+                    f"InfluxDB has no database {self.settings.influx.database!r} yet"
+                ) from exc
             raise
         finally:
             self.metrics.influx_query.observe(time.perf_counter() - t0)

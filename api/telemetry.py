@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analytics import stops as stops_fn
 from analytics.calendar import PlannedTime, planned_time
 from analytics.machine import MachineSignals
 from analytics.reader import SiteReader
 from analytics.states import STATES
+from analytics.timeline import MachineTimeline, machine_timeline
 from api.state import AppState
 from zhizao.site import SiteModel
 
@@ -60,6 +60,27 @@ def planned_for(site: SiteModel, machine: str, lo_ns: int, hi_ns: int) -> Planne
     raise KeyError(machine)
 
 
+def timeline_of(
+    state: AppState,
+    site: SiteModel,
+    machine: str,
+    signals: MachineSignals,
+    lo_ns: int,
+    hi_ns: int,
+) -> MachineTimeline:
+    """The machine's timeline with exactly the engine's classifier, heartbeat and options."""
+    ctx = state.site_computer(site).contexts[machine]
+    return machine_timeline(
+        signals,
+        ctx.classifier,
+        planned_for(site, machine, lo_ns, hi_ns),
+        lo_ns,
+        hi_ns,
+        heartbeat_s=ctx.heartbeat_s,
+        options=ctx.options,
+    )
+
+
 def machine_intervals(
     state: AppState,
     site: SiteModel,
@@ -68,15 +89,7 @@ def machine_intervals(
     lo_ns: int,
     hi_ns: int,
 ) -> list[Interval]:
-    mtype = next(site.machine_types[m.type] for _, _, m in site.machines() if m.id == machine)
-    tl = stops_fn.machine_timeline(
-        signals,
-        mtype,
-        planned_for(site, machine, lo_ns, hi_ns),
-        lo_ns,
-        hi_ns,
-        heartbeat_s=state.kpi.heartbeat_s,
-    )
+    tl = timeline_of(state, site, machine, signals, lo_ns, hi_ns)
     return [
         Interval(
             int(tl.start_ns[i]),

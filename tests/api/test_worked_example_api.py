@@ -157,3 +157,42 @@ def test_exports(example: ApiServer) -> None:
     assert wb["definitions"]["A2"].value == "oee"
     assert 'sum("pri_gq_s")' in str(wb["definitions"]["F2"].value)
     assert abs(float(wb["kpi"]["F2"].value) - wx.LINE_OEE) < 1e-6
+
+
+def test_timeline_time_per_state_equals_the_stored_components(example: ApiServer) -> None:
+    day = _history(example, level="machine", grouping="day", kpi="availability")
+    for machine in ("M1", "M2", "M3"):
+        out = example.json(
+            f"/api/v1/sites/{wx.SITE}/machines/{machine}/timeline", token="engineer",
+            **{"from": DAY, "to": NEXT},
+        )  # fmt: skip
+        ivs = out["intervals"]
+        assert ivs[0]["start_ns"] == wx.at_minute(0) and ivs[-1]["end_ns"] == wx.at_minute(24 * 60)
+        assert all(a["end_ns"] == b["start_ns"] for a, b in zip(ivs, ivs[1:], strict=False))
+        pbt: dict[str, float] = {}
+        for iv in ivs:
+            if iv["in_pot"] and not iv["planned_down"]:
+                pbt[iv["state"]] = pbt.get(iv["state"], 0.0) + (iv["end_ns"] - iv["start_ns"]) / 1e9
+        comps = next(r for r in day if r["asset"]["machine"] == machine)["components"]
+        assert pbt.get("IN_CYCLE", 0.0) == comps["apt_s"] == wx.EXPECTED[machine]["apt_s"]
+        assert sum(pbt.values()) == comps["pbt_s"]
+        assert pbt.get("SETUP", 0.0) == wx.TABLE[machine]["aust"] * 60
+        assert pbt.get("IDLE", 0.0) == wx.TABLE[machine]["adot"] * 60
+        minutes_delay = wx.TABLE[machine]["breakdown"] + wx.TABLE[machine]["minor"]
+        assert pbt.get("DELAY", 0.0) == minutes_delay * 60
+        assert {iv["codes"]["state"] for iv in ivs} >= {"IDLE", "SETUP", "IN_CYCLE"}
+
+
+def test_live_view_of_the_line(example: ApiServer) -> None:
+    # 06:50 local: M1 started with 45 min of setup, then production
+    at = "2026-03-02T06:50:00+08:00"
+    out = example.json(f"/api/v1/sites/{wx.SITE}/lines/{wx.LINE}/live", token="engineer", at=at)
+    m1 = next(m for m in out["machines"] if m["machine"] == "M1")
+    assert m1["state"] == "IN_CYCLE"
+    assert m1["since"] == "2026-03-02T06:45:00+08:00"
+    assert m1["time_in_state_s"] == 300.0
+    assert out["shift"]["name"] == "day" and out["shift"]["start"] == "2026-03-02T06:00:00+08:00"
+    line_shift = out["kpis"]["shift"]["line"][0]
+    # the whole day's shift row: the same line OEE as the history
+    assert line_shift["kpis"]["oee"]["value"] == pytest.approx(wx.LINE_OEE, abs=1e-6)
+    assert example.get(f"/api/v1/sites/{wx.SITE}/lines/nope/live", "engineer").status_code == 404

@@ -15,9 +15,9 @@ from numpy.typing import NDArray
 from analytics.calendar import PlannedTime
 from analytics.components import Components
 from analytics.counters import counter_increments, increments_by_window
-from analytics.states import NO_DATA, StateClassifier, state_timeline
+from analytics.states import StateClassifier, state_timeline
 from analytics.timeelements import TimeElementOptions, time_elements
-from zhizao.quality import Quality
+from analytics.timeline import machine_timeline
 
 __all__ = ["MachineContext", "MachineResult", "MachineSignals", "Signal", "machine_components"]
 
@@ -89,31 +89,6 @@ def _carried(sig: Signal, t: I64) -> NDArray[np.float64]:
     return np.where(k >= 0, vals[np.clip(k, 0, None)], np.nan)
 
 
-def _mark_bad_quality(
-    ts: I64, codes: NDArray[np.int8], quality: Mapping[str, Signal]
-) -> tuple[I64, NDArray[np.int8]]:
-    """The on-change state stream with NO_DATA wherever a state signal's marker is bad.
-
-    Marker times join the stream; in between, the carried state holds unless some marker in
-    force is BAD or STALE (a lost connection: DOMAIN section 3, counted as ADET and flagged).
-    """
-    marks = [q for q in quality.values() if len(q)]
-    if not marks or not len(ts):  # no state at all is NO_DATA anyway
-        return ts, codes
-    all_ts = np.unique(np.concatenate([ts, *(q.ts_ns for q in marks)]))
-    k = np.searchsorted(ts, all_ts, "right") - 1
-    out = np.where(k >= 0, codes[np.clip(k, 0, None)], np.int8(NO_DATA)).astype(np.int8)
-    bad = np.zeros(len(all_ts), bool)
-    for q in marks:
-        order = np.argsort(q.ts_ns, kind="stable")
-        qk = np.searchsorted(q.ts_ns[order], all_ts, "right") - 1
-        qv = np.asarray(q.value, np.float64)[order]
-        bad |= (qk >= 0) & (qv[np.clip(qk, 0, None)] >= Quality.BAD)
-    # before a state signal's first sample there is nothing to carry: keep the stream as it was
-    keep = (k >= 0) | bad
-    return all_ts[keep], np.where(bad, np.int8(NO_DATA), out)[keep].astype(np.int8)
-
-
 def _counter_window(
     sig: Signal | None, rollover: float | None
 ) -> tuple[I64, NDArray[np.float64], int]:
@@ -138,32 +113,11 @@ def machine_components(
     we = np.asarray(win_end_ns, np.int64)
     lo, hi = (int(ws[0]), int(we[-1])) if len(ws) else (0, 0)
 
-    streams = {name: (sig.ts_ns, sig.value) for name, sig in signals.states.items() if len(sig)}
-    ts, codes, unknown = ctx.classifier.combine(streams)
-    # any sample of the machine proves the connection is alive: re-assert the carried state there
-    # (a separate energy meter proves nothing about the machine's own connection)
-    own = [sig for role, sig in signals.signals.items() if role != "energy_kwh"]
-    alive = [sig.ts_ns for sig in (*own, *signals.states.values()) if len(sig)]
-    hb_ns = int(ctx.heartbeat_s * 1e9)
-    if alive and len(ts):
-        # only state gaps longer than the heartbeat need help; elsewhere the state holds anyway
-        long_gap = np.flatnonzero(np.diff(ts) > hb_ns)
-        tail = [a[a > ts[-1]] for a in alive]  # after the last state sample
-        live = np.concatenate(tail)
-        if long_gap.size:
-            gap_lo, gap_hi = ts[long_gap], ts[long_gap + 1]
-            inner = np.concatenate(alive)
-            g = np.searchsorted(gap_lo, inner, "right") - 1
-            gg = np.clip(g, 0, None)
-            live = np.concatenate(
-                (live, inner[(g >= 0) & (inner > gap_lo[gg]) & (inner < gap_hi[gg])])
-            )
-        if live.size:
-            k = np.searchsorted(ts, live, "right") - 1
-            ts, idx = np.unique(np.concatenate((ts, live)), return_index=True)
-            codes = np.concatenate((codes, codes[k]))[idx]
-    ts, codes = _mark_bad_quality(ts, codes, signals.quality)
-    timeline = state_timeline(ts, codes, start_ns=lo, end_ns=hi, heartbeat_s=ctx.heartbeat_s)
+    # the one timeline (analytics.timeline): the API's timelines and stops read the same states
+    mtl = machine_timeline(signals, ctx.classifier, planned, lo, hi, heartbeat_s=ctx.heartbeat_s,
+                           options=ctx.options, with_codes=False)  # fmt: skip
+    unknown = mtl.unknown_codes
+    timeline = mtl.states()
 
     cutting = None
     cut_sig = signals.get("cutting")

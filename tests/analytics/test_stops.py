@@ -1,0 +1,156 @@
+"""Machine timelines with source codes, stops, reasons, Pareto and MTBF/MTTR (analytics.stops)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analytics.calendar import PlannedTime, hour_windows, planned_time
+from analytics.machine import MachineSignals, Signal, machine_components
+from analytics.states import STATE_CODE, STATES
+from analytics.timeelements import TimeElementOptions
+from analytics.timeline import machine_timeline
+from tests.analytics.helpers import DAY_CALENDAR, MIN_NS, at, m1_state_samples
+from tests.analytics.test_timeline import CUSTOM, m1_context
+from zhizao.site import MachineState, MachineTypeConfig, StateProfile
+
+S = MachineState
+SEC = 1_000_000_000
+CNC = MachineTypeConfig(profile=StateProfile.OPC40502)
+
+
+def _day() -> tuple[int, int, PlannedTime]:
+    lo, hi = at("00:00"), at("00:00") + 1440 * MIN_NS
+    return lo, hi, planned_time(DAY_CALENDAR, lo, hi)
+
+
+def _components_by_state(
+    c_apt: float, c_aust: float, c_adet: float, c_adot: float
+) -> dict[S, float]:
+    return {S.IN_CYCLE: c_apt, S.SETUP: c_aust, S.DELAY: c_adet, S.IDLE: c_adot}
+
+
+def _assert_timeline_equals_components(
+    signals: MachineSignals, heartbeat_s: float, options: TimeElementOptions | None = None
+) -> None:
+    lo, hi, planned = _day()
+    ctx = m1_context(heartbeat_s=heartbeat_s, options=options or TimeElementOptions())
+    hs, he = hour_windows(lo, hi)
+    c = machine_components(signals, ctx, planned, hs, he).components.total()
+    tl = machine_timeline(
+        signals, CUSTOM, planned, lo, hi, heartbeat_s=heartbeat_s, options=options
+    )
+    by = tl.seconds_by_state()
+    assert by[S.IN_CYCLE] == pytest.approx(c.apt_s[0], abs=1e-6)
+    assert by[S.SETUP] == pytest.approx(c.aust_s[0], abs=1e-6)
+    assert by[S.DELAY] + by[S.NO_DATA] == pytest.approx(c.adet_s[0], abs=1e-6)
+    assert by[S.NO_DATA] == pytest.approx(c.adet_no_data_s[0], abs=1e-6)
+    assert by[S.IDLE] == pytest.approx(c.adot_s[0], abs=1e-6)
+    assert by[S.PLANNED_DOWN] == 0.0  # PLANNED_DOWN is never inside PBT
+    d = tl.duration_s()
+    assert d[tl.in_pbt].sum() == pytest.approx(c.pbt_s[0], abs=1e-6)
+    assert d[tl.in_pot].sum() == pytest.approx(c.pot_s[0], abs=1e-6)
+    assert d[tl.planned_down].sum() == pytest.approx(c.planned_down_s[0], abs=1e-6)
+    # contiguous cover of the range
+    assert tl.start_ns[0] == lo and tl.end_ns[-1] == hi
+    assert np.array_equal(tl.start_ns[1:], tl.end_ns[:-1])
+    assert (tl.end_ns > tl.start_ns).all()
+
+
+def test_worked_example_timeline_equals_the_components() -> None:
+    ts, states = m1_state_samples()
+    signals = MachineSignals({}, {"state": Signal(ts, states)})
+    _assert_timeline_equals_components(signals, 86400.0)
+    lo, hi, planned = _day()
+    tl = machine_timeline(signals, CUSTOM, planned, lo, hi, heartbeat_s=86400.0)
+    by = tl.seconds_by_state()
+    assert by[S.IN_CYCLE] == 780 * 60 and by[S.SETUP] == 45 * 60 and by[S.IDLE] == 30 * 60
+    assert by[S.DELAY] == 45 * 60
+    # split at the calendar edges: the lunch break is its own planned-down interval
+    lunch = np.flatnonzero((tl.start_ns == at("12:00")) & (tl.end_ns == at("12:30")))
+    assert len(lunch) == 1 and tl.planned_down[lunch[0]] and not tl.in_pbt[lunch[0]]
+    assert tl.codes[int(lunch[0])] == {"state": "IDLE"} and tl.state[lunch[0]] == STATE_CODE[S.IDLE]
+    first = tl.codes[0]
+    assert first == {"state": "IDLE"} and not tl.in_pot[0] and tl.end_ns[0] == at("06:00")
+
+
+def test_source_codes_per_interval_and_no_data_before_the_first_sample() -> None:
+    lo, hi = at("08:00"), at("09:00")
+    planned = PlannedTime.always(lo, hi)
+    t = at
+    prog = Signal(np.array([t("08:10"), t("08:20"), t("08:30")], np.int64),
+                  np.array(["Running", "Waiting", "Interrupted"], object))  # fmt: skip
+    chan = Signal(np.array([t("08:05"), t("08:40")], np.int64), np.array([0.0, 2.0]))
+    signals = MachineSignals({}, {"program_status": prog, "channel_status": chan})
+    tl = machine_timeline(signals, CNC, planned, lo, hi, heartbeat_s=86400.0)
+    got = [
+        (int((s - lo) // MIN_NS), STATES[int(c)].value, tl.codes[i])
+        for i, (s, c) in enumerate(zip(tl.start_ns, tl.state, strict=True))
+    ]
+    assert got == [
+        (0, "NO_DATA", {"channel_status": None, "program_status": None}),
+        (5, "IN_CYCLE", {"channel_status": "0", "program_status": None}),
+        (10, "IN_CYCLE", {"channel_status": "0", "program_status": "Running"}),
+        # Waiting is still in cycle (dwell) but a new source code: its own interval
+        (20, "IN_CYCLE", {"channel_status": "0", "program_status": "Waiting"}),
+        (30, "DELAY", {"channel_status": "0", "program_status": "Interrupted"}),
+        (40, "DELAY", {"channel_status": "2", "program_status": "Interrupted"}),
+    ]
+    assert list(tl.codes)[-1] == tl.codes[-1] and len(tl.codes) == len(tl)
+    # without codes the states and their totals are the same
+    plain = machine_timeline(signals, CNC, planned, lo, hi, heartbeat_s=86400.0, with_codes=False)
+    assert plain.seconds_by_state() == tl.seconds_by_state()
+    assert len(plain) == 3  # NO_DATA, IN_CYCLE, DELAY: merged where only the codes differ
+
+
+def test_bad_marker_is_no_data_and_unknown_codes_reported() -> None:
+    lo, hi = at("08:00"), at("09:00")
+    planned = PlannedTime.always(lo, hi)
+    state = Signal(
+        np.array([at("07:00"), at("08:40")], np.int64), np.array(["IN_CYCLE", "WAT"], object)
+    )
+    marks = Signal(np.array([at("08:20"), at("08:30")], np.int64), np.array([2.0, 0.0]))
+    tl = machine_timeline(MachineSignals({}, {"state": state}, {"state": marks}), CUSTOM, planned,
+                          lo, hi, heartbeat_s=86400.0)  # fmt: skip
+    by = tl.seconds_by_state()
+    assert by[S.IN_CYCLE] == 30 * 60 and by[S.NO_DATA] == 30 * 60
+    assert tl.unknown_codes == ["state=WAT"]
+
+
+def test_empty_range() -> None:
+    tl = machine_timeline(
+        MachineSignals({}), CUSTOM, PlannedTime.always(0, 1), 5, 5, heartbeat_s=1.0
+    )
+    assert len(tl) == 0 and len(tl.codes) == 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_streams_timeline_equals_the_components(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lo, hi, _ = _day()
+    names = np.array([s.value for s in STATES] + ["BOGUS"], object)
+    states: dict[str, Signal] = {}
+    quality: dict[str, Signal] = {}
+    for name in ("a", "b")[: 1 + seed % 2]:
+        n = int(rng.integers(1, 400))
+        ts = np.sort(rng.integers(lo - 3600 * SEC, hi, n)).astype(np.int64)
+        states[name] = Signal(ts, names[rng.integers(0, len(names), n)])
+        if rng.random() < 0.6:
+            m = int(rng.integers(1, 20))
+            quality[name] = Signal(
+                np.sort(rng.integers(lo, hi, m)).astype(np.int64),
+                rng.choice([0.0, 1.0, 2.0, 3.0], m),
+            )
+    others: dict[str, Signal] = {}
+    if rng.random() < 0.5:
+        n = int(rng.integers(1, 300))
+        others["parts_total"] = Signal(
+            np.sort(rng.integers(lo, hi, n)).astype(np.int64), np.arange(n, dtype=np.float64)
+        )
+    hb = float(rng.choice([60.0, 900.0, 3600.0, 86400.0]))
+    opts = TimeElementOptions(no_order_is_planned_down=bool(seed % 3 == 0))
+    _assert_timeline_equals_components(MachineSignals(others, states, quality), hb, opts)
+
+
+def test_timeline_states_are_platform_codes() -> None:
+    assert STATE_CODE[S.NO_DATA] == STATES.index(S.NO_DATA)

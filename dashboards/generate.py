@@ -484,7 +484,7 @@ def line_live(site: SiteModel) -> _Board:
                     time_group="$__interval",
                     zone=zone,
                     tags=[schema.MACHINE_TAG],
-                    fill="previous",
+                    fill="none",
                 ),
             )
         )
@@ -526,7 +526,7 @@ def line_live(site: SiteModel) -> _Board:
                     time_group="$__interval",
                     zone=zone,
                     tags=[schema.MACHINE_TAG],
-                    fill="previous",
+                    fill="none",
                 ),
             )
         )
@@ -547,8 +547,9 @@ def line_live(site: SiteModel) -> _Board:
             "The primary state signal of each machine type, mapped to the platform state by the "
             "site model's state map (the KPI engine also combines the other state signals, most "
             "restrictive first), and below it the gateway's data-quality marker: NO_DATA where a "
-            "signal was bad or stale (counted as ADET, never as running). Sampled at $__interval "
-            "(last value per bucket) for display; the times in the KPIs are exact.",
+            "signal was bad or stale (counted as ADET, never as running). The last value per "
+            "$__interval bucket with a change (a state lasts until the next one; states shorter "
+            "than a bucket are not drawn); the times in the KPIs are exact.",
             state_targets,
             overrides=state_overrides,
             display_name="${__field.labels.machine}",
@@ -842,7 +843,7 @@ def line_live(site: SiteModel) -> _Board:
                         time_group="$__interval",
                         zone=zone,
                         tags=[schema.GATEWAY_TAG, schema.SOURCE_TAG],
-                        fill="previous",
+                        fill="none",
                     ),
                 )
             ],

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from zhizao.schema import COMPONENT_FIELDS as SCHEMA_FIELDS
 
-__all__ = ["COMPONENT_FIELDS", "Components", "group_index"]
+__all__ = ["COMPONENT_FIELDS", "Components", "group_index", "target_or_none"]
 
 F64 = NDArray[np.float64]
 
@@ -131,6 +131,18 @@ if COMPONENT_FIELDS != SCHEMA_FIELDS:  # pragma: no cover - one vocabulary, chec
     raise ImportError(
         f"analytics.Components fields {COMPONENT_FIELDS} differ from zhizao.schema {SCHEMA_FIELDS}"
     )
+
+
+def target_or_none(c: Components) -> F64:
+    """The target quantity per row, NaN (null) where it would be an invented number.
+
+    ``target_q`` (ideal quantity = integral of 1/PRI over PBT) is shown only where there is
+    planned busy time and a known product (a PRI) throughout it: ``pbt_s > 0`` and
+    ``pbt_no_product_s == 0``. Rows are components, so a roll-up (``sum_by``) first and this after.
+    """
+    ok = (c.pbt_s > 0) & (c.pbt_no_product_s == 0)
+    out: F64 = np.where(ok, c.target_q, np.nan)
+    return out
 
 
 def group_index(keys: Sequence[object]) -> tuple[NDArray[np.int64], list[object]]:

@@ -16,7 +16,7 @@ from analytics.calendar import PlannedTime
 from analytics.components import Components
 from analytics.counters import counter_increments, increments_by_window
 from analytics.states import StateClassifier, state_timeline
-from analytics.timeelements import TimeElementOptions, time_elements
+from analytics.timeelements import PriSteps, TimeElementOptions, time_elements
 from analytics.timeline import machine_timeline
 
 __all__ = ["MachineContext", "MachineResult", "MachineSignals", "Signal", "machine_components"]
@@ -101,6 +101,25 @@ def _counter_window(
     return ts[nz], inc[nz], int(reset.sum())
 
 
+def _pri_steps(prod: Signal | None, ctx: MachineContext) -> tuple[PriSteps, set[str]]:
+    """The PRI in force over time from the product signal (or the default product), and the
+    product ids without a PRI on this machine (their time has no known product)."""
+    unknown: set[str] = set()
+    default_pri = ctx.pri_s_by_product.get(ctx.default_product or "", np.nan)
+    if prod is None:
+        if ctx.default_product and ctx.default_product not in ctx.pri_s_by_product:
+            unknown.add(ctx.default_product)
+        return PriSteps.constant(default_pri), unknown
+    # PRI per product change, then per part by position: no per-part strings
+    names, which = np.unique(np.asarray(prod.value).astype(str), return_inverse=True)
+    pri_of_name = np.array([ctx.pri_s_by_product.get(n, np.nan) for n in names.tolist()])
+    unknown.update(n for n in names.tolist() if n not in ctx.pri_s_by_product)
+    order = np.argsort(prod.ts_ns, kind="stable")
+    return PriSteps(
+        np.asarray(prod.ts_ns, np.int64)[order], pri_of_name[which[order]], default_pri
+    ), unknown
+
+
 def machine_components(
     signals: MachineSignals,
     ctx: MachineContext,
@@ -139,7 +158,10 @@ def machine_components(
         cutting = state_timeline(cut_ts, cut.astype(np.int8), start_ns=lo, end_ns=hi,
                                  heartbeat_s=ctx.heartbeat_s, no_data_code=0)  # fmt: skip
 
-    comp = time_elements(timeline, planned, ws, we, cutting=cutting, options=ctx.options)
+    # PRI of the product in force over time: per part counted (product changes inside a window)
+    # and per PBT instant (the target quantity, integral of 1/PRI)
+    pri, unknown_products = _pri_steps(signals.get("product"), ctx)
+    comp = time_elements(timeline, planned, ws, we, cutting=cutting, options=ctx.options, pri=pri)
     cols = comp.columns()
 
     resets = 0
@@ -165,39 +187,16 @@ def machine_components(
         cols["gq"] = cols["pq"] - sq - rq  # first pass good = PQ - SQ - RQ
     cols["sq"], cols["rq"] = sq, rq
 
-    # PRI of the product running when each part was counted (product changes inside a window)
-    unknown_products: set[str] = set()
-    prod = signals.get("product")
-
-    if prod is not None:
-        # PRI per product change, then per part by position: no per-part strings
-        names, which = np.unique(np.asarray(prod.value).astype(str), return_inverse=True)
-        pri_of_name = np.array([ctx.pri_s_by_product.get(n, np.nan) for n in names.tolist()])
-        unknown_products.update(n for n in names.tolist() if n not in ctx.pri_s_by_product)
-        order = np.argsort(prod.ts_ns, kind="stable")
-        change_ts, change_pri = prod.ts_ns[order], pri_of_name[which[order]]
-    default_pri = ctx.pri_s_by_product.get(ctx.default_product or "", np.nan)
-    if prod is None and ctx.default_product and ctx.default_product not in ctx.pri_s_by_product:
-        unknown_products.add(ctx.default_product)
-
-    def pri_at(t: I64) -> NDArray[np.float64]:
-        if prod is None:
-            return np.full(len(t), default_pri)
-        # the product in force just before t: a part completed at t belongs to the order that
-        # made it, even when the next product id is published with the same timestamp
-        k = np.searchsorted(change_ts, t, "left") - 1
-        return np.where(k >= 0, change_pri[np.clip(k, 0, None)], default_pri)
-
-    pri_pq = pri_at(pq_ts)
+    pri_pq = pri.before(pq_ts)
     cols["pri_pq_s"] = increments_by_window(pq_ts, pq_inc * pri_pq, ws, we)
     if signals.get("parts_good") is not None:
-        cols["pri_gq_s"] = increments_by_window(gq_ts, gq_inc * pri_at(gq_ts), ws, we)
+        cols["pri_gq_s"] = increments_by_window(gq_ts, gq_inc * pri.before(gq_ts), ws, we)
     else:
         bad_pri = increments_by_window(
-            sq_ts, sq_inc * pri_at(sq_ts), ws, we
-        ) + increments_by_window(rq_ts, rq_inc * pri_at(rq_ts), ws, we)
+            sq_ts, sq_inc * pri.before(sq_ts), ws, we
+        ) + increments_by_window(rq_ts, rq_inc * pri.before(rq_ts), ws, we)
         cols["pri_gq_s"] = cols["pri_pq_s"] - bad_pri
-    cols["pri_startup_s"] = increments_by_window(su_ts, su_inc * pri_at(su_ts), ws, we)
+    cols["pri_startup_s"] = increments_by_window(su_ts, su_inc * pri.before(su_ts), ws, we)
 
     e_ts, e_inc, r = _counter_window(signals.get("energy_kwh"), ctx.energy_rollover)
     resets += r

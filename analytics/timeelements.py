@@ -17,9 +17,16 @@ from analytics.components import COMPONENT_FIELDS, Components
 from analytics.states import NO_DATA, STATE_CODE, StateTimeline
 from zhizao.site import MachineState
 
-__all__ = ["DEFAULT_MICRO_STOP_S", "TimeElementOptions", "member", "time_elements"]
+__all__ = [
+    "DEFAULT_MICRO_STOP_S",
+    "PriSteps",
+    "TimeElementOptions",
+    "member",
+    "time_elements",
+]
 
 I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
 DEFAULT_MICRO_STOP_S = 120.0
 _IN_CYCLE = STATE_CODE[MachineState.IN_CYCLE]
 _SETUP = STATE_CODE[MachineState.SETUP]
@@ -34,6 +41,39 @@ class TimeElementOptions:
     micro_stop_s: float = DEFAULT_MICRO_STOP_S
     # "no order / waiting" (IDLE) counted as planned down instead of ADOT (DOMAIN section 2)
     no_order_is_planned_down: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PriSteps:
+    """The PRI (ideal cycle time, s per item) in force over time: a step function.
+
+    ``change_ns`` (sorted) are the times a product id was published and ``pri_s`` the PRI of
+    that product (NaN for a product without a PRI); before the first change ``default_pri_s``
+    holds (NaN when no default product is known). Several changes at one instant: the last wins.
+    """
+
+    change_ns: I64
+    pri_s: F64
+    default_pri_s: float = float("nan")
+
+    @classmethod
+    def constant(cls, pri_s: float) -> PriSteps:
+        return cls(np.empty(0, np.int64), np.empty(0, np.float64), pri_s)
+
+    def in_force(self, t: I64) -> F64:
+        """PRI of the product running during [t, next change) (NaN: no known product)."""
+        return self._at(np.searchsorted(self.change_ns, t, "right") - 1)
+
+    def before(self, t: I64) -> F64:
+        """PRI of the product in force just before ``t``: a part counted at ``t`` belongs to the
+        order that made it, even when the next product id is published at the same instant."""
+        return self._at(np.searchsorted(self.change_ns, t, "left") - 1)
+
+    def _at(self, k: NDArray[np.intp]) -> F64:
+        if len(self.change_ns) == 0:
+            return np.full(len(k), self.default_pri_s, np.float64)
+        out: F64 = np.where(k >= 0, self.pri_s[np.clip(k, 0, None)], self.default_pri_s)
+        return out
 
 
 def member(starts: I64, ends: I64, t: I64) -> NDArray[np.bool_]:
@@ -73,11 +113,14 @@ def time_elements(
     *,
     cutting: StateTimeline | None = None,
     options: TimeElementOptions = TimeElementOptions(),
+    pri: PriSteps | None = None,
 ) -> Components:
     """Time components (seconds) of one machine for each window [win_start, win_end).
 
     Windows are sorted and disjoint. Counts and energy stay zero here (see ``counters``).
-    Time outside the timeline's range is NO_DATA.
+    Time outside the timeline's range is NO_DATA. With ``pri`` (the PRI in force over time)
+    ``target_q`` is the ideal quantity, the integral of 1/PRI over PBT time with a known product,
+    and ``pbt_no_product_s`` the PBT time without one (all of PBT without ``pri``).
     """
     ws = np.asarray(win_start_ns, np.int64)
     we = np.asarray(win_end_ns, np.int64)
@@ -89,6 +132,8 @@ def time_elements(
              planned.down_start_ns, planned.down_end_ns]  # fmt: skip
     if cutting is not None:
         parts += [cutting.start_ns, cutting.end_ns]
+    if pri is not None:
+        parts.append(pri.change_ns)
     bp = np.unique(np.concatenate(parts))
     bp = bp[(bp >= lo) & (bp <= hi)]
     seg_s, seg_e = bp[:-1], bp[1:]
@@ -148,5 +193,14 @@ def time_elements(
         "cutting_pbt_s": total(in_pbt & cut),
     }
     cols["aoet_s"] = cols["apt_s"] + cols["aust_s"] + cols["adet_s"]
+    if pri is None:
+        cols["pbt_no_product_s"] = cols["pbt_s"]
+    else:
+        seg_pri = pri.in_force(seg_s)
+        known = np.isfinite(seg_pri) & (seg_pri > 0)
+        cols["pbt_no_product_s"] = total(in_pbt & ~known)
+        # ns / PRI summed, seconds at the end: exact where the true target is representable
+        ideal = np.where(in_pbt & known, dur / np.where(known, seg_pri, 1.0), 0.0)
+        cols["target_q"] = np.bincount(w, weights=ideal, minlength=nw + 1)[:nw] / 1e9
     assert set(cols) <= set(COMPONENT_FIELDS)
     return Components.from_columns(cols, nw)

@@ -8,6 +8,7 @@ import pytest
 from analytics.calendar import PlannedTime, hour_windows, planned_time
 from analytics.machine import MachineSignals, Signal, machine_components
 from analytics.states import STATE_CODE, STATES
+from analytics.stops import STOP_LOOKAROUND_S, machine_stops, reason_analysis, stops_from_timeline
 from analytics.timeelements import TimeElementOptions
 from analytics.timeline import machine_timeline
 from tests.analytics.helpers import DAY_CALENDAR, MIN_NS, at, m1_state_samples
@@ -154,3 +155,154 @@ def test_random_streams_timeline_equals_the_components(seed: int) -> None:
 
 def test_timeline_states_are_platform_codes() -> None:
     assert STATE_CODE[S.NO_DATA] == STATES.index(S.NO_DATA)
+
+
+# -- stops ------------------------------------------------------------------------------------
+
+
+def _m1() -> MachineSignals:
+    ts, states = m1_state_samples()
+    return MachineSignals({}, {"state": Signal(ts, states)})
+
+
+def _assert_stops_equal_components(signals: MachineSignals, heartbeat_s: float) -> None:
+    lo, hi, planned = _day()
+    ctx = m1_context(heartbeat_s=heartbeat_s)
+    hs, he = hour_windows(lo, hi)
+    c = machine_components(signals, ctx, planned, hs, he).components.total()
+    tl = machine_timeline(signals, CUSTOM, planned, lo, hi, heartbeat_s=heartbeat_s)
+    st = stops_from_timeline(tl, lo, hi)
+    a = reason_analysis(st, [])
+    by = {k: v["seconds"] for k, v in a["by_kind"].items()}
+    assert by["minor_stop"] == pytest.approx(c.adet_minor_s[0], abs=1e-6)
+    assert by["no_data"] == pytest.approx(c.adet_no_data_s[0], abs=1e-6)
+    assert by["breakdown"] == pytest.approx(
+        c.adet_s[0] - c.adet_minor_s[0] - c.adet_no_data_s[0], abs=1e-6
+    )
+    assert by["setup"] == pytest.approx(c.aust_s[0], abs=1e-6)
+    assert by["idle"] == pytest.approx(c.adot_s[0], abs=1e-6)
+    assert a["apt_s"] == pytest.approx(c.apt_s[0], abs=1e-6)
+    # every stop's counted time is unassigned without assignments, and the Pareto holds it all
+    total = sum(e["seconds"] for e in a["pareto_by_reason"]) + a["minor_stops"]["seconds"]
+    assert total == pytest.approx(float(st.duration_s.sum()), abs=1e-6)
+    assert all(r["unassigned_s"] == pytest.approx(r["duration_s"]) for r in a["stops"])
+
+
+def test_worked_example_stops_mtbf_mttr() -> None:
+    _assert_stops_equal_components(_m1(), 86400.0)
+    lo, hi, planned = _day()
+    st = machine_stops(_m1(), CUSTOM, planned, lo, hi, heartbeat_s=86400.0)
+    a = reason_analysis(st, [])
+    assert a["by_kind"]["breakdown"] == {"count": 1, "seconds": 1800.0}
+    assert a["by_kind"]["minor_stop"] == {"count": 15, "seconds": 900.0}
+    assert a["by_kind"]["setup"] == {"count": 1, "seconds": 2700.0}
+    assert a["mtbf_s"] == 780 * 60 / 1 and a["mttr_s"] == 1800.0
+    breakdown = next(r for r in a["stops"] if r["kind"] == "breakdown")
+    assert (breakdown["start_ns"], breakdown["end_ns"]) == (at("10:05"), at("10:35"))
+    # no breakdowns: MTBF and MTTR are null, never infinity
+    none = reason_analysis(
+        machine_stops(_m1(), CUSTOM, planned, at("07:00"), at("09:00"), heartbeat_s=86400.0), []
+    )
+    assert none["breakdowns"] == 0 and none["mtbf_s"] is None and none["mttr_s"] is None
+    assert none["apt_s"] == 7200.0
+
+
+def test_a_cut_stop_keeps_its_full_extent_and_class() -> None:
+    planned = _day()[2]
+    st = machine_stops(_m1(), CUSTOM, planned, at("10:00"), at("10:20"), heartbeat_s=86400.0)
+    (row,) = st.records()
+    assert row["kind"] == "breakdown" and row["cut_at_end"] and not row["cut_at_start"]
+    assert (row["start_ns"], row["end_ns"]) == (at("10:05"), at("10:35"))
+    assert row["duration_s"] == 15 * 60 and row["length_s"] == 30 * 60
+    assert not row["open_start"] and not row["open_end"]
+    # the first minor stop is 12:39-12:40 (06:00 + 45 + 200 + 30 + 85 + 30 + 9); cut to 30 s
+    first_minor = at("12:39")
+    st = machine_stops(_m1(), CUSTOM, planned, first_minor + 30 * SEC, first_minor + 45 * SEC,
+                       heartbeat_s=86400.0)  # fmt: skip
+    (row,) = st.records()
+    assert row["kind"] == "minor_stop" and row["cut_at_start"] and row["cut_at_end"]
+    assert row["duration_s"] == 15.0 and row["length_s"] == 60.0
+    # a 30 min stop cut to 1 minute is still a breakdown, even with the shortest lookaround
+    st = machine_stops(_m1(), CUSTOM, planned, at("10:10"), at("10:11"), heartbeat_s=86400.0,
+                       lookaround_s=0.0)  # fmt: skip
+    (row,) = st.records()
+    assert row["kind"] == "breakdown" and row["open_start"] and row["open_end"]
+    assert STOP_LOOKAROUND_S >= 120
+
+
+def test_only_pbt_time_counts_and_the_timeline_ends_at_known_until() -> None:
+    planned = _day()[2]
+    # IDLE 12:00-12:30 is the lunch break: planned down, no PBT time, not a stop
+    st = machine_stops(_m1(), CUSTOM, planned, at("11:50"), at("12:38"), heartbeat_s=86400.0)
+    assert [r["kind"] for r in st.records()] == []
+    # a DELAY running into the night shift-end is counted up to 22:00 only
+    state = Signal(np.array([at("21:30")], np.int64), np.array(["DELAY"], object))
+    sig = MachineSignals({}, {"state": state})
+    st = machine_stops(sig, CUSTOM, planned, at("21:00"), at("23:00"), heartbeat_s=86400.0,
+                       known_until_ns=at("22:30"))  # fmt: skip
+    no_data, row = st.records()  # nothing known before 21:30: a no-data stop
+    assert no_data["kind"] == "no_data" and no_data["duration_s"] == 1800.0
+    assert row["duration_s"] == 1800.0 and row["end_ns"] == at("22:30") and row["open_end"]
+    assert row["length_s"] == 3600.0
+
+
+def test_reasons_split_pareto_and_minor_stops_separate() -> None:
+    lo, hi, planned = _day()
+    st = machine_stops(_m1(), CUSTOM, planned, lo, hi, heartbeat_s=86400.0)
+    first_minor = at("12:39")
+    a = reason_analysis(
+        st,
+        [
+            # the breakdown split 10 / 20 minutes
+            (at("10:05"), at("10:15"), "tool_break", "tooling"),
+            (at("10:15"), at("10:35"), "no_material", "logistics"),
+            # the setup: 45 min, a quarter of which is left unassigned
+            (at("06:00"), at("06:30"), "changeover", "setup"),
+            # an overlapping later assignment wins for 06:20-06:30
+            (at("06:20"), at("06:30"), "tool_break", "tooling"),
+            # one minor stop
+            (first_minor, first_minor + 60 * SEC, "jam", "material"),
+            # an assignment with no reason is unassigned
+            (at("06:30"), at("06:40"), None, None),
+        ],
+    )
+    pareto = [(e["reason"], e["seconds"], e["count"]) for e in a["pareto_by_reason"]]
+    assert pareto == [  # by seconds, ties by name
+        ("unassigned", 2700.0, 2),
+        ("changeover", 1200.0, 1),
+        ("no_material", 1200.0, 1),
+        ("tool_break", 1200.0, 2),
+    ]
+    by_reason = {e["reason"]: e for e in a["pareto_by_reason"]}
+    assert by_reason["unassigned"]["seconds"] == 900.0 + 1800.0  # setup rest + the idle stops
+    assert by_reason["tool_break"]["seconds"] == 600.0 + 600.0
+    assert by_reason["tool_break"]["count"] == 2
+    assert by_reason["no_material"]["seconds"] == 1200.0
+    assert by_reason["changeover"]["seconds"] == 1200.0
+    secs = [e["seconds"] for e in a["pareto_by_reason"]]
+    assert secs == sorted(secs, reverse=True)
+    assert a["pareto_by_reason"][-1]["cumulative_share"] == pytest.approx(1.0)
+    cats = {e["category"]: e["seconds"] for e in a["pareto_by_category"]}
+    assert cats == {"tooling": 1200.0, "logistics": 1200.0, "setup": 1200.0,
+                    "unassigned": 2700.0}  # fmt: skip
+    assert a["minor_stops"]["count"] == 15 and a["minor_stops"]["seconds"] == 900.0
+    minor = {e["reason"]: e["seconds"] for e in a["minor_stops"]["by_reason"]}
+    assert minor == {"jam": 60.0, "unassigned": 840.0}
+    breakdown = next(r for r in a["stops"] if r["kind"] == "breakdown")
+    assert breakdown["reasons"] == [
+        {"reason": "tool_break", "category": "tooling", "seconds": 600.0},
+        {"reason": "no_material", "category": "logistics", "seconds": 1200.0},
+    ]
+    assert breakdown["unassigned_s"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_streams_stops_equal_the_components(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    lo = _day()[0]
+    names = np.array(["IN_CYCLE", "DELAY", "SETUP", "IDLE", "NO_DATA", "PLANNED_DOWN"], object)
+    n = int(rng.integers(1, 600))
+    # short and long episodes around the 2 minute threshold
+    ts = np.sort(lo + np.cumsum(rng.exponential(200.0, n) * SEC).astype(np.int64))
+    sig = MachineSignals({}, {"state": Signal(ts, names[rng.integers(0, len(names), n)])})
+    _assert_stops_equal_components(sig, float(rng.choice([300.0, 3600.0, 86400.0])))

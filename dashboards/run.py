@@ -24,6 +24,7 @@ __all__ = [
     "QueryContext",
     "QueryResult",
     "datasource_settings",
+    "reduce_panel",
     "resolve_variables",
     "run_dashboard",
 ]
@@ -70,6 +71,7 @@ class QueryResult:
     series: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
     error: str | None = None
+    calc: str = "lastNotNull"  # the panel's reducer (stat, gauge, bar gauge)
 
     @property
     def points(self) -> int:
@@ -217,6 +219,9 @@ async def _run_target(
         str(target.get("refId")),
         "promql" if prom else "influxql",
         query,
+        calc=str(
+            (panel.get("options", {}).get("reduceOptions", {}).get("calcs") or ["lastNotNull"])[0]
+        ),
     )
     t0 = time.perf_counter()
     try:
@@ -257,3 +262,21 @@ async def run_dashboard(
     finally:
         if own:
             await c.aclose()
+
+
+def reduce_panel(
+    results: Sequence[QueryResult], panel: str, column: str, calc: str | None = None
+) -> dict[tuple[tuple[str, str], ...], float | None]:
+    """The values a panel shows for one column, one per series (keyed by its tags), reduced as
+    Grafana reduces them: ``calc`` (``lastNotNull``, ``sum``, ``mean`` ...), default the panel's
+    own ``reduceOptions.calcs[0]``. For comparing key panels with the API's answers."""
+    mine = [r for r in results if r.panel == panel]
+    if not mine:
+        raise KeyError(f"no results for panel {panel!r}")
+    out: dict[tuple[tuple[str, str], ...], float | None] = {}
+    for r in mine:
+        how = calc or r.calc
+        for key, values in r.by_tags(column).items():
+            nums = [None if v is None else float(v) for v in values]
+            out[key] = grafana.reduce(nums, how)
+    return out

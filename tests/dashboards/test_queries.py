@@ -26,7 +26,7 @@ from analytics.components import Components
 from dashboards import grafana
 from dashboards.checks import iter_panels, load_dashboards
 from dashboards.generate import DASHBOARD_FILES, generate
-from dashboards.run import QueryContext, QueryResult, run_dashboard
+from dashboards.run import QueryContext, QueryResult, reduce_panel, run_dashboard
 from simulator.scenario import to_ns
 from simulator.truth import iso22400_elements, read_truth
 from tests.conftest import _start
@@ -208,8 +208,9 @@ def _truth_line(day: Day, line: str) -> dict[str, float]:
 @pytest.mark.parametrize("line", ["ml1", "al1"])
 def test_line_live_oee_equals_the_simulators_truth(day: Day, line: str) -> None:
     results = _run(day, "zhizao-line-live", day.ctx(), line=[line])
-    (oee,) = [r for r in results if r.panel == "OEE and its factors"]
-    shown = {k: grafana.reduce(oee.column(k), "lastNotNull") for k in ("oee", "availability")}
+    shown = {
+        k: reduce_panel(results, "OEE and its factors", k)[()] for k in ("oee", "availability")
+    }
     truth = _truth_line(day, line)
     for k in ("oee", "availability"):
         value = shown[k]

@@ -36,17 +36,19 @@ async def read_signals(
     machines: Sequence[str],
     lo_ns: int,
     hi_ns: int,
-    *,
-    states_only: bool = True,
 ) -> dict[str, MachineSignals]:
+    """The machines' raw signals in [lo, hi) plus what the heartbeat needs before ``lo``.
+
+    Every signal of the machine is read, not only its states: a state is trusted for
+    ``heartbeat_s`` after the machine's last sample of *any* signal (the engine's rule), so a
+    quiet state signal beside a ticking counter is still a known state.
+    """
     reader = SiteReader(state.kpi)
     assert state.reader is not None
     hb_ns = int(state.kpi.heartbeat_s * 1e9)
     t0 = time.perf_counter()
     try:
-        data = await reader.read(
-            state.reader, site, lo_ns - hb_ns, hi_ns, machines=machines, states_only=states_only
-        )
+        data = await reader.read(state.reader, site, lo_ns - hb_ns, hi_ns, machines=machines)
     finally:
         state.metrics.influx_query.observe(time.perf_counter() - t0)
     return dict(data.machines)

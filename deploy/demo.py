@@ -54,6 +54,7 @@ from zhizao.localstack import (  # noqa: E402
     stop_process_group,
 )
 from zhizao.schema import (  # noqa: E402
+    COMPONENT_FIELDS,
     ENERGY,
     LINE_TAG,
     MACHINE_TAG,
@@ -597,7 +598,12 @@ VIEW_KPIS: dict[str, str] = {
     "oee": "oee",
     "kwh_per_good": "kwh_per_good",
 }
-COMPONENTS: tuple[str, ...] = tuple(catalog.components_needed(VIEW_KPIS.values()))
+# what the view reads: the KPIs' components plus the delay split the progress line shows
+COMPONENTS: tuple[str, ...] = tuple(
+    c
+    for c in COMPONENT_FIELDS
+    if c in {*catalog.components_needed(VIEW_KPIS.values()), "adet_s", "adet_no_data_s"}
+)
 
 
 def ratios(c: dict[str, float]) -> dict[str, float]:

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from analytics import stops as stops_fn
-from analytics.calendar import zone
+from analytics.calendar import hour_windows, zone
 from api.auth import SiteContext, site_access
-from api.history import HistoryRequest, history_rows
+from api.history import Grouping, HistoryRequest, history_rows
 from api.masterdata import assign_stop_reason, split_stop, stop_assignments
 from api.params import bad_request, parse_time_ns, time_range_ns
 from api.state import get_state
@@ -81,7 +81,7 @@ async def line_live(request: Request, ctx: Telemetry, line: str, at: AtQ = None)
     machines = _line_machines(site, line)
     now = _now_ns(site, at)
     lo = now - 12 * HOUR_NS
-    signals = await read_signals(state, site, machines, lo, now + 1, states_only=False)
+    signals = await read_signals(state, site, machines, lo, now + 1)
     out_machines: list[dict[str, Any]] = []
     for machine in machines:
         sig = signals.get(machine)
@@ -112,11 +112,12 @@ async def line_live(request: Request, ctx: Telemetry, line: str, at: AtQ = None)
     planned = planned_for(site, machines[0], now - 24 * HOUR_NS, now + 1)
     shift = next((s for s in planned.shifts if s.start_ns <= now < s.end_ns), None)
     kpis: dict[str, Any] = {}
-    hour_start = now - now % HOUR_NS  # UTC hour edges: equal to local hours in whole-hour zones
-    for name, grouping, start in (
+    hour_start = int(hour_windows(now, now + 1, zone(site.timezone))[0][0])  # local hour
+    in_progress: list[tuple[str, Grouping, int | None]] = [
         ("hour", "hour", hour_start),
         ("shift", "shift", shift.start_ns if shift else None),
-    ):
+    ]
+    for name, grouping, start in in_progress:
         if start is None:
             kpis[name] = None
             continue

@@ -87,10 +87,11 @@ def api_server(
     kpi: dict[str, Any] | None = None,
     foreign: str | None = None,
     database_url: str | None = None,
+    kpi_config_path: Path | None = None,
 ) -> Iterator[ApiServer]:
     db_url = database_url or f"sqlite:///{tmp / 'api.sqlite'}"
     tokens = seed(db_url, sites, foreign)
-    kpi_path = None
+    kpi_path = kpi_config_path
     if kpi is not None:
         kpi_path = tmp / "kpi.yaml"
         kpi_path.write_text(yaml.safe_dump({"sites": ["(database)"], **kpi}), encoding="utf-8")

@@ -304,3 +304,61 @@ def test_nothing_quarantined(stack: Any) -> None:
             sc = read_truth(stack.paths["truth"])
             assert len(sc.drop_start_ns) > 0, src
     assert stack.kpi_failures == []
+
+
+def test_the_api_answers_match_the_truth(stack: Any, tmp_path: Path) -> None:
+    """The API on the same InfluxDB: OEE and factors per machine and line within 0.5 percentage
+    points of the simulator's truth, counts equal to the stored components, and the state
+    timeline's time per state equal to the truth's."""
+    from tests.api.harness import api_server
+
+    truth_sc = read_truth(stack.paths["truth"])
+    truth = iso22400_elements(truth_sc, COMPARE_FROM, COMPARE_TO)
+    measured = _measured(stack)
+    span = {"from": COMPARE_FROM, "to": COMPARE_TO}
+    with api_server(
+        tmp_path, influx_url=stack.influx.url, database=demo.DATABASE, sites=[stack.site],
+        kpi_config_path=stack.paths["kpi"],
+    ) as api:  # fmt: skip
+        base = f"/api/v1/sites/{stack.site.site}"
+        kpis = "oee,availability,effectiveness,quality_pri_weighted"
+        rows = api.json(
+            f"{base}/kpis/history", level="machine", grouping="range", kpi=kpis, **span
+        )["rows"]
+        by_machine = {r["asset"]["machine"]: r for r in rows}
+        assert set(by_machine) == set(truth)
+        for machine, t in truth.items():
+            r = by_machine[machine]
+            k = {name: v["value"] for name, v in r["kpis"].items()}
+            msg = f"{machine}: api {k} truth {t}"
+            assert k["oee"] == pytest.approx(t["pri_gq_s"] / t["pbt_s"], abs=0.005), msg
+            assert k["availability"] == pytest.approx(t["apt_s"] / t["pbt_s"], abs=0.005), msg
+            if t["apt_s"]:
+                assert k["effectiveness"] == pytest.approx(t["pri_pq_s"] / t["apt_s"], abs=0.005), (
+                    msg
+                )
+            for c in ("pq", "gq", "pbt_s", "apt_s"):
+                assert r["components"][c] == measured[machine][c], msg  # the API adds nothing
+            pq, gq = _booked_parts(truth_sc, machine, to_ns(COMPARE_FROM), to_ns(COMPARE_TO))
+            assert abs(r["components"]["pq"] - pq) <= 1 and abs(r["components"]["gq"] - gq) <= 1, (
+                msg
+            )
+            tl = api.json(f"{base}/machines/{machine}/timeline", **span)
+            pbt: dict[str, float] = {}
+            for iv in tl["intervals"]:
+                if iv["in_pot"] and not iv["planned_down"]:
+                    pbt[iv["state"]] = (
+                        pbt.get(iv["state"], 0.0) + (iv["end_ns"] - iv["start_ns"]) / 1e9
+                    )
+            assert pbt.get("IN_CYCLE", 0.0) == pytest.approx(t["apt_s"], abs=2.0), msg
+            assert pbt.get("SETUP", 0.0) == pytest.approx(t["aust_s"], abs=2.0), msg
+            assert pbt.get("IDLE", 0.0) == pytest.approx(t["adot_s"], abs=2.0), msg
+            delay = pbt.get("DELAY", 0.0) + pbt.get("NO_DATA", 0.0)
+            assert delay == pytest.approx(t["adet_s"], abs=2.0), msg
+        lines = api.json(f"{base}/kpis/history", level="line", grouping="range", kpi="oee", **span)[
+            "rows"
+        ]
+        for row in lines:
+            ts = [t for t in truth.values() if t["line"] == row["asset"]["line"]]
+            want = sum(x["pri_gq_s"] for x in ts) / sum(x["pbt_s"] for x in ts)
+            assert row["kpis"]["oee"]["value"] == pytest.approx(want, abs=0.005), row

@@ -95,9 +95,14 @@ class SiteComputer:
         ef = {f.medium: f.value for f in self.factors}
         elec = self.conversion.coefficients.get("electricity")
         self.contexts: dict[str, MachineContext] = {}
-        options = TimeElementOptions(micro_stop_s=cfg.micro_stop_s)
-        for _, _, m in site.machines():
+        for _, line, m in site.machines():
             mtype = site.machine_types[m.type]
+            # the machine's calendar decides whether idle without an order is planned down
+            calendar = site.calendars[m.calendar or line.calendar]
+            options = TimeElementOptions(
+                micro_stop_s=cfg.micro_stop_s,
+                no_order_is_planned_down=calendar.no_order_is_planned_down,
+            )
             default = cfg.default_product.get(m.id) or cfg.default_product.get("*")
             if default is None and len(site.products) == 1:
                 default = site.products[0].id

@@ -3,21 +3,27 @@ and ``pbt_no_product_s`` (PBT without one), so targets roll up sum/sum like ever
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from analytics.calendar import PlannedTime, day_windows, hour_windows, planned_time
 from analytics.components import Components, target_or_none
+from analytics.compute import SiteComputer
+from analytics.config import KpiConfig
 from analytics.engine import KpiEngine
 from analytics.machine import MachineSignals, Signal, machine_components
 from analytics.timeelements import TimeElementOptions
 from ingest.influx import InfluxWriter
 from tests.analytics.helpers import DAY_CALENDAR, MIN_NS, TZ, at, m1_state_samples
 from tests.analytics.test_engine_influx import NEXT_DAY, engine_config, raw_day, rows
+from tests.analytics.test_offline_cli import SITE
 from tests.analytics.test_timeline import m1_context, m1_counters
 from tests.conftest import InfluxDb
+from zhizao.site import SiteModel
 
 HOUR = 60 * MIN_NS
 PRI = {"A": 120.0, "B": 60.0}
@@ -138,6 +144,26 @@ def test_target_covers_pbt_only() -> None:
     no_order = machine_components(_m1(), m1_context(options=opts), planned, ws, we).components
     assert plain.adot_s[0] == 30 * 60 and no_order.pbt_s[0] == plain.pbt_s[0] - 30 * 60
     assert no_order.target_q[0] == no_order.pbt_s[0] / 120 == 435.0
+
+
+def test_the_calendars_no_order_rule_reaches_the_engine() -> None:
+    """``no_order_is_planned_down`` of the machine's calendar (site model) moves IDLE inside POT
+    to planned down in the engine's components, and the target follows PBT."""
+    _, data = raw_day()
+    start, end = at("00:00"), at("00:00", NEXT_DAY)
+    results = {}
+    for flag in (False, True):
+        site: dict[str, Any] = copy.deepcopy(SITE)
+        site["calendars"]["day"]["no_order_is_planned_down"] = flag
+        computer = SiteComputer(
+            SiteModel.model_validate(site), KpiConfig(sites=[Path("site.yaml")])
+        )
+        res = computer.compute(data, "day", start, end)
+        results[flag] = res.components.take(np.array([res.machine.index("M1")]))
+    plain, no_order = results[False], results[True]
+    assert plain.adot_s[0] == 30 * 60 and no_order.adot_s[0] == 0.0
+    assert no_order.planned_down_s[0] == plain.planned_down_s[0] + 30 * 60
+    assert no_order.pbt_s[0] == 870 * 60 and no_order.target_q[0] == 870 * 60 / 120
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -306,3 +306,22 @@ def test_random_streams_stops_equal_the_components(seed: int) -> None:
     ts = np.sort(lo + np.cumsum(rng.exponential(200.0, n) * SEC).astype(np.int64))
     sig = MachineSignals({}, {"state": Signal(ts, names[rng.integers(0, len(names), n)])})
     _assert_stops_equal_components(sig, float(rng.choice([300.0, 3600.0, 86400.0])))
+
+
+def test_no_data_at_all_is_one_no_data_stop_and_edges() -> None:
+    lo, hi, planned = _day()
+    st = machine_stops(MachineSignals({}), CUSTOM, planned, lo, hi, heartbeat_s=3600.0)
+    (row,) = st.records()
+    assert row["kind"] == "no_data" and row["duration_s"] == 900 * 60  # PBT only, breaks out
+    assert row["open_start"] and row["open_end"]
+    a = reason_analysis(st, [])
+    assert a["mtbf_s"] is None and a["apt_s"] == 0.0
+    assert a["pareto_by_reason"][0]["seconds_by_kind"] == {"no_data": 900 * 60.0}
+    # an empty range has no stops; an unknown kind is refused
+    assert (
+        len(machine_stops(_m1(), CUSTOM, planned, at("10:10"), at("10:10"), heartbeat_s=1.0)) == 0
+    )
+    only = machine_stops(_m1(), CUSTOM, planned, lo, hi, heartbeat_s=86400.0, kinds=("setup",))
+    assert [r["kind"] for r in only.records()] == ["setup"]
+    with pytest.raises(ValueError, match="unknown stop kinds"):
+        machine_stops(_m1(), CUSTOM, planned, lo, hi, heartbeat_s=1.0, kinds=("coffee",))

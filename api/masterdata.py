@@ -493,6 +493,8 @@ def stop_assignments(
     for row in rows:  # newest first
         taken = covered.setdefault(row.machine, [])
         for a, b in _subtract((row.start_ns, row.end_ns), taken):
+            if b <= start_ns or a >= end_ns:
+                continue  # what is left of an older one can lie outside the range
             piece = _assignment(row, s.key)
             piece.start_ns, piece.end_ns = a, b
             out.append(piece)

@@ -301,6 +301,16 @@ class SiteModel(StrictModel):
                 )
             if r.parent == r.code:
                 raise ValueError(f"reason {r.code!r} cannot be its own parent")
+        parent = {r.code: r.parent for r in self.reasons}
+        for r in self.reasons:
+            chain = [r.code]
+            up = parent[r.code]
+            while up is not None:
+                if up in chain:
+                    loop = " -> ".join([*chain[chain.index(up) :], up])
+                    raise ValueError(f"reasons {loop} form a cycle; a reason tree has a root")
+                chain.append(up)
+                up = parent[up]
         return self
 
     def machine_paths(self) -> dict[str, AssetPath]:

@@ -286,3 +286,37 @@ def test_reason_tree_rules() -> None:
         sim_site(reasons=[{"code": "X", "label": "x", "category": "other", "parent": "NOPE"}])
     with pytest.raises(ValidationError, match="category"):
         sim_site(reasons=[{"code": "X", "label": "x", "category": "coffee"}])
+
+
+def test_what_is_left_of_an_overridden_assignment_stays_outside_the_range(
+    site_session: tuple[Session, SiteModel],
+) -> None:
+    session, model = site_session
+    m = first_machine(model)
+    kw = {"site": model.site, "machine": m, "note": "", "created_by": "carol"}
+    assign_stop_reason(session, start_ns=0, end_ns=100 * S, reason_code="MAT", **kw)
+    assign_stop_reason(session, start_ns=10 * S, end_ns=50 * S, reason_code="SETUP", **kw)
+    session.commit()
+    # the older MAT row overlaps the range, but its remaining parts [0, 10) and [50, 100) do not
+    got = stop_assignments(session, site=model.site, machine=m, start_ns=20 * S, end_ns=30 * S)
+    assert [(g.start_ns, g.end_ns, g.reason_code) for g in got] == [(10 * S, 50 * S, "SETUP")]
+    got = stop_assignments(session, site=model.site, machine=m, start_ns=45 * S, end_ns=60 * S)
+    assert [(g.start_ns, g.end_ns, g.reason_code) for g in got] == [
+        (10 * S, 50 * S, "SETUP"),
+        (50 * S, 100 * S, "MAT"),
+    ]
+
+
+def test_reason_tree_without_a_root_is_refused() -> None:
+    from pydantic import ValidationError
+
+    loop: list[dict[str, str | None]] = [
+        {"code": "A", "label": "a", "category": "other", "parent": "C"},
+        {"code": "B", "label": "b", "category": "other", "parent": "A"},
+        {"code": "C", "label": "c", "category": "other", "parent": "B"},
+    ]
+    with pytest.raises(ValidationError, match=r"reasons A -> C -> B -> A form a cycle"):
+        sim_site(reasons=loop)
+    # the same codes with a root are a valid tree
+    loop[0]["parent"] = None
+    assert [r.parent for r in sim_site(reasons=loop).reasons] == [None, "A", "B"]

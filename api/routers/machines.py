@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from analytics import stops as stops_fn
 from analytics.calendar import hour_windows, zone
+from analytics.machine import MachineSignals
 from api.auth import SiteContext, site_access
 from api.history import Grouping, HistoryRequest, history_rows
 from api.masterdata import assign_stop_reason, split_stop, stop_assignments
@@ -179,10 +180,8 @@ async def timeline(
         site, start, end, max_days=state.settings.limits.timeline_max_days, what="a timeline"
     )
     signals = await read_signals(state, site, [machine], lo, hi)
-    sig = signals.get(machine)
-    from analytics.machine import MachineSignals
-
-    intervals = machine_intervals(state, site, machine, sig or MachineSignals({}), lo, hi)
+    sig = signals.get(machine) or MachineSignals({})
+    intervals = machine_intervals(state, site, machine, sig, lo, hi)
     with state.session() as s:
         assigned = stop_assignments(s, site=site.site, machine=machine, start_ns=lo, end_ns=hi)
     totals: dict[str, float] = {}
@@ -263,32 +262,38 @@ async def machine_stops(
 async def _stops(
     request: Request, site: SiteModel, machine: str, lo: int, hi: int
 ) -> dict[str, Any]:
+    """Stops touching [lo, hi), classified by their whole length (read STOP_LOOKAROUND_S around
+    the range), with the assigned reasons, the Pareto and MTBF/MTTR."""
     state = get_state(request)
-    margin = int(stops_fn.STOP_LOOKAROUND_S * NS)
-    signals = await read_signals(state, site, [machine], lo - margin, hi + margin)
-    from analytics.machine import MachineSignals
-
+    margin = int(max(stops_fn.STOP_LOOKAROUND_S, state.kpi.micro_stop_s) * NS)
+    now = time.time_ns()
+    read_hi = max(min(hi + margin, now), hi)
+    signals = await read_signals(state, site, [machine], lo - margin, read_hi)
     sig = signals.get(machine) or MachineSignals({})
-    mtype = next(site.machine_types[m.type] for _, _, m in site.machines() if m.id == machine)
+    ctx = state.site_computer(site).contexts[machine]
     found = stops_fn.machine_stops(
         sig,
-        mtype,
+        ctx.classifier,
         planned_for(site, machine, lo - margin, hi + margin),
         lo,
         hi,
-        heartbeat_s=state.kpi.heartbeat_s,
+        heartbeat_s=ctx.heartbeat_s,
         micro_stop_s=state.kpi.micro_stop_s,
+        options=ctx.options,
+        known_until_ns=max(now, hi),
     )
     with state.session() as s:
         assigned = stop_assignments(
             s, site=site.site, machine=machine, start_ns=lo - margin, end_ns=hi + margin
         )
     categories = {r.code: r.category for r in site.reasons}
+    # oldest first: where assignments overlap the later (newer) one wins
+    ordered = sorted(assigned, key=lambda a: a.created_at)
     analysis = stops_fn.reason_analysis(
         found,
         [
             (a.start_ns, a.end_ns, a.reason_code, categories.get(a.reason_code or "", "other"))
-            for a in assigned
+            for a in ordered
         ],
     )
     return {
@@ -301,6 +306,9 @@ async def _stops(
         "pareto_by_reason": analysis["pareto_by_reason"],
         "pareto_by_category": analysis["pareto_by_category"],
         "minor_stops": analysis["minor_stops"],
+        "by_kind": analysis["by_kind"],
+        "breakdowns": analysis["breakdowns"],
+        "apt_s": analysis["apt_s"],
         "mtbf_s": analysis["mtbf_s"],
         "mttr_s": analysis["mttr_s"],
         "assignments": [_assignment(a, site) for a in assigned],

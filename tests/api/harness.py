@@ -31,6 +31,8 @@ class ApiServer:
     url: str
     database_url: str
     tokens: dict[str, str] = field(default_factory=dict)  # name -> secret
+    influx_url: str = ""
+    influx_database: str = ""
 
     def client(self, token: str | None = None, **kw: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[token]}"} if token else {}
@@ -116,7 +118,7 @@ def api_server(
             raise RuntimeError("the API server did not start")
         time.sleep(0.05)
     try:
-        yield ApiServer(f"http://127.0.0.1:{port}", db_url, tokens)
+        yield ApiServer(f"http://127.0.0.1:{port}", db_url, tokens, influx_url, database)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,7 @@ def test_timeline_time_per_state_equals_the_stored_components(example: ApiServer
         )  # fmt: skip
         ivs = out["intervals"]
         assert ivs[0]["start_ns"] == wx.at_minute(0) and ivs[-1]["end_ns"] == wx.at_minute(24 * 60)
-        assert all(a["end_ns"] == b["start_ns"] for a, b in zip(ivs, ivs[1:], strict=False))
+        assert all(a["end_ns"] == b["start_ns"] for a, b in itertools.pairwise(ivs))
         pbt: dict[str, float] = {}
         for iv in ivs:
             if iv["in_pot"] and not iv["planned_down"]:
@@ -196,3 +197,81 @@ def test_live_view_of_the_line(example: ApiServer) -> None:
     # the whole day's shift row: the same line OEE as the history
     assert line_shift["kpis"]["oee"]["value"] == pytest.approx(wx.LINE_OEE, abs=1e-6)
     assert example.get(f"/api/v1/sites/{wx.SITE}/lines/nope/live", "engineer").status_code == 404
+
+
+def _stops(server: ApiServer, machine: str, start: str = DAY, end: str = NEXT) -> dict[str, Any]:
+    out: dict[str, Any] = server.json(
+        f"/api/v1/sites/{wx.SITE}/machines/{machine}/stops", token="engineer",
+        **{"from": start, "to": end},
+    )  # fmt: skip
+    return out
+
+
+def test_stops_pareto_and_mtbf(example: ApiServer) -> None:
+    out = _stops(example, "M1")
+    kinds = [s["kind"] for s in out["stops"]]
+    assert kinds.count("breakdown") == 1 and kinds.count("minor_stop") == 15
+    assert out["minor_stops"]["count"] == 15 and out["minor_stops"]["seconds"] == 15 * 60
+    assert out["breakdowns"] == 1
+    assert out["mtbf_s"] == pytest.approx(wx.EXPECTED["M1"]["apt_s"] / 1)
+    assert out["mttr_s"] == pytest.approx(30 * 60)
+    assert _stops(example, "M3")["mtbf_s"] is None  # no breakdown: null, never infinite
+
+
+def test_a_stop_is_classified_by_its_whole_length(example: ApiServer) -> None:
+    stop = next(s for s in _stops(example, "M1")["stops"] if s["kind"] == "breakdown")
+    # a range that ends one minute into the 30-minute breakdown still calls it a breakdown
+    cut_end = stop["start"].replace("+08:00", "")
+    from datetime import datetime, timedelta
+
+    end = (datetime.fromisoformat(cut_end) + timedelta(minutes=1)).isoformat() + "+08:00"
+    cut = [s for s in _stops(example, "M1", DAY, end)["stops"] if s["start_ns"] == stop["start_ns"]]
+    assert cut and cut[0]["kind"] == "breakdown" and cut[0]["cut_at_end"]
+    # (the ISO 8601 range is to the microsecond; the stop starts at a fractional microsecond)
+    assert cut[0]["duration_s"] == pytest.approx(60.0, abs=1e-3)
+    assert cut[0]["length_s"] == pytest.approx(30 * 60, abs=1e-6)
+
+
+def test_reasons_assigned_split_kept_and_in_the_pareto(example: ApiServer, tmp_path: Path) -> None:
+    base = f"/api/v1/sites/{wx.SITE}/machines"
+    m1 = next(s for s in _stops(example, "M1")["stops"] if s["kind"] == "breakdown")
+    m2 = next(s for s in _stops(example, "M2")["stops"] if s["kind"] == "breakdown")
+    with example.client("engineer") as c:
+        r = c.post(f"{base}/M1/stops/reason", json={"start_ns": m1["start_ns"], "end_ns": m1["end_ns"],
+                                                     "reason": "SPINDLE", "note": "bearing"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert r.json()["by"] == "engineer" and r.json()["reason"] == "SPINDLE"
+        mid = (m2["start_ns"] + m2["end_ns"]) // 2
+        r = c.post(f"{base}/M2/stops/split", json={"start_ns": m2["start_ns"], "end_ns": m2["end_ns"],
+                   "at_ns": mid, "first_reason": "MECH", "second_reason": "MAT"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        bad = c.post(f"{base}/M2/stops/reason", json={"start_ns": 1, "end_ns": 2, "reason": "NOPE"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "reason"
+        bad = c.post(f"{base}/M2/stops/split", json={"start_ns": 1, "end_ns": 2, "at_ns": 5,
+                     "first_reason": "MECH", "second_reason": "MAT"})  # fmt: skip
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "at_ns"
+    with example.client("commission") as c:  # no stop lists, no assignments for the commission
+        assert c.post(f"{base}/M1/stops/reason", json={}).status_code == 403
+    p1 = {e["reason"]: e for e in _stops(example, "M1")["pareto_by_reason"]}
+    assert p1["SPINDLE"]["seconds"] == 30 * 60
+    p2 = _stops(example, "M2")
+    by_reason = {e["reason"]: e["seconds"] for e in p2["pareto_by_reason"]}
+    # setup and idle episodes are stops too; nobody gave them a reason
+    unassigned = (wx.TABLE["M2"]["aust"] + wx.TABLE["M2"]["adot"]) * 60
+    assert by_reason == {"MECH": 35 * 60, "MAT": 35 * 60, "unassigned": unassigned}
+    by_cat = {e["category"]: e["seconds"] for e in p2["pareto_by_category"]}
+    assert by_cat["breakdown"] == 35 * 60 and by_cat["material"] == 35 * 60
+    # the KPI engine recomputes the day: the assignments are master data and stay
+    cfg_dir = tmp_path
+    (cfg_dir / "site.yaml").write_text(yaml.safe_dump(wx.SITE_MODEL), encoding="utf-8")
+    (cfg_dir / "kpi.yaml").write_text(yaml.safe_dump({"sites": ["site.yaml"], "influx": {
+        "url": example.influx_url, "database": example.influx_database}, **KPI}), encoding="utf-8")  # fmt: skip
+    import asyncio
+
+    asyncio.run(
+        KpiEngine(load_kpi_config(cfg_dir / "kpi.yaml")).run_once(now_ns=wx.at_minute(26 * 60))
+    )
+    again = {e["reason"]: e["seconds"] for e in _stops(example, "M2")["pareto_by_reason"]}
+    assert again == by_reason
+    tl = example.json(f"{base}/M1/timeline", token="engineer", **{"from": DAY, "to": NEXT})
+    assert any(iv["reason"] == "SPINDLE" and iv["state"] == "DELAY" for iv in tl["intervals"])

@@ -1058,7 +1058,8 @@ def green_factory(site: SiteModel, energy: EnergyConfig) -> _Board:
     # Grafana sums them per local month before dividing (sum over sum, never a mean of ratios)
     month_parts = [("kgce", "gq", "kgce per good part"), ("kgco2", "gq", "kgCO2 per good part")]
     b.add(
-        timeseries(
+        _panel(
+            "barchart",
             "Energy and CO2 per good part, month by month",
             "Components summed per local day (InfluxQL has no calendar month), then per local "
             "month by Grafana (format time YYYY-MM in the site's time zone, group by, sum), "
@@ -1076,7 +1077,15 @@ def green_factory(site: SiteModel, energy: EnergyConfig) -> _Board:
                 )
             ],
             unit="none",
-            bars=True,
+            options={
+                "xField": "Time",  # the local month (YYYY-MM) after the transformations
+                "orientation": "vertical",
+                "showValue": "auto",
+                "groupWidth": 0.7,
+                "barWidth": 0.9,
+                "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+                "tooltip": {"mode": "multi", "sort": "none"},
+            },
             transformations=[
                 {
                     "id": "formatTime",

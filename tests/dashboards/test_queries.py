@@ -212,6 +212,7 @@ def test_line_live_oee_equals_the_simulators_truth(day: Day, line: str) -> None:
         k: reduce_panel(results, "OEE and its factors", k)[()] for k in ("oee", "availability")
     }
     truth = _truth_line(day, line)
+    print(f"line {line}: shown {shown}, truth {truth}")  # the margin, in the -rA report
     for k in ("oee", "availability"):
         value = shown[k]
         assert value is not None and not math.isnan(value)

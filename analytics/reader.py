@@ -47,8 +47,28 @@ class SiteReader:
         (the state, product and counter reading carried into the first window).
 
         ``machines`` limits the read to those machines (their own signals; no plant meters);
-        ``states_only`` reads just the state signals and their data-quality markers (timelines).
+        ``states_only`` reads just the state signals and their data-quality markers.
         """
+        plans, statements = self.statements(
+            site, lo_ns, hi_ns, machines=machines, states_only=states_only
+        )
+        if not statements:
+            return SiteData()
+        # chunked: a server-side max-row-limit must never truncate a window silently
+        series = await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
+        return self._assemble(site, plans, series)
+
+    def statements(
+        self,
+        site: SiteModel,
+        lo_ns: int,
+        hi_ns: int,
+        *,
+        machines: Sequence[str] | None = None,
+        states_only: bool = False,
+    ) -> tuple[dict[str, MachinePlan], list[str]]:
+        """The InfluxQL statements ``read`` sends (one per measurement family for the range, one
+        ``last()`` per signal for the carried-in value), and the plans they serve."""
         plans = read_plan(site, self.cfg)
         if machines is not None:
             plans = {m: p for m, p in plans.items() if m in set(machines)}
@@ -65,7 +85,7 @@ class SiteReader:
         where = tag_equals({SITE_TAG: site.site, ENTERPRISE_TAG: site.enterprise})
         if machines is not None:
             if not plans:
-                return SiteData()
+                return plans, []
             where += " AND " + tag_in(MACHINE_TAG, sorted(plans))
         statements: list[str] = []
         for meas, names in sorted(fields.items()):
@@ -89,9 +109,7 @@ class SiteReader:
                 statements.append(
                     f"SELECT last({ident(f)}) AS {ident(f)} FROM {ident(dq.measurement)} WHERE {where} AND time < {lo_ns} GROUP BY *"
                 )
-        # chunked: a server-side max-row-limit must never truncate a window silently
-        series = await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
-        return self._assemble(site, plans, series)
+        return plans, statements
 
     def _assemble(
         self, site: SiteModel, plans: dict[str, MachinePlan], series: list[ResultSeries]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -133,6 +133,29 @@ def _shift_bounds(site: SiteModel, asset: dict[str, str], day: str, shift: str) 
         if inst.name == shift and inst.date == d:
             return inst.start_ns, inst.end_ns
     return lo, lo + 24 * HOUR_NS  # a shift since removed from the calendar: its day
+
+
+def total_row(
+    rows: Sequence[dict[str, Any]],
+    kpis: Sequence[str],
+    asset: dict[str, str],
+    limits: dict[str, float],
+) -> dict[str, Any] | None:
+    """The sum of ``rows`` (their components, over any windows and machines) as one row, with
+    the KPIs recomputed from the sums: a line's total from its machines' rows, no new query."""
+    if not rows:
+        return None
+    names = list(rows[0]["components"])
+    sums = {c: sum(float(r["components"][c]) for r in rows) for c in names}
+    comps = Components.from_columns({c: [v] for c, v in sums.items()}, 1)
+    values = catalog.evaluate(comps, kpis, limits=limits)
+    first = rows[0]["window"]
+    return {
+        "asset": asset,
+        "window": first,
+        "components": sums,
+        "kpis": {k: {"id": k, **v.at(0)} for k, v in values.items()},
+    }
 
 
 async def history_rows(

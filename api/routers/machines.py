@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -13,17 +14,19 @@ from analytics import stops as stops_fn
 from analytics.calendar import hour_windows, zone
 from analytics.machine import MachineSignals
 from api.auth import SiteContext, site_access
-from api.history import Grouping, HistoryRequest, history_rows
+from api.history import Grouping, HistoryRequest, history_rows, total_row
 from api.masterdata import assign_stop_reason, split_stop, stop_assignments
 from api.params import bad_request, parse_time_ns, time_range_ns
 from api.state import get_state
 from api.telemetry import machine_intervals, planned_for, read_signals
 from zhizao.influxql import ident, tag_equals
 from zhizao.schema import (
+    AREA_TAG,
     CONNECTED_FIELD,
     CONNECTION_MEASUREMENT,
     ENTERPRISE_TAG,
     GATEWAY_TAG,
+    LINE_TAG,
     SITE_TAG,
     SOURCE_TAG,
 )
@@ -34,6 +37,8 @@ Telemetry = Annotated[SiteContext, Depends(site_access("telemetry"))]
 Assign = Annotated[SiteContext, Depends(site_access("assign"))]
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
+# how far back the live view looks for the current state's start (older: since_truncated)
+LIVE_LOOKBACK_NS = 2 * HOUR_NS
 LIVE_KPIS = (
     "oee",
     "availability",
@@ -80,9 +85,35 @@ async def line_live(request: Request, ctx: Telemetry, line: str, at: AtQ = None)
     state = get_state(request)
     site = ctx.model
     machines = _line_machines(site, line)
+    area = next(a.id for a, ln, _ in site.machines() if ln.id == line)
     now = _now_ns(site, at)
-    lo = now - 12 * HOUR_NS
-    signals = await read_signals(state, site, machines, lo, now + 1)
+    lo = now - LIVE_LOOKBACK_NS
+    planned = planned_for(site, machines[0], now - 24 * HOUR_NS, now + 1)
+    shift = next((s for s in planned.shifts if s.start_ns <= now < s.end_ns), None)
+    hour_start = int(hour_windows(now, now + 1, zone(site.timezone))[0][0])  # local hour
+    in_progress: list[tuple[str, Grouping, int]] = [("hour", "hour", hour_start)]
+    if shift is not None:
+        in_progress.append(("shift", "shift", shift.start_ns))
+    # the raw read, the KPI rows and the connections at once: one round trip of latency
+    raw_task = asyncio.create_task(read_signals(state, site, machines, lo, now + 1))
+    conn_task = asyncio.create_task(
+        state.query(
+            f"SELECT last({ident(CONNECTED_FIELD)}) AS {ident(CONNECTED_FIELD)} FROM "
+            f"{ident(CONNECTION_MEASUREMENT)} WHERE "
+            f"{tag_equals({SITE_TAG: site.site, ENTERPRISE_TAG: site.enterprise})} "
+            f"GROUP BY {ident(GATEWAY_TAG)}, {ident(SOURCE_TAG)}"
+        )
+    )
+    window_tasks = [
+        asyncio.create_task(
+            history_rows(state, site, HistoryRequest("machine", g, w, w + 1, LIVE_KPIS, line=line))
+        )
+        for _, g, w in in_progress
+    ]
+    raw = await raw_task
+    conn = await conn_task
+    windows = [await t for t in window_tasks]
+    signals = raw
     out_machines: list[dict[str, Any]] = []
     for machine in machines:
         sig = signals.get(machine)
@@ -105,34 +136,17 @@ async def line_live(request: Request, ctx: Telemetry, line: str, at: AtQ = None)
                 "codes": current.codes if current else {},
                 "since": _iso(since, site),
                 "time_in_state_s": (now - since) / NS,
+                # the state began before the look-back: at least this long
+                "since_truncated": since <= lo,
                 "last_sample": {k: _iso(v, site) for k, v in sorted(last_ns.items())},
                 "data_age_s": (now - max(last_ns.values())) / NS if last_ns else None,
             }
         )
-    # the shift in progress (of the line's calendar) and the hour in progress
-    planned = planned_for(site, machines[0], now - 24 * HOUR_NS, now + 1)
-    shift = next((s for s in planned.shifts if s.start_ns <= now < s.end_ns), None)
-    kpis: dict[str, Any] = {}
-    hour_start = int(hour_windows(now, now + 1, zone(site.timezone))[0][0])  # local hour
-    in_progress: list[tuple[str, Grouping, int | None]] = [
-        ("hour", "hour", hour_start),
-        ("shift", "shift", shift.start_ns if shift else None),
-    ]
-    for name, grouping, start in in_progress:
-        if start is None:
-            kpis[name] = None
-            continue
-        for level in ("machine", "line"):
-            rows, _ = await history_rows(
-                state, site, HistoryRequest(level, grouping, start, start + 1, LIVE_KPIS, line=line)
-            )
-            kpis.setdefault(name, {})[level] = rows
-    conn = await state.query(
-        f"SELECT last({ident(CONNECTED_FIELD)}) AS {ident(CONNECTED_FIELD)} FROM "
-        f"{ident(CONNECTION_MEASUREMENT)} WHERE "
-        f"{tag_equals({SITE_TAG: site.site, ENTERPRISE_TAG: site.enterprise})} "
-        f"GROUP BY {ident(GATEWAY_TAG)}, {ident(SOURCE_TAG)}"
-    )
+    limits = {"effectiveness_flag_above": state.kpi.effectiveness_flag_above}
+    kpis: dict[str, Any] = {"hour": None, "shift": None}
+    for (name, _, _), (rows, _q) in zip(in_progress, windows, strict=True):
+        total = total_row(rows, LIVE_KPIS, {AREA_TAG: area, LINE_TAG: line}, limits)
+        kpis[name] = {"machine": rows, "line": [total] if total else []}
     gateways = [
         {
             "gateway": s.tags.get(GATEWAY_TAG, ""),

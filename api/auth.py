@@ -16,8 +16,9 @@ that does not exist (404, same body, same database work), so ids cannot be probe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -48,6 +49,9 @@ POLICIES: dict[Policy, frozenset[Role]] = {
 }
 # roles whose tokens see every factory (the others are scoped to one site)
 UNSCOPED: frozenset[Role] = frozenset({"commission", "admin"})
+
+TOKEN_CACHE_S = 5.0
+_TOKEN_CACHE: dict[str, tuple[TokenInfo, float]] = {}
 
 _bearer = HTTPBearer(auto_error=False, description="an API token: `Authorization: Bearer zz_...`")
 
@@ -115,20 +119,23 @@ class SiteContext:
         return self.model.site
 
 
-def site_access(policy: Policy) -> Callable[..., SiteContext]:
+def site_access(policy: Policy) -> Callable[..., Awaitable[SiteContext]]:
     """The dependency for routes under ``/sites/{site}`` with ``policy`` (see the module table)."""
     allowed = POLICIES[policy]
 
-    def dependency(
+    async def dependency(
         request: Request,
         principal: PrincipalDep,
         site: Annotated[str, Path(description="site (factory) id", max_length=64)],
     ) -> SiteContext:
         state = get_state(request)
-        # look the site up before deciding, whatever the scope: a foreign site and a missing one
-        # cost the same and answer the same
-        model = state.site_model(site)
-        if model is None or not principal.sees(site):
+        # a site in scope may come from the cache; any other is looked up in the database, so a
+        # foreign site and a missing one cost the same and answer the same
+        visible = principal.sees(site)
+        model = state.cached_site_model(site) if visible else None
+        if model is None:
+            model = await asyncio.to_thread(state.site_model, site, use_cache=visible)
+        if model is None or not visible:
             state.metrics.scope_denials.labels(kind="site").inc()
             raise not_found("site", site)
         if principal.role not in allowed:

@@ -71,9 +71,13 @@ class AppState:
 
     # -- master data cache (site models change rarely; writes call forget_site) --------------
 
-    def site_model(self, site: str) -> SiteModel | None:
+    def cached_site_model(self, site: str) -> SiteModel | None:
         with self._lock:
-            if site in self._sites:
+            return self._sites.get(site)
+
+    def site_model(self, site: str, *, use_cache: bool = True) -> SiteModel | None:
+        with self._lock:
+            if use_cache and site in self._sites:
                 return self._sites[site]
         with self.session() as s:
             model = load_site_model(s, site)

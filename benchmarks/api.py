@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             return out
 
         kinds = ["live", "history", "timeline"]
+        serial: dict[str, float] = {}
 
         async def run_api() -> tuple[dict[str, list[float]], float, int]:
             limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
@@ -299,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
 
                 for k in kinds:  # warm: the first of each kind fills caches (site model, computer)
                     await send(k, 0)
+                for k in kinds:  # one at a time, for the record: the latency without queueing
+                    t = time.perf_counter()
+                    for j in range(5):
+                        await send(k, j)
+                    serial[k] = (time.perf_counter() - t) / 5 * 1000
                 return await open_loop(rate, duration, kinds, send)
 
         async def run_direct() -> tuple[dict[str, list[float]], float, int]:
@@ -336,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             "direct_timeline_p99_ms": p(direct_lat["timeline"], 99),
             "overhead_ratio": p(all_api, 99) / p(all_direct, 99),
             "errors": api_err + direct_err,
+            **{f"serial_{k}_ms": v for k, v in serial.items()},
         }
         emit(record)
         return 0 if record["errors"] == 0 else 1

@@ -71,11 +71,14 @@ def _url(path: str, site: str) -> str:
 
 
 def _query(op: dict[str, Any]) -> dict[str, str]:
-    return {
+    out = {
         p["name"]: str(PARAMS[p["name"]])
         for p in op.get("parameters", [])
         if p["in"] == "query" and p.get("required")
     }
+    if any(p["name"] == "once" for p in op.get("parameters", [])):
+        out["once"] = "true"  # a stream that ends after what is there
+    return out
 
 
 def test_every_site_route_declares_a_policy(server: ApiServer) -> None:

@@ -49,7 +49,7 @@ from api.db.session import make_engine, make_sessionmaker, upgrade  # noqa: E402
 from api.history import HistoryRequest, build_query  # noqa: E402
 from api.masterdata import import_site  # noqa: E402
 from api.routers.kpis import DEFAULT_KPIS  # noqa: E402
-from api.routers.machines import LIVE_KPIS  # noqa: E402
+from api.routers.machines import LIVE_KPIS, LIVE_LOOKBACK_NS  # noqa: E402
 from api.telemetry import planned_for  # noqa: E402
 from api.tokens import create_token  # noqa: E402
 from benchmarks._common import emit, log  # noqa: E402
@@ -175,9 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--quick", action="store_true", help="a day of data, shorter load phases (< 30 s)"
     )
+    ap.add_argument("--rate", type=float, default=0.0, help="requests per second (default 10)")
     args = ap.parse_args(argv)
     days = 1 if args.quick else 7
-    rate, duration = (30.0, 4.0) if args.quick else (40.0, 20.0)
+    # 50 clients each asking every 5 s: 10 requests/s, scheduled whatever the answers take
+    rate, duration = (10.0, 6.0) if args.quick else (10.0, 30.0)
+    if args.rate:
+        rate = args.rate
     site = site_model()
     end_day = datetime(2026, 11, 30, tzinfo=TZ)
     start_ns = int((end_day - timedelta(days=days)).timestamp()) * NS
@@ -266,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
             ms = [m.id for _, ln, m in site.machines() if ln.id == line]
             out = [
                 ";".join(
-                    reader.statements(site, live_at - 12 * HOUR_NS - hb, live_at + 1, machines=ms)[
-                        1
-                    ]
+                    reader.statements(
+                        site, live_at - LIVE_LOOKBACK_NS - hb, live_at + 1, machines=ms
+                    )[1]
                 )
             ]
             hour = int(hour_windows(live_at, live_at + 1, TZ)[0][0])

@@ -38,7 +38,7 @@ Assign = Annotated[SiteContext, Depends(site_access("assign"))]
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
 # how far back the live view looks for the current state's start (older: since_truncated)
-LIVE_LOOKBACK_NS = 2 * HOUR_NS
+LIVE_LOOKBACK_NS = HOUR_NS
 LIVE_KPIS = (
     "oee",
     "availability",

@@ -164,7 +164,7 @@ async def history_rows(
     """Rows of components and KPIs for the request, and the InfluxQL that read them."""
     components = catalog.components_needed(req.kpis)
     q = build_query(site, req, components, state.kpi.measurement_prefix)
-    series = await state.query(q, chunked=True)
+    series = await state.cached_query(q, chunked=True)
     keys: list[tuple[tuple[tuple[str, str], ...], str, int, int]] = []
     sums: dict[tuple[tuple[tuple[str, str], ...], str, int, int], dict[str, float]] = {}
     level_tags = LEVEL_TAGS[req.level]

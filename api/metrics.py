@@ -39,6 +39,12 @@ class ApiMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.cache = Counter(
+            "zhizao_api_kpi_cache",
+            "KPI component queries: answered from the short-lived cache (hit), by a query already in flight (shared), or sent (miss)",
+            ["result"],
+            registry=self.registry,
+        )
         self.auth_failures = Counter(
             "zhizao_api_auth_failures",
             "requests refused by authentication or role: missing, invalid (unknown, revoked or expired), role",

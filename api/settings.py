@@ -68,6 +68,8 @@ class ApiSettings(BaseSettings):
     # a reverse proxy terminates TLS in front of this service (silences the plain-HTTP warning)
     behind_tls_proxy: bool = False
     limits: LimitsConfig = LimitsConfig()
+    # KPI component answers are reused this long (0 = never); raw signals are never cached
+    kpi_cache_s: float = Field(default=5.0, ge=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

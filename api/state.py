@@ -7,6 +7,7 @@ InfluxDB reads are async through one pooled ``InfluxQLReader``.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -51,6 +52,8 @@ class AppState:
     reader: InfluxQLReader | None = None
     _sites: dict[str, SiteModel | None] = field(default_factory=dict)
     _computers: dict[str, SiteComputer] = field(default_factory=dict)
+    _answers: dict[str, tuple[float, list[ResultSeries]]] = field(default_factory=dict)
+    _in_flight: dict[str, asyncio.Future[list[ResultSeries]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -107,6 +110,34 @@ class AppState:
         return comp
 
     # -- InfluxDB -------------------------------------------------------------------------------
+
+    async def cached_query(self, q: str, *, chunked: bool = False) -> list[ResultSeries]:
+        """``query`` for KPI components: identical queries in flight share one round trip, and
+        an answer is reused for ``settings.kpi_cache_s`` (the engine rewrites components every
+        few minutes; fifty people watching one factory cost one query, not fifty)."""
+        ttl = self.settings.kpi_cache_s
+        now = time.monotonic()
+        hit = self._answers.get(q)
+        if hit is not None and hit[0] > now:
+            self.metrics.cache.labels(result="hit").inc()
+            return hit[1]
+        pending = self._in_flight.get(q)
+        if pending is not None:
+            self.metrics.cache.labels(result="shared").inc()
+            return await asyncio.shield(pending)
+        self.metrics.cache.labels(result="miss").inc()
+        task = asyncio.ensure_future(self.query(q, chunked=chunked))
+        self._in_flight[q] = task
+        try:
+            result = await asyncio.shield(task)
+        finally:
+            self._in_flight.pop(q, None)
+        if ttl > 0:
+            if len(self._answers) > 1000:  # bounded: drop what expired, else everything
+                live = {k: v for k, v in self._answers.items() if v[0] > now}
+                self._answers = live if len(live) <= 1000 else {}
+            self._answers[q] = (now + ttl, result)
+        return result
 
     async def query(self, q: str, *, chunked: bool = False) -> list[ResultSeries]:
         """Run InfluxQL; unreachable or failing InfluxDB becomes a 503 with Retry-After."""

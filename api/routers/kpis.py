@@ -23,6 +23,7 @@ DEFAULT_KPIS: tuple[str, ...] = (
     "quality",
     "kwh_per_good",
 )
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 Telemetry = Annotated[SiteContext, Depends(site_access("telemetry"))]
 Aggregate = Annotated[SiteContext, Depends(site_access("aggregate"))]
 
@@ -142,7 +143,7 @@ async def kpi_summary(
         200: {
             "content": {
                 "text/csv": {},
-                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
+                XLSX: {},
             }
         }
     },
@@ -163,9 +164,14 @@ async def export_history(
 ) -> Response:
     out = await _history(request, ctx, level, grouping, start, end, kpi, area, line, machine)
     ids = kpi_ids(kpi, DEFAULT_KPIS)
+    return _file(out, ids, fmt, f"{ctx.site}-kpi-{level}-{grouping}", ctx, start, end)
+
+
+def _file(
+    out: HistoryOut, ids: list[str], fmt: str, name: str, ctx: SiteContext, start: str, end: str
+) -> Response:
     rows = [r.model_dump() for r in out.rows]
     header, table = history_table(rows, ids)
-    name = f"{ctx.site}-kpi-{level}-{grouping}"
     if fmt == "csv":
         return Response(
             to_csv(header, table),
@@ -175,13 +181,13 @@ async def export_history(
     body = to_xlsx(
         header,
         table,
-        title="kpi",
+        title="table",
         kpis=ids,
         query=out.query,
         about={
             "site": ctx.site,
-            "level": level,
-            "grouping": grouping,
+            "level": out.level,
+            "grouping": out.grouping,
             "from": start,
             "to": end,
             "timezone": ctx.model.timezone,
@@ -189,7 +195,7 @@ async def export_history(
     )
     return Response(
         body,
-        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        media_type=XLSX,
         headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
     )
 
@@ -283,8 +289,34 @@ async def losses(
     """Losses in seconds; with PRI x GQ they add up to PBT. Each row also carries the ISO time
     elements (POT, planned down, PBT, APT, AUST, ADET, ADOT) and both factor splits. The
     stop-level view (reasons, Pareto, MTBF/MTTR) is ``.../machines/{machine}/stops``."""
-    ids = (*_view_ids("losses"), "availability", "availability_tpm", "performance_tpm", "oee")
-    out = await _history(
-        request, ctx, level, grouping, start, end, ",".join(ids), None, line, machine
+    return await _history(
+        request, ctx, level, grouping, start, end, ",".join(LOSS_IDS), None, line, machine
     )
-    return out
+
+
+LOSS_IDS = (*_view_ids("losses"), "availability", "availability_tpm", "performance_tpm", "oee")
+
+
+@router.get(
+    "/sites/{site}/export/losses.{fmt}",
+    operation_id="export_losses",
+    summary="the losses table as CSV (UTF-8 with BOM) or XLSX (with definitions and query)",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}, XLSX: {}}}},
+    openapi_extra={"x-zhizao-policy": "telemetry"},
+)
+async def export_losses(
+    request: Request,
+    ctx: Telemetry,
+    fmt: Literal["csv", "xlsx"],
+    start: FromQ,
+    end: ToQ,
+    level: Level = "line",
+    grouping: Grouping = "range",
+    line: str | None = None,
+    machine: str | None = None,
+) -> Response:
+    out = await _history(
+        request, ctx, level, grouping, start, end, ",".join(LOSS_IDS), None, line, machine
+    )
+    return _file(out, list(LOSS_IDS), fmt, f"{ctx.site}-losses-{level}-{grouping}", ctx, start, end)

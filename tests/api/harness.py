@@ -90,6 +90,7 @@ def api_server(
     foreign: str | None = None,
     database_url: str | None = None,
     kpi_config_path: Path | None = None,
+    kpi_cache_s: float = 0.0,
 ) -> Iterator[ApiServer]:
     db_url = database_url or f"sqlite:///{tmp / 'api.sqlite'}"
     tokens = seed(db_url, sites, foreign)
@@ -107,6 +108,8 @@ def api_server(
         influx={"url": influx_url, "database": database, "timeout_s": 5.0},
         kpi_config=kpi_path,
         limits={"stream_poll_s": 0.2, "stream_keepalive_s": 2.0},
+        # off by default: the tests read what was just written (one test turns it on)
+        kpi_cache_s=kpi_cache_s,
     )
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)

@@ -154,10 +154,10 @@ def test_exports(example: ApiServer) -> None:
     xlsx = example.get(f"{base}.xlsx", **{"from": DAY, "to": NEXT, "level": "line", "kpi": "oee"})
     assert xlsx.status_code == 200
     wb = openpyxl.load_workbook(io.BytesIO(xlsx.content))
-    assert wb.sheetnames == ["kpi", "definitions", "query"]
+    assert wb.sheetnames == ["table", "definitions", "query"]
     assert wb["definitions"]["A2"].value == "oee"
     assert 'sum("pri_gq_s")' in str(wb["definitions"]["F2"].value)
-    assert abs(float(wb["kpi"]["F2"].value) - wx.LINE_OEE) < 1e-6
+    assert abs(float(wb["table"]["F2"].value) - wx.LINE_OEE) < 1e-6
 
 
 def test_timeline_time_per_state_equals_the_stored_components(example: ApiServer) -> None:
@@ -275,3 +275,24 @@ def test_reasons_assigned_split_kept_and_in_the_pareto(example: ApiServer, tmp_p
     assert again == by_reason
     tl = example.json(f"{base}/M1/timeline", token="engineer", **{"from": DAY, "to": NEXT})
     assert any(iv["reason"] == "SPINDLE" and iv["state"] == "DELAY" for iv in tl["intervals"])
+
+
+def test_losses_close_to_pbt_and_export(example: ApiServer) -> None:
+    import io
+
+    import openpyxl
+
+    out = example.json(
+        f"/api/v1/sites/{wx.SITE}/losses", token="engineer", **{"from": DAY, "to": NEXT}
+    )
+    (line,) = out["rows"]
+    losses = sum(v["value"] for k, v in line["kpis"].items() if catalog.get(k).view == "losses")
+    assert losses + line["components"]["pri_gq_s"] == pytest.approx(line["components"]["pbt_s"])
+    assert line["kpis"]["idling_minor_stops_s"]["value"] == (15 + 20 + 15) * 60
+    x = example.get(
+        f"/api/v1/sites/{wx.SITE}/export/losses.xlsx", "engineer", **{"from": DAY, "to": NEXT}
+    )
+    assert x.status_code == 200
+    sheet = openpyxl.load_workbook(io.BytesIO(x.content))["table"]
+    header = [c.value for c in sheet[1]]
+    assert sheet.cell(2, header.index("breakdown_s") + 1).value == (30 + 70) * 60

@@ -116,7 +116,23 @@ def build_query(
     )
 
 
-def _shift_bounds(site: SiteModel, asset: dict[str, str], day: str, shift: str) -> tuple[int, int]:
+def _shift_instance(site: SiteModel, cal_name: str, day: str, shift: str) -> tuple[int, int]:
+    d = date.fromisoformat(day)
+    lo = _day_start_ns(d, site)
+    planned = planned_time(site.calendars[cal_name], lo, lo + 36 * HOUR_NS, name=cal_name)
+    for inst in planned.shifts:
+        if inst.name == shift and inst.date == d:
+            return inst.start_ns, inst.end_ns
+    return lo, lo + 24 * HOUR_NS  # a shift since removed from the calendar: its day
+
+
+def _shift_bounds(
+    site: SiteModel,
+    asset: dict[str, str],
+    day: str,
+    shift: str,
+    memo: dict[tuple[str, str, str], tuple[int, int]],
+) -> tuple[int, int]:
     """The shift instance's start and end from the calendar of the group's (first) machine."""
     cal_name = None
     for area, line, m in site.machines():
@@ -126,13 +142,10 @@ def _shift_bounds(site: SiteModel, asset: dict[str, str], day: str, shift: str) 
             break
     if cal_name is None:
         cal_name = next(iter(site.calendars))
-    d = date.fromisoformat(day)
-    lo = _day_start_ns(d, site)
-    planned = planned_time(site.calendars[cal_name], lo, lo + 36 * HOUR_NS, name=cal_name)
-    for inst in planned.shifts:
-        if inst.name == shift and inst.date == d:
-            return inst.start_ns, inst.end_ns
-    return lo, lo + 24 * HOUR_NS  # a shift since removed from the calendar: its day
+    key = (cal_name, day, shift)
+    if key not in memo:  # one calendar evaluation per shift instance, not per row
+        memo[key] = _shift_instance(site, cal_name, day, shift)
+    return memo[key]
 
 
 def total_row(
@@ -168,6 +181,7 @@ async def history_rows(
     keys: list[tuple[tuple[tuple[str, str], ...], str, int, int]] = []
     sums: dict[tuple[tuple[tuple[str, str], ...], str, int, int], dict[str, float]] = {}
     level_tags = LEVEL_TAGS[req.level]
+    memo: dict[tuple[str, str, str], tuple[int, int]] = {}
     for s in series:
         asset = tuple((t, s.tags.get(t, "")) for t in level_tags)
         for i in range(len(s)):
@@ -176,7 +190,7 @@ async def history_rows(
                 label, end = _iso(start, site), start + HOUR_NS
             elif req.grouping == "shift":
                 day, shift = s.tags.get(DATE_TAG, ""), s.tags.get(SHIFT_TAG, "")
-                start, end = _shift_bounds(site, dict(asset), day, shift)
+                start, end = _shift_bounds(site, dict(asset), day, shift, memo)
                 label = f"{day} {shift}"
             elif req.grouping == "day":
                 d = date.fromisoformat(s.tags.get(DATE_TAG, ""))

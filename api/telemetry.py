@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from analytics.calendar import PlannedTime, planned_time
 from analytics.machine import MachineSignals
 from analytics.reader import SiteReader
@@ -103,3 +105,30 @@ def machine_intervals(
         )
         for i in range(len(tl.start_ns))
     ]
+
+
+def current_state(
+    state: AppState,
+    site: SiteModel,
+    machine: str,
+    signals: MachineSignals,
+    lo_ns: int,
+    hi_ns: int,
+) -> Interval | None:
+    """The state at ``hi_ns`` as one interval from the start of its run (calendar edges inside
+    one state are not changes) and the source codes in force now; None for an empty range."""
+    tl = timeline_of(state, site, machine, signals, lo_ns, hi_ns)
+    n = len(tl.start_ns)
+    if n == 0:
+        return None
+    last = n - 1
+    other = np.flatnonzero(tl.state != tl.state[last])
+    first = int(other[-1]) + 1 if len(other) else 0
+    return Interval(
+        int(tl.start_ns[first]),
+        int(tl.end_ns[last]),
+        STATES[int(tl.state[last])].value,
+        dict(tl.codes[last]),
+        bool(tl.in_pot[last]),
+        bool(tl.planned_down[last]),
+    )

@@ -69,9 +69,9 @@ CLIENTS = 50
 
 
 def site_model() -> SiteModel:
-    machines = lambda li: [
-        {"id": f"M{li * PER_LINE + i:03d}", "type": "cnc"} for i in range(PER_LINE)
-    ]
+    def machines(li: int) -> list[dict[str, str]]:
+        return [{"id": f"M{li * PER_LINE + i:03d}", "type": "cnc"} for i in range(PER_LINE)]
+
     return SiteModel.model_validate(
         {
             "enterprise": "bench",

@@ -18,7 +18,7 @@ from api.history import Grouping, HistoryRequest, history_rows, total_row
 from api.masterdata import assign_stop_reason, split_stop, stop_assignments
 from api.params import bad_request, parse_time_ns, time_range_ns
 from api.state import get_state
-from api.telemetry import machine_intervals, planned_for, read_signals
+from api.telemetry import current_state, machine_intervals, planned_for, read_signals
 from zhizao.influxql import ident, tag_equals
 from zhizao.schema import (
     AREA_TAG,
@@ -117,13 +117,8 @@ async def line_live(request: Request, ctx: Telemetry, line: str, at: AtQ = None)
     out_machines: list[dict[str, Any]] = []
     for machine in machines:
         sig = signals.get(machine)
-        intervals = machine_intervals(state, site, machine, sig, lo, now) if sig else []
-        current = intervals[-1] if intervals else None
+        current = current_state(state, site, machine, sig, lo, now) if sig else None
         since = current.start_ns if current else lo
-        for iv in reversed(intervals):  # the run of the current state (across calendar edges)
-            if current is None or iv.state != current.state:
-                break
-            since = iv.start_ns
         last_ns = {
             name: int(s.ts_ns[-1])
             for name, s in ({**(sig.signals if sig else {}), **(sig.states if sig else {})}).items()

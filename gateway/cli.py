@@ -91,13 +91,20 @@ def _format_status(s: dict[str, Any], age_s: float) -> str:
         f"  outbox: {o['samples']} samples / {o['bytes']} bytes in {o['chunks']} chunks, oldest "
         f"{o['oldest_age_s']}s, dropped {o['dropped']}, refused {o['refused']}"
     )
+    if o.get("storage_error"):
+        lines.append(f"  outbox STORAGE ERROR: {o['storage_error']}")
     u = s["uplink"]
     lines.append(
         f"  uplink ({u['kind']}): {'connected' if u['connected'] else 'DISCONNECTED'}, "
         f"{u['samples_acked']} samples confirmed, {u['inflight_frames']} frames in flight, "
+        f"{u.get('unconfirmed_samples', 0)} samples sent, not confirmed, "
         f"retries {u['retries']}"
         + (f", errors {u['publish_errors']}" if u["publish_errors"] else "")
+        + (f", rejected {u['rejected']}" if u.get("rejected") else "")
+        + (f", last error: {u['last_error']}" if u.get("last_error") and not u["connected"] else "")
     )
+    for problem in s.get("problems", []):
+        lines.append(f"  PROBLEM: {problem}")
     return "\n".join(lines)
 
 

@@ -296,6 +296,16 @@ class MqttUplinkConfig(StrictModel):
     max_samples_per_frame: int = Field(default=10_000, ge=1)
     max_inflight_frames: int = Field(default=16, ge=1)
     ack_timeout_s: float = Field(default=30.0, gt=0)
+    # "ingest": a frame leaves the outbox only when ingest confirmed it stored (end to end; a
+    # broker PUBACK only marks it sent). "broker": the PUBACK deletes it (no ingest confirmation;
+    # a broker that discards or loses a message loses its samples).
+    confirmation: Literal["ingest", "broker"] = "ingest"
+    confirm_timeout_s: float = Field(
+        default=60.0, gt=0, description="sent frames without confirmation are re-sent after this"
+    )
+    max_unconfirmed_frames: int = Field(
+        default=256, ge=1, description="frames sent (PUBACK or not) and not yet confirmed"
+    )
 
 
 class InfluxUplinkConfig(StrictModel):

@@ -10,6 +10,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,39 @@ from gateway.outbox import SqliteOutbox
 from gateway.sources.base import SourceStats
 from gateway.uplink import UplinkStats
 
-__all__ = ["GatewayCollector", "read_status", "serve_metrics", "status_snapshot", "write_status"]
+__all__ = [
+    "GatewayCollector",
+    "GatewayHealth",
+    "read_status",
+    "serve_metrics",
+    "status_snapshot",
+    "write_status",
+]
 
 STATUS_FILE = "status.json"
+
+
+@dataclass
+class GatewayHealth:
+    """The process's own conditions (beside the sources', outbox's and uplink's counters)."""
+
+    status_error: str = ""  # why the status file cannot be written ("" = it can)
+    status_write_errors: int = 0
+    task_crashes: int = 0  # sources or the uplink that failed unexpectedly and were restarted
+
+    def problems(self, outbox: SqliteOutbox, uplink: UplinkStats) -> list[str]:
+        out = []
+        o = outbox.stats
+        if o.storage_error:
+            out.append(f"outbox: {o.storage_error}")
+        if self.status_error:
+            out.append(self.status_error)
+        if uplink.unconfirmed_frames:
+            out.append(
+                f"{uplink.unconfirmed_samples} samples sent, not confirmed by ingest "
+                f"({uplink.unconfirmed_frames} frames)"
+            )
+        return out
 
 
 class GatewayCollector(Collector):
@@ -33,11 +64,13 @@ class GatewayCollector(Collector):
         sources: Sequence[SourceStats],
         outbox: SqliteOutbox,
         uplink: UplinkStats,
+        health: GatewayHealth | None = None,
     ) -> None:
         self.gateway_id = gateway_id
         self.sources = sources
         self.outbox = outbox
         self.uplink = uplink
+        self.health = health or GatewayHealth()
 
     def collect(self) -> Iterator[Any]:
         src = ["source", "kind"]
@@ -92,7 +125,40 @@ class GatewayCollector(Collector):
             dropped.add_metric([reason], n)
         yield dropped
         yield CounterMetricFamily(
-            "zhizao_gateway_outbox_refused_samples", "samples refused (refuse_new)", value=o.refused
+            "zhizao_gateway_outbox_refused_samples",
+            "samples refused (refuse_new, or a write the file system refused)",
+            value=o.refused,
+        )
+        yield CounterMetricFamily(
+            "zhizao_gateway_outbox_refused_disk_full_samples",
+            "samples refused because the file system refused the write (part of refused)",
+            value=o.refused_disk_full,
+        )
+        yield GaugeMetricFamily(
+            "zhizao_gateway_outbox_storage_ok",
+            "0 while the outbox's file system refuses writes (disk full), else 1",
+            value=0.0 if o.storage_error else 1.0,
+        )
+        yield CounterMetricFamily(
+            "zhizao_gateway_outbox_storage_errors",
+            "outbox writes the file system refused",
+            value=o.storage_errors,
+        )
+        h = self.health
+        yield GaugeMetricFamily(
+            "zhizao_gateway_status_file_ok",
+            "0 while the status file cannot be written, else 1",
+            value=0.0 if h.status_error else 1.0,
+        )
+        yield CounterMetricFamily(
+            "zhizao_gateway_status_write_errors",
+            "failed writes of the status file",
+            value=h.status_write_errors,
+        )
+        yield CounterMetricFamily(
+            "zhizao_gateway_task_restarts",
+            "sources or uplink that failed unexpectedly and were restarted",
+            value=h.task_crashes,
         )
         u = self.uplink
         yield GaugeMetricFamily(
@@ -116,6 +182,29 @@ class GatewayCollector(Collector):
             "frames awaiting PUBACK",
             value=u.inflight_frames,
         )
+        yield GaugeMetricFamily(
+            "zhizao_gateway_uplink_unconfirmed_frames",
+            "frames the broker accepted and ingest has not confirmed yet",
+            value=u.unconfirmed_frames,
+        )
+        yield GaugeMetricFamily(
+            "zhizao_gateway_uplink_unconfirmed_samples",
+            "samples sent, not confirmed by ingest (still in the outbox)",
+            value=u.unconfirmed_samples,
+        )
+        yield CounterMetricFamily(
+            "zhizao_gateway_uplink_confirm_timeouts",
+            "frames sent again because ingest did not confirm them in time",
+            value=u.confirm_timeouts,
+        )
+        rejected_up = CounterMetricFamily(
+            "zhizao_gateway_uplink_rejected_samples",
+            "samples the store refused for good (direct InfluxDB uplink), by reason",
+            labels=["reason"],
+        )
+        for reason, n in u.rejected.items():
+            rejected_up.add_metric([reason], n)
+        yield rejected_up
         errors = CounterMetricFamily(
             "zhizao_gateway_uplink_publish_errors", "publish refusals by code", labels=["code"]
         )
@@ -138,10 +227,14 @@ def status_snapshot(
     outbox: SqliteOutbox,
     uplink: UplinkStats,
     metrics_port: int | None,
+    health: GatewayHealth | None = None,
 ) -> dict[str, Any]:
     o = outbox.snapshot()
+    health = health or GatewayHealth()
     return {
         "gateway": gateway_id,
+        "session": outbox.session,
+        "problems": health.problems(outbox, uplink),
         "written_at_s": time.time(),
         "pid": os.getpid(),
         "metrics_port": metrics_port,
@@ -155,7 +248,12 @@ def status_snapshot(
             "acked": o.acked,
             "dropped": o.dropped,
             "refused": o.refused,
+            "refused_disk_full": o.refused_disk_full,
+            "storage_errors": o.storage_errors,
+            "storage_error": o.storage_error,
         },
+        "status_write_errors": health.status_write_errors,
+        "task_restarts": health.task_crashes,
         "uplink": uplink.as_dict(),
     }
 
@@ -163,7 +261,15 @@ def status_snapshot(
 def write_status(state_dir: Path, snapshot: dict[str, Any]) -> None:
     """Atomically replace ``state_dir/status.json``."""
     tmp = state_dir / (STATUS_FILE + ".tmp")
-    tmp.write_text(json.dumps(snapshot, indent=1))
+    data = json.dumps(snapshot, indent=1).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     os.replace(tmp, state_dir / STATUS_FILE)
 
 

@@ -19,11 +19,27 @@ it ends.
 
 Series keys are persisted next to the chunks, so stored series indices stay meaningful after a
 restart even if the tag map changed meanwhile.
+
+Session: a random 63-bit epoch is stored when the outbox file is created (``session``, 16 hex
+digits). It travels in every frame next to the frame sequence number, which lives in the same
+file: a gateway started with a fresh state directory starts a new session at sequence 1, and
+ingest does not mistake its frames for duplicates of the old box's.
+
+A full disk (or any write the file system refuses) never takes the process down: the append is
+rolled back, the condition is reported (``storage_error``), the configured policy applies
+(``drop_oldest`` deletes the oldest chunks not in flight to make room inside the file and
+retries once; otherwise the new samples are refused), every refused or dropped sample is counted
+(reason ``disk_full``), and the next append that succeeds clears the condition.
+
+Files are created 0600 in a 0700 directory, whatever the umask (the outbox holds plant data).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -61,6 +77,8 @@ _STR_ENCODER = msgspec.msgpack.Encoder()
 _STR_DECODER = msgspec.msgpack.Decoder(list[str | None])
 # a drop episode ends when the outbox is back under this fraction of max_bytes
 _EPISODE_END_FRACTION = 0.9
+# wall minus monotonic moving by more than this between two readings is a clock step
+CLOCK_STEP_S = 5.0
 
 
 class OutboxFull(SinkError):
@@ -99,6 +117,9 @@ class OutboxStats:
     acked: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: {"full": 0, "age": 0})
     refused: int = 0
+    refused_disk_full: int = 0  # part of ``refused``: the file system refused the write
+    storage_errors: int = 0  # writes the file system refused (disk full, I/O error)
+    storage_error: str = ""  # the current condition, "" when writes succeed
 
 
 @dataclass(slots=True)
@@ -113,6 +134,38 @@ def _blob(col: NDArray[np.generic] | None, *, sparse: bool = False) -> bytes | N
     if col is None or (sparse and not col.any()):
         return None
     return np.ascontiguousarray(col).tobytes()
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """A write the file system refused: SQLITE_FULL / SQLITE_IOERR*, or ENOSPC/EDQUOT/EIO."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+        return "disk is full" in str(exc) or "disk I/O error" in str(exc)
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+    return False
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` (if missing) as 0600 and make sure an existing one is 0600."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            log.warning("%s was readable by others; made it 0600", path)
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) and make it 0700 (warns when it was open to others)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s had mode %o; made it 0700 (it holds data and keys)", path, mode)
+        os.chmod(path, 0o700)
 
 
 def _col(blob: bytes | None, dtype: type[np.generic], n: int) -> NDArray[np.generic]:
@@ -136,10 +189,15 @@ class SqliteOutbox:
         config: OutboxConfig | None = None,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.config = config or OutboxConfig()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):  # SQLite gives its side files the database's mode
+            p = self.path.with_name(self.path.name + suffix)
+            if suffix == "" or p.exists():
+                private_file(p)
         self._clock_ns = clock_ns
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -169,6 +227,42 @@ class SqliteOutbox:
         self._episode: dict[str, int] | None = None  # reason -> samples dropped this episode
         self._tokens = 0.0
         self._tokens_at = time.monotonic()
+        self._unpersisted: list[int] = []  # series indices a full disk kept out of the file
+        # chunks deleted in the open transaction (restored in memory if it rolls back)
+        self._undo: list[tuple[int, _Meta, str | None]] = []
+        self._ack_pending: set[int] = set()  # confirmed chunks a full disk kept from deleting
+        self._mono_ns = mono_ns
+        self._clock_offset_ns: int | None = None  # wall minus monotonic at the last reading
+        self.clock_steps = 0
+        self.session = self._session()
+
+    def _session(self) -> str:
+        """The session id of this outbox file, created with it (see the module docstring)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'session'").fetchone()
+        if row is None:
+            value = secrets.randbits(63) or 1
+            self._db.execute("INSERT INTO meta VALUES ('session', ?)", (value,))
+            row = (value,)
+        return f"{int(row[0]):016x}"
+
+    def _storage_failed(self, exc: BaseException, what: str) -> None:
+        self.stats.storage_errors += 1
+        if not self.stats.storage_error:
+            log.error(
+                "outbox %s: the file system refused a write (%s) while %s; the gateway keeps "
+                "running, applies drop_policy %s and counts what it cannot store. Free space on "
+                "that file system.",
+                self.path,
+                exc,
+                what,
+                self.config.drop_policy,
+            )
+        self.stats.storage_error = f"{what}: {exc}"
+
+    def _storage_ok(self) -> None:
+        if self.stats.storage_error:
+            log.warning("outbox %s can be written again", self.path)
+            self.stats.storage_error = ""
 
     # ------------------------------------------------------------------ series
 
@@ -179,11 +273,22 @@ class SqliteOutbox:
             if idx is not None:
                 return idx
             idx = self.table.add(key)
-            self._db.execute(
-                "INSERT OR REPLACE INTO series VALUES (?, ?, ?, ?, ?)",
-                (idx, key.measurement, orjson.dumps(key.tags).decode(), key.field, int(key.dtype)),
-            )
+            try:
+                self._persist_series(idx)
+            except sqlite3.Error as exc:
+                if not is_storage_full(exc):
+                    raise
+                # written with the next chunk that fits: the chunk needs it, nothing else does
+                self._unpersisted.append(idx)
+                self._storage_failed(exc, "registering a series")
             return idx
+
+    def _persist_series(self, idx: int) -> None:
+        key = self.table.keys[idx]
+        self._db.execute(
+            "INSERT OR REPLACE INTO series VALUES (?, ?, ?, ?, ?)",
+            (idx, key.measurement, orjson.dumps(key.tags).decode(), key.field, int(key.dtype)),
+        )
 
     # ------------------------------------------------------------------ append
 
@@ -196,7 +301,8 @@ class SqliteOutbox:
     ) -> AppendResult:
         """Store ``batch`` durably. Returns only after the commit (per ``synchronous``).
 
-        Raises ``OutboxFull`` under ``refuse_new`` when a bound is hit.
+        Raises ``OutboxFull`` under ``refuse_new`` when a bound is hit, and under either policy
+        when the file system refuses the write and no room can be made (``storage_error``).
         """
         n = len(batch)
         if n == 0:
@@ -218,52 +324,148 @@ class SqliteOutbox:
         )
         nbytes = sum(len(b) for b in row if b is not None)
         with self._lock:
-            now_ns = self._clock_ns()
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                dropped = self._expire(now_ns)
-                if self._bytes + nbytes > self.config.max_bytes:
-                    if self.config.drop_policy == "refuse_new":
-                        self._db.execute("COMMIT")
-                        self.stats.refused += n
-                        self._episode_note("refused", n)
-                        raise OutboxFull(
-                            "outbox full: new samples refused (drop_policy refuse_new)",
-                            refused=n,
-                            detail=f"{self._bytes} of {self.config.max_bytes} bytes used",
-                        )
-                    dropped += self._drop_oldest_locked(
-                        self._bytes + nbytes - self.config.max_bytes, "full"
+                return self._append_locked(n, nbytes, row)
+            except sqlite3.Error as exc:
+                if not is_storage_full(exc):
+                    raise
+                self._storage_failed(exc, "storing new samples")
+            # the file system is full: make room inside the file (drop_oldest) and try once more
+            dropped = 0
+            if self.config.drop_policy == "drop_oldest":
+                dropped = self._drop_for_disk(nbytes)
+                if dropped:
+                    try:
+                        result = self._append_locked(n, nbytes, row)
+                    except sqlite3.Error as exc:
+                        if not is_storage_full(exc):
+                            raise
+                        self._storage_failed(exc, "storing new samples")
+                    else:
+                        return AppendResult(result.chunk_id, result.accepted, dropped)
+            self.stats.refused += n
+            self.stats.refused_disk_full += n
+            self._episode_note("disk_full", n)
+            raise OutboxFull(
+                "outbox cannot be written (the file system refused it): new samples refused",
+                refused=n,
+                detail=self.stats.storage_error,
+            )
+
+    def _drop_for_disk(self, need_bytes: int) -> int:
+        """Delete the oldest chunks not in flight (reason ``disk_full``); 0 if that fails too."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            dropped = self._drop_oldest_locked(max(need_bytes, 1), "disk_full")
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            if not is_storage_full(exc):
+                raise
+            return 0
+        self._undo.clear()
+        return dropped
+
+    def _rollback(self) -> None:
+        """Roll the transaction back and restore the in-memory view of the deleted chunks."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        if not self._undo:
+            return
+        for cid, meta, reason in self._undo:
+            self._meta[cid] = meta
+            self._bytes += meta.nbytes
+            self._samples += meta.samples
+            if reason is not None:
+                self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) - meta.samples
+        self._meta = OrderedDict(sorted(self._meta.items()))
+        self._undo.clear()
+
+    def _append_locked(self, n: int, nbytes: int, row: tuple[bytes | None, ...]) -> AppendResult:
+        self._retry_acks()
+        now_ns = self._now_ns()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for idx in self._unpersisted:
+                self._persist_series(idx)
+            dropped = self._expire(now_ns)
+            if self._bytes + nbytes > self.config.max_bytes:
+                if self.config.drop_policy == "refuse_new":
+                    self._db.execute("COMMIT")
+                    self._undo.clear()
+                    self.stats.refused += n
+                    self._episode_note("refused", n)
+                    raise OutboxFull(
+                        "outbox full: new samples refused (drop_policy refuse_new)",
+                        refused=n,
+                        detail=f"{self._bytes} of {self.config.max_bytes} bytes used",
                     )
-                    if self._bytes + nbytes > self.config.max_bytes:
-                        # everything left is in flight: nothing older can go, so the new chunk can't
-                        self._db.execute("COMMIT")
-                        self.stats.refused += n
-                        self._episode_note("refused", n)
-                        raise OutboxFull(
-                            "outbox full: every stored chunk is in flight, new samples refused",
-                            refused=n,
-                        )
-                cur = self._db.execute(
-                    "INSERT INTO chunks (created_ns, samples, nbytes, series, ts_ns, f64, i64,"
-                    " quality, str, server_ts_ns, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (now_ns, n, nbytes, *row),
+                dropped += self._drop_oldest_locked(
+                    self._bytes + nbytes - self.config.max_bytes, "full"
                 )
-                self._db.execute("COMMIT")
-            except OutboxFull:
-                raise
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            chunk_id = int(cur.lastrowid or 0)
-            self._meta[chunk_id] = _Meta(now_ns, n, nbytes)
-            self._bytes += nbytes
-            self._samples += n
-            self.stats.appended += n
-            if not dropped:
-                self._maybe_end_episode()
-            return AppendResult(chunk_id, n, dropped)
+                if self._bytes + nbytes > self.config.max_bytes:
+                    # everything left is in flight: nothing older can go, so the new chunk can't
+                    self._db.execute("COMMIT")
+                    self._undo.clear()
+                    self.stats.refused += n
+                    self._episode_note("refused", n)
+                    raise OutboxFull(
+                        "outbox full: every stored chunk is in flight, new samples refused",
+                        refused=n,
+                    )
+            cur = self._db.execute(
+                "INSERT INTO chunks (created_ns, samples, nbytes, series, ts_ns, f64, i64,"
+                " quality, str, server_ts_ns, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (now_ns, n, nbytes, *row),
+            )
+            self._db.execute("COMMIT")
+        except OutboxFull:
+            raise
+        except BaseException:
+            self._rollback()
+            raise
+        self._undo.clear()
+        self._unpersisted.clear()
+        self._storage_ok()
+        chunk_id = int(cur.lastrowid or 0)
+        self._meta[chunk_id] = _Meta(now_ns, n, nbytes)
+        self._bytes += nbytes
+        self._samples += n
+        self.stats.appended += n
+        if not dropped:
+            self._maybe_end_episode()
+        return AppendResult(chunk_id, n, dropped)
+
+    def _now_ns(self) -> int:
+        """The wall clock, with steps of it detected against the monotonic clock.
+
+        A box without a real-time clock boots at some old date and is stepped forward by NTP
+        later: without this, every chunk stored before the step would look years old and expire
+        as ``age``. A step (wall minus monotonic moving by more than ``CLOCK_STEP_S`` between two
+        readings) is logged and the stored creation times are shifted by it, in memory and in
+        the file, so ages stay what they were on the monotonic clock.
+        """
+        wall = self._clock_ns()
+        offset = wall - self._mono_ns()
+        last, self._clock_offset_ns = self._clock_offset_ns, offset
+        if last is not None and abs(offset - last) > CLOCK_STEP_S * 1_000_000_000:
+            step = offset - last
+            self.clock_steps += 1
+            log.warning(
+                "the wall clock stepped by %+.1f s; outbox ages are kept on the monotonic clock "
+                "(%d stored chunks re-dated)",
+                step / 1e9,
+                len(self._meta),
+            )
+            for m in self._meta.values():
+                m.created_ns += step
+            try:
+                self._db.execute("UPDATE chunks SET created_ns = created_ns + ?", (step,))
+            except sqlite3.Error as exc:  # in memory is what counts while running
+                if not is_storage_full(exc):
+                    raise
+                self._storage_failed(exc, "re-dating chunks after a clock step")
+        return wall
 
     def _expire(self, now_ns: int) -> int:
         cutoff = now_ns - int(self.config.max_age_s * 1e9)
@@ -298,6 +500,7 @@ class SqliteOutbox:
             m = self._meta.pop(cid, None)
             if m is None:
                 continue
+            self._undo.append((cid, m, reason))
             samples += m.samples
             self._bytes -= m.nbytes
             self._samples -= m.samples
@@ -333,13 +536,21 @@ class SqliteOutbox:
     def expire(self) -> int:
         """Apply the age bound now (the uplink loop calls this periodically)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._retry_acks()
             try:
-                dropped = self._expire(self._clock_ns())
+                self._db.execute("BEGIN IMMEDIATE")
+                dropped = self._expire(self._now_ns())
                 self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                if not is_storage_full(exc):
+                    raise
+                self._storage_failed(exc, "expiring old chunks")
+                return 0
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
+            self._undo.clear()
             return dropped
 
     # ------------------------------------------------------------------ drain
@@ -357,7 +568,7 @@ class SqliteOutbox:
         At least one chunk is returned when one is available, even if it exceeds ``max_samples``.
         """
         with self._lock:
-            cutoff = self._clock_ns() - int(self.config.live_window_s * 1e9)
+            cutoff = self._now_ns() - int(self.config.live_window_s * 1e9)
             ids: list[int] = []
             total = 0
             for cid, m in self._meta.items():
@@ -414,17 +625,34 @@ class SqliteOutbox:
         if not ids:
             return 0
         with self._lock:
+            self._ack_pending.update(ids)
+            return self._retry_acks()
+
+    def _retry_acks(self) -> int:
+        """Delete the confirmed chunks; if the file system refuses, they stay in flight (never
+        sent again, never dropped) and the next call tries again."""
+        if not self._ack_pending:
+            return 0
+        ids = sorted(self._ack_pending)
+        try:
             self._db.execute("BEGIN IMMEDIATE")
-            try:
-                n = self._delete_locked(ids, reason=None)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            n = self._delete_locked(ids, reason=None)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            if not is_storage_full(exc):
                 raise
-            self._inflight.difference_update(ids)
-            self.stats.acked += n
-            self._maybe_end_episode()
-            return n
+            self._storage_failed(exc, "deleting confirmed chunks")
+            return 0
+        except BaseException:
+            self._rollback()
+            raise
+        self._undo.clear()
+        self._ack_pending.clear()
+        self._inflight.difference_update(ids)
+        self.stats.acked += n
+        self._maybe_end_episode()
+        return n
 
     def release(self, chunk_ids: Iterable[int]) -> None:
         """The uplink failed these chunks: they become available again (same place in order)."""
@@ -451,7 +679,10 @@ class SqliteOutbox:
             self._tokens -= samples
 
     def next_seq(self, name: str = "frame_seq") -> int:
-        """A persistent counter (frame sequence numbers survive restarts)."""
+        """A persistent counter (frame sequence numbers survive restarts).
+
+        Raises ``sqlite3.Error`` when the file system refuses the update: a number is never
+        handed out unless it is stored (a reused number would be taken for a duplicate)."""
         with self._lock:
             self._db.execute(
                 "INSERT INTO meta VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
@@ -481,7 +712,7 @@ class SqliteOutbox:
             if not self._meta:
                 return 0.0
             first = next(iter(self._meta.values()))
-            return max(0.0, (self._clock_ns() - first.created_ns) / 1e9)
+            return max(0.0, (self._now_ns() - first.created_ns) / 1e9)
 
     def snapshot(self) -> OutboxStats:
         with self._lock:
@@ -494,6 +725,9 @@ class SqliteOutbox:
                 acked=self.stats.acked,
                 dropped=dict(self.stats.dropped),
                 refused=self.stats.refused,
+                refused_disk_full=self.stats.refused_disk_full,
+                storage_errors=self.stats.storage_errors,
+                storage_error=self.stats.storage_error,
             )
 
     def close(self) -> None:

@@ -2,8 +2,9 @@
 
 Both take chunks oldest first (the *live* lane first, then the *backlog* lane at
 ``replay_samples_per_s``, so a long outage never starves live data), and delete them from the
-outbox only when the far side confirmed them: PUBACK of the frame's message id for MQTT, a
-successful ``/write`` for InfluxDB. Anything unconfirmed is released and sent again later:
+outbox only when the far side confirmed them: for MQTT, ingest's end-to-end confirmation that
+the frame is stored (``confirmation: ingest``, the default; the broker's PUBACK only marks it
+sent) or the PUBACK itself (``confirmation: broker``); a successful ``/write`` for InfluxDB. Anything unconfirmed is released and sent again later:
 delivery is at-least-once, and InfluxDB overwrites an identical point (series + timestamp), so it
 is effectively once.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,11 +27,12 @@ from dataclasses import dataclass, field
 from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.config import GatewayIdentityConfig, InfluxUplinkConfig, MqttUplinkConfig
-from gateway.mqtt_client import MqttConnection
+from gateway.mqtt_client import IncomingMessage, MqttConnection
 from gateway.outbox import OutboxChunk, SqliteOutbox
 from gateway.sources.base import Backoff
+from ingest.confirm import confirm_topic, decode_confirmation
 from ingest.frames import FrameCodec, GatewayFrame, frame_topic
-from zhizao.errors import PartialWriteError, SinkError
+from zhizao.errors import DecodeError, PartialWriteError, SinkError
 from zhizao.model import Batch
 
 __all__ = ["InfluxUplink", "MqttUplink", "UplinkStats", "take_next"]
@@ -45,13 +48,19 @@ class UplinkStats:
     connected: bool = False
     frames_sent: int = 0
     samples_sent: int = 0
-    frames_acked: int = 0
+    frames_acked: int = 0  # frames whose samples left the outbox (confirmed)
     samples_acked: int = 0
     retries: int = 0  # chunks put back for a later attempt (no ack in time, refused, errors)
     publish_errors: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)  # samples the store refused for good
-    inflight_frames: int = 0
+    inflight_frames: int = 0  # awaiting the broker's PUBACK
     last_ack_ns: int = 0
+    confirmation: str = "broker"  # what deletes a frame from the outbox: broker PUBACK / ingest
+    unconfirmed_frames: int = 0  # PUBACK received, ingest's confirmation not yet
+    unconfirmed_samples: int = 0
+    confirm_timeouts: int = 0  # frames re-sent because no confirmation came in time
+    confirmations: int = 0  # confirmation messages of this gateway's session received
+    last_error: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -66,6 +75,12 @@ class UplinkStats:
             "rejected": dict(self.rejected),
             "inflight_frames": self.inflight_frames,
             "last_ack_ns": self.last_ack_ns,
+            "confirmation": self.confirmation,
+            "unconfirmed_frames": self.unconfirmed_frames,
+            "unconfirmed_samples": self.unconfirmed_samples,
+            "confirm_timeouts": self.confirm_timeouts,
+            "confirmations": self.confirmations,
+            "last_error": self.last_error,
         }
 
 
@@ -87,10 +102,20 @@ class _Inflight:
     chunk_ids: list[int]
     samples: int
     sent_at: float
+    seq: int = 0
 
 
 class MqttUplink:
-    """Gateway frames to the central broker, ``zhizao/v1/<site>/<gateway-id>/frames``, QoS 1."""
+    """Gateway frames to the central broker, ``zhizao/v1/<site>/<gateway-id>/frames``, QoS 1.
+
+    With ``confirmation: ingest`` (the default) a frame has three states: *in flight* (published,
+    no PUBACK yet), *sent* (PUBACK: the broker has it) and *confirmed* (ingest stored it and said
+    so on ``<prefix>/<site>/<gateway-id>/confirm``, see ``ingest.confirm``). Only confirmed
+    frames leave the outbox. A sent frame without confirmation after ``confirm_timeout_s`` is
+    released and sent again in a new frame (ingest stores identical points once: InfluxDB
+    overwrites them), at most ``max_unconfirmed_frames`` frames are out at a time, and health
+    shows the sent-but-not-confirmed frames and samples.
+    """
 
     def __init__(
         self, config: MqttUplinkConfig, outbox: SqliteOutbox, identity: GatewayIdentityConfig
@@ -99,17 +124,25 @@ class MqttUplink:
         self.outbox = outbox
         self.identity = identity
         self.topic = frame_topic(identity.site, identity.id, config.topic_prefix)
-        self.stats = UplinkStats("mqtt")
+        self.confirm_topic = confirm_topic(identity.site, identity.id, config.topic_prefix)
+        self.end_to_end = config.confirmation == "ingest"
+        self.stats = UplinkStats("mqtt", confirmation=config.confirmation)
         client_id = config.broker.client_id or f"zhizao-{identity.id}-uplink"
         self.connection = MqttConnection(
             config.broker,
             client_id,
+            subscriptions=[(self.confirm_topic, 1)] if self.end_to_end else [],
             max_queued_messages=config.max_inflight_frames,
         )
-        self._inflight: dict[int, _Inflight] = {}
+        self._inflight: dict[int, _Inflight] = {}  # mid -> frame awaiting PUBACK
+        self._sent: dict[int, _Inflight] = {}  # seq -> frame awaiting ingest's confirmation
+        self._early: set[int] = set()  # seqs confirmed before their PUBACK was seen
         self._acks: list[int] = []
         self._wake = asyncio.Event()
         self._logged_rc: set[str] = set()
+        self._confirm_queue: asyncio.Queue[IncomingMessage] = asyncio.Queue()
+        self._unlogged_timeouts = 0
+        self._next_timeout_log = 0.0
 
     def _on_puback(self, mid: int) -> None:
         # paho's network thread, holding paho's own lock: only hand the mid over
@@ -121,12 +154,15 @@ class MqttUplink:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.connection.start(self._loop, None, on_publish=self._on_puback)
+        self.connection.start(self._loop, self._confirm_queue, on_publish=self._on_puback)
         last_expire = time.monotonic()
         try:
             while True:
                 self.stats.connected = self.connection.connected.is_set()
+                if not self.stats.connected and self.connection.last_error:
+                    self.stats.last_error = self.connection.last_error
                 await self._settle_acks()
+                await self._settle_confirmations()
                 self._release_overdue()
                 if time.monotonic() - last_expire > _EXPIRE_EVERY_S:
                     await asyncio.to_thread(self.outbox.expire)
@@ -134,6 +170,7 @@ class MqttUplink:
                 if (
                     not self.stats.connected
                     or len(self._inflight) >= self.config.max_inflight_frames
+                    or len(self._inflight) + len(self._sent) >= self.config.max_unconfirmed_frames
                 ):
                     await self._nap()
                     continue
@@ -141,10 +178,18 @@ class MqttUplink:
                 if not chunks:
                     await self._nap()
                     continue
-                self._publish(chunks)
+                if not self._publish(chunks):
+                    await self._nap()
         finally:
-            self.outbox.release([cid for f in self._inflight.values() for cid in f.chunk_ids])
+            self.outbox.release(
+                [
+                    cid
+                    for f in (*self._inflight.values(), *self._sent.values())
+                    for cid in f.chunk_ids
+                ]
+            )
             self._inflight.clear()
+            self._sent.clear()
             self.connection.stop()
 
     async def _nap(self) -> None:
@@ -152,11 +197,24 @@ class MqttUplink:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), _IDLE_S)
 
-    def _publish(self, chunks: list[OutboxChunk]) -> None:
+    def _publish(self, chunks: list[OutboxChunk]) -> bool:
         ids = [c.chunk_id for c in chunks]
         batch = Batch.concat([c.batch for c in chunks])
+        try:
+            seq = self.outbox.next_seq()
+        except sqlite3.Error as exc:
+            # the sequence number cannot be stored (a full disk): never send an unstored one
+            self.outbox.release(ids)
+            self.stats.publish_errors["outbox_write_failed"] += 1
+            self.stats.last_error = f"frame sequence number not stored: {exc}"
+            return False
         frame = GatewayFrame.from_table(
-            self.identity.id, self.outbox.next_seq(), self.outbox.table, batch, time.time_ns()
+            self.identity.id,
+            seq,
+            self.outbox.table,
+            batch,
+            time.time_ns(),
+            session=self.outbox.session,
         )
         payload = FrameCodec.encode(frame)
         rc, mid = self.connection.publish(self.topic, payload, qos=1)
@@ -168,25 +226,74 @@ class MqttUplink:
             if name not in self._logged_rc:
                 self._logged_rc.add(name)
                 log.warning("uplink publish refused by the MQTT client (%s); will retry", name)
-            return
-        self._inflight[mid] = _Inflight(ids, len(batch), time.monotonic())
+            return False
+        self._inflight[mid] = _Inflight(ids, len(batch), time.monotonic(), seq)
         self.stats.frames_sent += 1
         self.stats.samples_sent += len(batch)
         self.stats.inflight_frames = len(self._inflight)
+        return True
+
+    async def _confirmed(self, frames: list[_Inflight]) -> None:
+        """Delete confirmed frames' chunks from the outbox."""
+        if not frames:
+            return
+        ids = [cid for f in frames for cid in f.chunk_ids]
+        await asyncio.to_thread(self.outbox.ack, ids)
+        self.stats.frames_acked += len(frames)
+        self.stats.samples_acked += sum(f.samples for f in frames)
+        self.stats.last_ack_ns = time.time_ns()
+
+    def _count_unconfirmed(self) -> None:
+        self.stats.inflight_frames = len(self._inflight)
+        self.stats.unconfirmed_frames = len(self._sent)
+        self.stats.unconfirmed_samples = sum(f.samples for f in self._sent.values())
 
     async def _settle_acks(self) -> None:
         if not self._acks:
             return
         mids, self._acks = self._acks, []
         done = [self._inflight.pop(m) for m in mids if m in self._inflight]
-        self.stats.inflight_frames = len(self._inflight)
         if not done:
+            self._count_unconfirmed()
             return
-        ids = [cid for f in done for cid in f.chunk_ids]
-        await asyncio.to_thread(self.outbox.ack, ids)
-        self.stats.frames_acked += len(done)
-        self.stats.samples_acked += sum(f.samples for f in done)
-        self.stats.last_ack_ns = time.time_ns()
+        if not self.end_to_end:
+            self._count_unconfirmed()
+            await self._confirmed(done)
+            return
+        now = time.monotonic()
+        confirmed = []
+        for f in done:
+            if f.seq in self._early:
+                self._early.discard(f.seq)
+                confirmed.append(f)
+            else:
+                f.sent_at = now  # the confirmation timeout runs from the broker's PUBACK
+                self._sent[f.seq] = f
+        self._count_unconfirmed()
+        await self._confirmed(confirmed)
+
+    async def _settle_confirmations(self) -> None:
+        confirmed: list[_Inflight] = []
+        while not self._confirm_queue.empty():
+            msg = self._confirm_queue.get_nowait()
+            try:
+                conf = decode_confirmation(msg.payload)
+            except DecodeError as exc:
+                self.stats.publish_errors["bad_confirmation"] += 1
+                log.warning("uplink: unreadable confirmation on %s ignored: %s", msg.topic, exc)
+                continue
+            if conf.gateway != self.identity.id or conf.session != self.outbox.session:
+                continue  # another session's (an earlier install's retained message)
+            self.stats.confirmations += 1
+            for seq in [s for s in self._sent if conf.covers(s)]:
+                confirmed.append(self._sent.pop(seq))
+            pending = {f.seq for f in self._inflight.values()}
+            for a, b in conf.ranges:
+                if b - a < 4096:
+                    self._early.update(s for s in range(a, b + 1) if s in pending)
+        if confirmed:
+            self._count_unconfirmed()
+            await self._confirmed(confirmed)
 
     def _release_overdue(self) -> None:
         now = time.monotonic()
@@ -195,11 +302,30 @@ class MqttUplink:
         ]
         for mid in overdue:
             frame = self._inflight.pop(mid)
+            self._early.discard(frame.seq)
             # a late PUBACK for this mid is ignored; the chunks go out again (at-least-once)
             self.outbox.release(frame.chunk_ids)
             self.stats.retries += len(frame.chunk_ids)
-        if overdue:
-            self.stats.inflight_frames = len(self._inflight)
+        late = [s for s, f in self._sent.items() if now - f.sent_at > self.config.confirm_timeout_s]
+        for seq in late:
+            frame = self._sent.pop(seq)
+            self.outbox.release(frame.chunk_ids)
+            self.stats.retries += len(frame.chunk_ids)
+            self.stats.confirm_timeouts += 1
+        self._unlogged_timeouts += len(late)
+        if self._unlogged_timeouts and now >= self._next_timeout_log:
+            # at most once a minute, with the count since the last time
+            self._next_timeout_log = now + 60.0
+            log.warning(
+                "uplink: %d frame(s) accepted by the broker were not confirmed by ingest within "
+                "%.0f s; sending them again (is ingest running and subscribed to %s?)",
+                self._unlogged_timeouts,
+                self.config.confirm_timeout_s,
+                self.topic,
+            )
+            self._unlogged_timeouts = 0
+        if overdue or late:
+            self._count_unconfirmed()
 
 
 class InfluxUplink:

@@ -45,6 +45,11 @@ class MqttConsumerConfig(StrictModel):
         description="<site>/<gateway-id> levels to subscribe to, e.g. 'plant-1/+' to partition "
         "gateways between processes (exact counter increments with N processes)",
     )
+    confirm: bool = Field(
+        True,
+        description="publish end-to-end confirmations of stored frames to "
+        "<prefix>/<site>/<gateway-id>/confirm (retained, QoS 1); gateways keep frames until then",
+    )
     keepalive_s: int = Field(30, ge=5, le=65535)
     session_expiry_s: int = Field(
         7 * 86400, ge=0, description="how long the broker keeps messages for a stopped ingest"

@@ -162,8 +162,10 @@ class MqttConsumer:
             if m.qos > 0:
                 self._client.ack(m.mid, m.qos)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo:
-        return self._client.publish(topic, payload, qos=qos)
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
 
     def stop(self) -> None:
         """Disconnect cleanly; the broker keeps the session (and unacknowledged messages)."""

@@ -6,7 +6,8 @@ Wire format, version 1 (all integers little-endian)::
     0       2     magic b"ZF"
     2       1     version (1)
     3       1     flags (bit 0: quality column omitted, every sample GOOD)
-    4       4     meta_len     uint32: msgpack [gateway_id, seq, created_ns, n_samples, n_strings]
+    4       4     meta_len     uint32: msgpack [gateway_id, seq, created_ns, n_samples, n_strings,
+                                 session] (session: optional, see below)
     8       4     keys_len     uint32: msgpack [[measurement, [[tag, value], ...], field, dtype], ...]
     12      4     reserved (0)
     16      meta_len + keys_len bytes, then zero padding to a multiple of 8
@@ -15,6 +16,13 @@ Wire format, version 1 (all integers little-endian)::
             series  int32[n]   index into this frame's key list
             quality uint8[n]   (absent with flag bit 0)
             strings msgpack [str, ...]: the values of the STRING samples, in sample order
+
+``session`` is the gateway's session id: a random epoch chosen when the gateway's state (its
+outbox) is created, like Sparkplug's bdSeq. A gateway replaced or reinstalled with a fresh state
+directory starts its sequence numbers again at 1 under a new session, so ingest detects duplicates
+per (gateway, session, seq). It is an optional trailing element of the meta array: a frame without
+it (older gateways) decodes with session ``""``, and a decoder that does not know it ignores it
+(msgpack arrays decode into structs with trailing defaults), so the format version stays 1.
 
 Series keys travel once per frame and the samples as raw arrays, so decoding is ``np.frombuffer``
 (no per-sample Python objects) plus a few vectorized checks. The key list is a separate block so
@@ -117,10 +125,17 @@ class GatewayFrame:
     table_keys: list[SeriesKey]
     batch: Batch
     created_ns: int = 0
+    session: str = ""  # the gateway's session id ("" for gateways that send none)
 
     @classmethod
     def from_table(
-        cls, gateway_id: str, seq: int, table: SeriesTable, batch: Batch, created_ns: int = 0
+        cls,
+        gateway_id: str,
+        seq: int,
+        table: SeriesTable,
+        batch: Batch,
+        created_ns: int = 0,
+        session: str = "",
     ) -> GatewayFrame:
         """A frame of ``batch`` carrying only the keys it uses (compact for a large table)."""
         used, local = np.unique(batch.series, return_inverse=True)
@@ -133,7 +148,7 @@ class GatewayFrame:
             quality=batch.quality,
             value_str=batch.value_str,
         )
-        return cls(gateway_id, seq, keys, b, created_ns)
+        return cls(gateway_id, seq, keys, b, created_ns, session)
 
 
 class _Meta(msgspec.Struct, array_like=True, frozen=True):
@@ -142,6 +157,7 @@ class _Meta(msgspec.Struct, array_like=True, frozen=True):
     created_ns: int
     n: int
     n_strings: int
+    session: str = ""  # optional trailing element (absent in frames of older gateways)
 
 
 # measurement, tags, field, dtype
@@ -358,9 +374,16 @@ class FrameCodec:
             if any(not isinstance(v, str) for v in values):
                 raise ValueError("frame STRING samples must hold str values")
             strings_block = _encoder.encode(values)
-        meta = _encoder.encode(
-            (frame.gateway_id, int(frame.seq), int(frame.created_ns), n, n_strings)
+        head_fields: tuple[object, ...] = (
+            frame.gateway_id,
+            int(frame.seq),
+            int(frame.created_ns),
+            n,
+            n_strings,
         )
+        if frame.session:  # without a session the meta is byte-identical to older gateways'
+            head_fields = (*head_fields, frame.session)
+        meta = _encoder.encode(head_fields)
         keys_block = _encoder.encode(
             # tags are tuples of pairs and dtype an IntEnum: msgpack arrays and an int as they are
             [(k.measurement, k.tags, k.field, k.dtype) for k in keys]
@@ -401,7 +424,9 @@ class FrameCodec:
             quality=p.quality if p.quality is not None else np.zeros(n, np.uint8),
             value_str=strs,
         )
-        return GatewayFrame(p.meta.gateway_id, p.meta.seq, keys, batch, p.meta.created_ns)
+        return GatewayFrame(
+            p.meta.gateway_id, p.meta.seq, keys, batch, p.meta.created_ns, p.meta.session
+        )
 
 
 def sample_dtypes(
@@ -460,6 +485,7 @@ class DecodedFrames:
     errors: list[tuple[int, DecodeError]]  # input position, error
     refused: list[SeriesKey] = field(default_factory=list)
     created_ns: list[int] = field(default_factory=list)  # per decoded frame (0 if not sent)
+    sessions: list[str] = field(default_factory=list)  # per decoded frame ("" if not sent)
 
 
 class FrameDecoder:
@@ -498,6 +524,7 @@ class FrameDecoder:
         gws: list[str] = []
         seqs: list[int] = []
         created: list[int] = []
+        sessions: list[str] = []
         errors: list[tuple[int, DecodeError]] = []
         for pos, payload in enumerate(payloads):
             try:
@@ -525,11 +552,21 @@ class FrameDecoder:
             gws.append(p.meta.gateway_id)
             seqs.append(p.meta.seq)
             created.append(p.meta.created_ns)
+            sessions.append(p.meta.session)
         # ts_ns of a single frame stays a read-only view of its payload (no copy)
         batch = Batch.concat(parts)
         frame_index = np.concatenate(frame_of) if frame_of else np.empty(0, np.int64)
         return DecodedFrames(
-            self.table, batch, frame_index, ok, gws, seqs, errors, list(self.refused.keys), created
+            self.table,
+            batch,
+            frame_index,
+            ok,
+            gws,
+            seqs,
+            errors,
+            list(self.refused.keys),
+            created,
+            sessions,
         )
 
 

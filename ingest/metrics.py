@@ -80,6 +80,26 @@ class IngestMetrics:
         self.frame_gaps = Gauge(
             "zhizao_ingest_frame_gaps", "frames missing between sequence numbers", registry=r
         )
+        self.gateway_sessions = Gauge(
+            "zhizao_ingest_gateway_new_sessions",
+            "gateway sessions started after a gateway's first one (replaced or reset gateways)",
+            registry=r,
+        )
+        self.quarantine_errors = Counter(
+            "zhizao_ingest_quarantine_write_errors",
+            "failed attempts to make the quarantine durable (acknowledgements held meanwhile)",
+            registry=r,
+        )
+        self.confirmations = Counter(
+            "zhizao_ingest_confirmations",
+            "confirmation messages published to gateways (frames stored)",
+            registry=r,
+        )
+        self.frames_confirmed = Counter(
+            "zhizao_ingest_frames_confirmed",
+            "gateway frames confirmed as stored (duplicates confirmed again included)",
+            registry=r,
+        )
         self.counter_out_of_order = Gauge(
             "zhizao_ingest_counter_out_of_order",
             "counter samples not newer than the last one (no increment)",

@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ingest.config import IngestConfig
+from ingest.confirm import confirm_topic, encode_confirmation
 from ingest.consumer import InMessage, MqttConsumer
 from ingest.counters import CounterTracker
 from ingest.frames import (
@@ -74,6 +75,9 @@ class Prepared:
     message_of: NDArray[np.int64]  # input position of each sample's message
     topics: Sequence[str]
     frames: list[tuple[str, int]] = field(default_factory=list)  # (gateway, seq) to remember
+    frame_sessions: list[str] = field(default_factory=list)  # the session of each of ``frames``
+    # (site, gateway, session, seq) of every frame to confirm once stored: new and duplicates
+    confirm: list[tuple[str, str, str, int]] = field(default_factory=list)
     samples_in: dict[str, int] = field(default_factory=dict)  # by codec
     messages_in: dict[str, int] = field(default_factory=dict)  # by codec
     accepted: int = 0  # raw samples accepted (increments not included)
@@ -100,7 +104,7 @@ class IngestPipeline:
         self.dedup = FrameDeduplicator(config.validation.duplicate_window)
         self.counters = CounterTracker(config.counters)
         self.frame_prefix = config.mqtt.topic_prefix
-        self._gateway_ids: dict[str, int] = {}
+        self._gateway_ids: dict[tuple[str, str], int] = {}
 
     def subscriptions(self) -> list[str]:
         group = self.config.mqtt.group
@@ -195,10 +199,11 @@ class IngestPipeline:
             batch, frame_index = decoded.batch, decoded.frame_index
             if codec == CODEC_FRAMES and decoded.ok:
                 drop_local: list[int] = []
-                for local, gw, seq in zip(
-                    decoded.ok, decoded.gateway_ids, decoded.seqs, strict=True
+                for local, gw, seq, sess in zip(
+                    decoded.ok, decoded.gateway_ids, decoded.seqs, decoded.sessions, strict=True
                 ):
                     topic_ids = parse_frame_topic(sub_topics[local], self.frame_prefix)
+                    site = topic_ids[0] if topic_ids is not None else ""
                     if topic_ids is not None and topic_ids[1] != gw:
                         # a gateway publishing under another's topic: the broker's ACLs are
                         # per topic, so the claim in the payload is not trusted
@@ -209,16 +214,20 @@ class IngestPipeline:
                             "gateway_mismatch",
                             f"frame of gateway {gw!r} on the topic of {topic_ids[1]!r}",
                         )
-                    elif self.dedup.is_duplicate(gw, seq):
+                    elif self.dedup.is_duplicate(gw, seq, sess):
                         drop_local.append(local)
                         self._reject_message(
                             sub_topics[local],
                             sub_payloads[local],
                             "duplicate_frame",
-                            f"frame {seq} of gateway {gw} was already stored",
+                            f"frame {seq} of gateway {gw} (session {sess or '-'}) was already "
+                            "stored",
                         )
+                        prep.confirm.append((site, gw, sess, seq))  # stored: confirm it again
                     else:
                         prep.frames.append((gw, seq))
+                        prep.frame_sessions.append(sess)
+                        prep.confirm.append((site, gw, sess, seq))
                 if drop_local:
                     keep = ~np.isin(frame_index, np.asarray(drop_local, np.int64))
                     batch, frame_index = batch.take(keep), frame_index[keep]
@@ -229,10 +238,12 @@ class IngestPipeline:
             gw_of = np.full(len(positions), -1, np.int64)
             seq_of = np.zeros(len(positions), np.int64)
             if codec == CODEC_FRAMES:
-                for local, gw, seq in zip(
-                    decoded.ok, decoded.gateway_ids, decoded.seqs, strict=True
+                for local, gw, seq, sess in zip(
+                    decoded.ok, decoded.gateway_ids, decoded.seqs, decoded.sessions, strict=True
                 ):
-                    gw_of[local] = self._gateway_ids.setdefault(gw, len(self._gateway_ids))
+                    # a new session numbers its frames from 1 again: for counter continuity it
+                    # is another sequence, like another gateway
+                    gw_of[local] = self._gateway_ids.setdefault((gw, sess), len(self._gateway_ids))
                     seq_of[local] = seq
             frame_ids.append((gw_of[frame_index], seq_of[frame_index]))
         if not parts:
@@ -302,6 +313,8 @@ class IngestPipeline:
         )
         for p in parts:
             merged.frames += p.frames
+            merged.frame_sessions += p.frame_sessions
+            merged.confirm += p.confirm
             merged.accepted += p.accepted
             merged.newest_frame_ns = max(merged.newest_frame_ns, p.newest_frame_ns)
             for codec, n in p.samples_in.items():
@@ -366,10 +379,20 @@ class IngestPipeline:
 
     def commit(self, prep: Prepared) -> None:
         """The batch is stored: remember its frames for duplicate detection."""
-        for gw, seq in prep.frames:
-            self.dedup.commit(gw, seq)
+        sessions = prep.frame_sessions or [""] * len(prep.frames)
+        for (gw, seq), sess in zip(prep.frames, sessions, strict=True):
+            self.dedup.commit(gw, seq, sess)
+        for gw, previous, new in self.dedup.take_new_sessions():
+            log.warning(
+                "gateway %s started a new session %s (previous %s): it was replaced, reinstalled "
+                "or its state directory was reset; its frames are numbered from 1 again",
+                gw,
+                new or "-",
+                previous or "-",
+            )
         if self.metrics is not None:
             self.metrics.frame_gaps.set(self.dedup.gaps)
+            self.metrics.gateway_sessions.set(self.dedup.sessions_started)
 
 
 _SAMPLE_MESSAGES = {
@@ -430,6 +453,8 @@ class IngestService:
         self.metrics.inflight.set_function(lambda: len(self._unacked))
         self.metrics.consumer_lag.set_function(self._oldest_unacked_s)
         self.rebirths_sent = 0
+        self.quarantine_error = ""  # why the quarantine cannot be written now ("" = it can)
+        self.influx_error = ""  # the last InfluxDB failure while a batch is held ("" = none)
 
     # -- arrival (paho thread -> event loop) -------------------------------------------------
     def _on_message(self, msg: InMessage) -> None:
@@ -458,7 +483,17 @@ class IngestService:
         waiting = len(self._unacked)
         stale = waiting > 0 and now - self._last_write_s > self.config.health.stale_write_s
         oldest = self._oldest_unacked_s()
-        return connected and not stale, {
+        reasons = []
+        if not connected:
+            reasons.append("not connected to the MQTT broker")
+        if stale:
+            reasons.append(f"nothing stored for {now - self._last_write_s:.0f} s while data waits")
+        if self.quarantine_error:
+            reasons.append(self.quarantine_error)
+        if self.influx_error:
+            reasons.append(self.influx_error)
+        return not reasons, {
+            "reasons": reasons,
             "mqtt_connected": connected,
             "unacked_messages": waiting,
             "oldest_unacked_s": round(oldest, 3),
@@ -566,45 +601,154 @@ class IngestService:
                 getter.cancel()
 
     async def _store(self, msgs: list[InMessage], prep: Prepared, writer: InfluxWriter) -> None:
-        """Write one batch, retrying until InfluxDB takes it (the batch is never dropped)."""
+        """Write one batch, retrying until InfluxDB takes it (the batch is never dropped).
+
+        A 413 (request too large) is not an outage: the batch is cut in halves until each part
+        fits, and a single sample InfluxDB still refuses is quarantined (``influx_too_large``),
+        so one poison message never holds the samples behind it.
+        """
+        if len(prep.batch):
+            await self._store_rows(msgs, prep, writer, np.arange(len(prep.batch), dtype=np.int64))
+
+    async def _store_rows(
+        self,
+        msgs: list[InMessage],
+        prep: Prepared,
+        writer: InfluxWriter,
+        rows: NDArray[np.int64],
+    ) -> None:
         cfg = self.config.batch
         delay_s = cfg.retry_initial_s
         failing = False
-        while len(prep.batch):
+        whole = len(rows) == len(prep.batch)
+        while True:
+            batch = prep.batch if whole else prep.batch.take(rows)
             t0 = time.monotonic()
             try:
-                report = await writer.write_batch(prep.table, prep.batch)
+                report = await writer.write_batch(prep.table, batch)
             except PartialWriteError as exc:
                 self._quarantine_lines(prep, exc)
                 break
-            except (SinkError, ConfigError) as exc:
-                kind = "retryable" if getattr(exc, "retryable", False) else type(exc).__name__
-                self.metrics.influx_errors.labels(kind).inc()
-                if not failing:
-                    log.warning("InfluxDB write failed, holding %d messages: %s", len(msgs), exc)
-                    failing = True
+            except SinkError as exc:
+                if exc.status == 413 and not exc.retryable:
+                    self.metrics.influx_errors.labels("http_413").inc()
+                    await self._split_too_large(msgs, prep, writer, rows, exc)
+                    break
+                self._hold(msgs, exc, failing)
+                failing = True
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, cfg.retry_max_s)
+                continue
+            except ConfigError as exc:
+                self._hold(msgs, exc, failing)
+                failing = True
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, cfg.retry_max_s)
                 continue
             self.metrics.write_seconds.observe(time.monotonic() - t0)
             if len(report.rejected_index):
                 self.pipeline.quarantine_encoder_rejects(
-                    prep, report.rejected_index, report.rejected_reason
+                    prep, rows[report.rejected_index], report.rejected_reason
                 )
-            written = len(prep.batch) - len(report.rejected_index)
+            written = len(batch) - len(report.rejected_index)
             self.samples_written += written
             self.metrics.samples_written.inc(written)
             break
         if failing:
+            self.influx_error = ""
             log.warning("InfluxDB writes recovered")
 
+    def _hold(self, msgs: list[InMessage], exc: Exception, logged: bool) -> None:
+        kind = "retryable" if getattr(exc, "retryable", False) else type(exc).__name__
+        status = getattr(exc, "status", None)
+        if status is not None and not getattr(exc, "retryable", False):
+            kind = f"http_{status}"
+        self.metrics.influx_errors.labels(kind).inc()
+        self.influx_error = f"InfluxDB: {exc}"
+        if not logged:
+            log.warning("InfluxDB write failed, holding %d messages: %s", len(msgs), exc)
+
+    async def _split_too_large(
+        self,
+        msgs: list[InMessage],
+        prep: Prepared,
+        writer: InfluxWriter,
+        rows: NDArray[np.int64],
+        exc: SinkError,
+    ) -> None:
+        if len(rows) > 1:
+            if len(rows) == len(prep.batch):
+                log.warning(
+                    "InfluxDB refused a write of %d samples as too large (HTTP 413); writing it "
+                    "in smaller parts (lower influx.max_bytes_per_request to match the server's "
+                    "max-body-size)",
+                    len(rows),
+                )
+            half = len(rows) // 2
+            await self._store_rows(msgs, prep, writer, rows[:half])
+            await self._store_rows(msgs, prep, writer, rows[half:])
+            return
+        pos = int(prep.message_of[rows[0]])
+        self.pipeline.quarantine.add_samples(
+            prep.table,
+            prep.batch,
+            rows,
+            "influx_too_large",
+            f"InfluxDB refuses this sample's request as too large (HTTP 413): {exc}",
+            topic=prep.topics[pos] if pos >= 0 else "",
+        )
+        self.metrics.samples_rejected.labels("influx_too_large").inc(len(rows))
+
+    async def _flush_quarantine(self) -> None:
+        """Make the quarantine durable, waiting (and holding the acknowledgements) while it
+        cannot be written (a full disk): the broker keeps the messages meanwhile."""
+        delay_s = self.config.batch.retry_initial_s
+        while self.quarantine.pending:
+            try:
+                await asyncio.to_thread(self.quarantine.flush)
+            except OSError as exc:
+                if not self.quarantine_error:
+                    log.error(
+                        "the quarantine %s cannot be written (%s): holding %d unacknowledged "
+                        "messages at the broker until it can; free space on that file system",
+                        self.quarantine.path,
+                        exc.strerror or exc,
+                        len(self._unacked),
+                    )
+                self.quarantine_error = f"quarantine {self.quarantine.path}: {exc.strerror or exc}"
+                self.metrics.quarantine_errors.inc()
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self.config.batch.retry_max_s)
+                continue
+            if self.quarantine_error:
+                log.warning("the quarantine can be written again; catching up")
+                self.quarantine_error = ""
+
+    def _confirm(self, prep: Prepared) -> None:
+        """Tell each gateway which of its frames are stored (retained, QoS 1)."""
+        if not prep.confirm or not self.config.mqtt.confirm or self.consumer is None:
+            return
+        groups: dict[tuple[str, str, str], list[int]] = {}
+        for site, gw, sess, seq in prep.confirm:
+            if site:
+                groups.setdefault((site, gw, sess), []).append(seq)
+        now_ns = time.time_ns()
+        for (site, gw, sess), seqs in groups.items():
+            topic = confirm_topic(site, gw, self.config.mqtt.topic_prefix)
+            self.consumer.publish(
+                topic, encode_confirmation(gw, sess, seqs, now_ns), qos=1, retain=True
+            )
+            self.metrics.confirmations.inc()
+            self.metrics.frames_confirmed.inc(len(seqs))
+
     async def _finish(self, msgs: list[InMessage], prep: Prepared) -> None:
-        """Stored: make the quarantine durable, remember the frames, acknowledge in order."""
-        if self.quarantine.pending:
-            await asyncio.to_thread(self.quarantine.flush)
+        """Stored: make the quarantine durable, remember the frames, acknowledge in order,
+        confirm the frames to their gateways."""
+        await self._flush_quarantine()
         self.pipeline.commit(prep)
         assert self.consumer is not None
         self.consumer.ack(msgs)
+        self._confirm(prep)
         self._busy -= 1
         if self._wake is not None:
             self._wake.set()

@@ -111,28 +111,45 @@ class _GatewaySeqs:
 
 
 class FrameDeduplicator:
-    """Remembers the last ``window`` stored frame sequence numbers per gateway.
+    """Remembers the last ``window`` stored frame sequence numbers per (gateway, session).
 
     Only frames whose points were stored are remembered (``commit``): a frame redelivered while
     its first copy is still waiting for InfluxDB is processed again (InfluxDB overwrites the
     identical points), never acknowledged as a duplicate of something not yet stored.
+
+    The session is the gateway's random epoch (``GatewayFrame.session``): a gateway replaced or
+    reinstalled with a fresh state directory starts again at sequence 1 under a new session, and
+    those frames are new, not duplicates. ``sessions_started`` counts sessions seen after the
+    first one of a gateway (``new_sessions`` lists them until ``take_new_sessions``).
     """
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, *, max_sessions_per_gateway: int = 8) -> None:
         self.window = window
-        self._gateways: dict[str, _GatewaySeqs] = {}
+        self._gateways: dict[tuple[str, str], _GatewaySeqs] = {}
+        self._sessions: dict[str, list[str]] = {}  # gateway -> sessions, oldest first
+        self._max_sessions = max_sessions_per_gateway
         self.gaps = 0  # frames missing between consecutive sequence numbers (a metric)
+        self.sessions_started = 0
+        self.new_sessions: list[tuple[str, str, str]] = []  # (gateway, previous, new)
 
-    def is_duplicate(self, gateway_id: str, seq: int) -> bool:
+    def is_duplicate(self, gateway_id: str, seq: int, session: str = "") -> bool:
         if not self.window:
             return False
-        g = self._gateways.get(gateway_id)
+        g = self._gateways.get((gateway_id, session))
         return g is not None and seq in g.seen
 
-    def commit(self, gateway_id: str, seq: int) -> None:
+    def commit(self, gateway_id: str, seq: int, session: str = "") -> None:
+        known = self._sessions.setdefault(gateway_id, [])
+        if session not in known:
+            if known:
+                self.sessions_started += 1
+                self.new_sessions.append((gateway_id, known[-1], session))
+            known.append(session)
+            if len(known) > self._max_sessions:  # bounded: forget the oldest session's seqs
+                self._gateways.pop((gateway_id, known.pop(0)), None)
         if not self.window:
             return
-        g = self._gateways.setdefault(gateway_id, _GatewaySeqs())
+        g = self._gateways.setdefault((gateway_id, session), _GatewaySeqs())
         if seq in g.seen:
             return
         if g.max_seq >= 0 and seq > g.max_seq + 1:
@@ -142,3 +159,7 @@ class FrameDeduplicator:
         g.order.append(seq)
         if len(g.order) > self.window:
             g.seen.discard(g.order.popleft())
+
+    def take_new_sessions(self) -> list[tuple[str, str, str]]:
+        out, self.new_sessions = self.new_sessions, []
+        return out

@@ -3,7 +3,8 @@
 Devices publish JSON to a device broker; the gateway stores into its outbox and sends frames to a
 central broker, where a persistent QoS 1 subscriber decodes them with the ingest frame codec.
 Every published sample must arrive; duplicates are allowed (at-least-once) and removed by series
-and timestamp, as InfluxDB does.
+and timestamp, as InfluxDB does. The subscriber confirms every frame it decoded the way ingest
+does (``ingest.confirm``), so the gateway's outbox drains.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.frames import FrameCodec
+from ingest.confirm import confirm_topic, encode_confirmation
+from ingest.frames import FrameCodec, parse_frame_topic
 from tests.gateway.helpers import REPO
 from zhizao.localstack import LocalServer, MosquittoServer, stop_process_group
 
@@ -59,6 +61,14 @@ class CentralSubscriber:
 
     def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
         frame = FrameCodec.decode(msg.payload)
+        ids = parse_frame_topic(msg.topic)
+        assert ids is not None
+        c.publish(
+            confirm_topic(ids[0], frame.gateway_id),
+            encode_confirmation(frame.gateway_id, frame.session, [frame.seq], time.time_ns()),
+            qos=1,
+            retain=True,
+        )
         machines = [k.tag_dict.get("machine", "") for k in frame.table_keys]
         meas = [k.measurement for k in frame.table_keys]
         b = frame.batch

@@ -139,7 +139,10 @@ def test_refuse_new_refuses_and_counts(tmp_path: Path) -> None:
 def test_age_bound_drops_and_counts(tmp_path: Path) -> None:
     now = [1_000_000_000_000]
     config = OutboxConfig(max_age_s=60)
-    with SqliteOutbox(tmp_path / "o.sqlite", config, clock_ns=lambda: now[0]) as outbox:
+    # time passes on both clocks (a wall clock moving alone is a step, see test_clock_step_*)
+    with SqliteOutbox(
+        tmp_path / "o.sqlite", config, clock_ns=lambda: now[0], mono_ns=lambda: now[0]
+    ) as outbox:
         outbox.append(_batch(outbox, 0, 10))
         outbox.append(_batch(outbox, 10, 20))
         now[0] += 61 * 10**9
@@ -151,7 +154,9 @@ def test_age_bound_drops_and_counts(tmp_path: Path) -> None:
 def test_live_lane_and_backlog_lane(tmp_path: Path) -> None:
     now = [10**18]
     config = OutboxConfig(live_window_s=10)
-    with SqliteOutbox(tmp_path / "o.sqlite", config, clock_ns=lambda: now[0]) as outbox:
+    with SqliteOutbox(
+        tmp_path / "o.sqlite", config, clock_ns=lambda: now[0], mono_ns=lambda: now[0]
+    ) as outbox:
         outbox.append(_batch(outbox, 0, 10))
         outbox.append(_batch(outbox, 10, 10))
         now[0] += 60 * 10**9
@@ -225,7 +230,9 @@ def test_uplink_takes_live_first_and_rate_limits_backlog(tmp_path: Path) -> None
 
     now = [10**18]
     config = OutboxConfig(live_window_s=10, replay_samples_per_s=15)
-    with SqliteOutbox(tmp_path / "o.sqlite", config, clock_ns=lambda: now[0]) as outbox:
+    with SqliteOutbox(
+        tmp_path / "o.sqlite", config, clock_ns=lambda: now[0], mono_ns=lambda: now[0]
+    ) as outbox:
         for i in range(5):  # backlog from an outage
             outbox.append(_batch(outbox, i * 10, 10))
         now[0] += 60 * 10**9

@@ -32,7 +32,6 @@ same keys in frame after frame. Measured against a columnar orjson frame in the 
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from ingest.cache import ByteLRU
 from zhizao.errors import DecodeError, ValidationError
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 
@@ -173,9 +173,26 @@ def _pad8(n: int) -> int:
     return (-n) & 7
 
 
-@functools.lru_cache(maxsize=256)
+# Decoded key blocks, shared by every decoder of the process; bounded by bytes (ingest.cache).
+# An entry costs its block (the dict key) plus the decoded keys: a SeriesKey with its tuples is
+# a few hundred bytes plus its strings, estimated as 3x the block plus 200 bytes per key.
+KEY_BLOCK_CACHE_BYTES = 32 * 1024 * 1024
+_block_cache: ByteLRU[bytes, tuple[tuple[SeriesKey, ...], NDArray[np.uint8]]] = ByteLRU(
+    KEY_BLOCK_CACHE_BYTES
+)
+
+
 def _keys_of_block(block: bytes) -> tuple[tuple[SeriesKey, ...], NDArray[np.uint8]]:
     """Keys and their types of a key block; cached, since a gateway repeats its block."""
+    hit = _block_cache.get(block)
+    if hit is not None:
+        return hit
+    entry = _decode_key_block(block)
+    _block_cache.put(block, entry, 4 * len(block) + 200 * len(entry[0]))
+    return entry
+
+
+def _decode_key_block(block: bytes) -> tuple[tuple[SeriesKey, ...], NDArray[np.uint8]]:
     try:
         keys = _keys_from_wire(_keys_decoder.decode(block))
     except (msgspec.DecodeError, ValueError) as exc:  # invalid UTF-8 is a ValueError
@@ -493,13 +510,25 @@ class FrameDecoder:
 
     The local->global index mapping of a frame's key block is cached by the block's bytes, so a
     steady stream of frames from known gateways costs one dict lookup per frame for its keys.
+    The cache is bounded by bytes (``max_cache_bytes``; an entry costs its block plus 13 bytes
+    per key and 200 of overhead), as is the process-wide cache of decoded key blocks
+    (``KEY_BLOCK_CACHE_BYTES``): frames with ever new key sets cost time, not memory. What does
+    grow is the series table itself, by the distinct series ingest has seen.
     """
 
-    def __init__(self, table: SeriesTable | None = None, *, max_cached_key_blocks: int = 4096):
+    def __init__(
+        self, table: SeriesTable | None = None, *, max_cache_bytes: int = 32 * 1024 * 1024
+    ) -> None:
         self.table = table if table is not None else SeriesTable()
-        self._mapping: dict[bytes, tuple[NDArray[np.int32], NDArray[np.uint8]]] = {}
-        self._max_cached = max_cached_key_blocks
+        self._mapping: ByteLRU[bytes, tuple[NDArray[np.int32], NDArray[np.uint8]]] = ByteLRU(
+            max_cache_bytes
+        )
         self.refused = RefusedKeys()
+
+    @property
+    def cache_bytes(self) -> int:
+        """Estimated bytes held by this decoder's cache and the shared key-block cache."""
+        return self._mapping.bytes + _block_cache.bytes
 
     def _map_keys(self, block: bytes) -> tuple[NDArray[np.int32], NDArray[np.uint8]]:
         hit = self._mapping.get(block)
@@ -509,11 +538,9 @@ class FrameDecoder:
         glob = np.fromiter(
             (self.refused.series_of(self.table, k) for k in keys), np.int32, len(keys)
         )
-        if len(self._mapping) >= self._max_cached:
-            self._mapping.clear()
         # the table only grows and never changes a type, so a mapping stays valid
         entry = (glob, dtypes)
-        self._mapping[block] = entry
+        self._mapping.put(block, entry, len(block) + 13 * len(keys) + 200)
         return entry
 
     def decode_many(self, payloads: Sequence[bytes | bytearray | memoryview]) -> DecodedFrames:

@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 from pydantic import Field
 
+from ingest.cache import ByteLRU
 from ingest.frames import DecodedFrames, RefusedKeys, sample_dtypes
 from zhizao.config import StrictModel
 from zhizao.errors import DecodeError
@@ -52,6 +53,9 @@ class _Sample(msgspec.Struct, frozen=True):
 _decoder = msgspec.json.Decoder(_Sample)
 
 
+TOPIC_CACHE_BYTES = 16 * 1024 * 1024
+
+
 class JsonTagCodec:
     """Decodes many per-tag JSON messages into one batch over a shared table."""
 
@@ -59,8 +63,11 @@ class JsonTagCodec:
         self.config = config
         self.table = table
         self._prefix = config.prefix.strip("/") + "/"
-        # (topic, dtype) -> global series index (or a DecodeError for a bad topic)
-        self._series: dict[tuple[str, FieldType], int | DecodeError] = {}
+        # (topic, dtype) -> global series index (or a DecodeError for a bad topic); bounded by
+        # bytes (an entry costs its topic and ~300 bytes), so random topics cost no memory
+        self._series: ByteLRU[tuple[str, FieldType], int | DecodeError] = ByteLRU(
+            TOPIC_CACHE_BYTES
+        )
         self.refused = RefusedKeys()
 
     def subscription(self) -> str:
@@ -91,7 +98,7 @@ class JsonTagCodec:
                 hit = self.refused.series_of(self.table, self._key(topic, dtype))
             except DecodeError as exc:
                 hit = exc
-            self._series[(topic, dtype)] = hit
+            self._series.put((topic, dtype), hit, len(topic) + 300)
         if isinstance(hit, int):
             return hit
         raise hit

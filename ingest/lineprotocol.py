@@ -72,6 +72,10 @@ REJECT_REASONS: tuple[str, ...] = (
     # a backslash at the end or before , = space " : InfluxDB would read it as an escape
     "ambiguous_backslash_in_name",
     "unknown_series",
+    # InfluxDB drops these without an error: a field (or tag) key "time" beside other fields,
+    # and a line whose measurement starts with "#" (read as a comment)
+    "reserved_name_time",
+    "measurement_starts_with_hash",
 )
 _CODE = {name: i + 1 for i, name in enumerate(REJECT_REASONS)}
 
@@ -270,9 +274,13 @@ class _SeriesTexts:
             g = int(groups[i])
             if g not in heads:
                 problem = _name_problem(key.measurement)
+                if problem is None and key.measurement.startswith("#"):
+                    problem = "measurement_starts_with_hash"
                 parts = [key.measurement.translate(_ESCAPE_MEASUREMENT)]
                 for tk, tv in key.tags:
                     problem = problem or _name_problem(tk)
+                    if tk == "time":
+                        problem = problem or "reserved_name_time"
                     if tv == "":
                         problem = problem or "empty_tag_value"
                     elif any(c in tv for c in _CONTROL):
@@ -286,6 +294,8 @@ class _SeriesTexts:
                 heads[g] = (",".join(parts) + " ").encode("utf-8", "surrogatepass")
                 group_reason[g] = _CODE[problem] if problem else 0
             field_problem = _name_problem(key.field)
+            if field_problem is None and key.field == "time":
+                field_problem = "reserved_name_time"
             reason[i] = group_reason[g] or (_CODE[field_problem] if field_problem else 0)
             fields.append(key.field.translate(_ESCAPE_KEY).encode("utf-8", "surrogatepass") + b"=")
         head_list = [heads[g] for g in range(len(heads))]

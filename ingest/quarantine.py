@@ -10,11 +10,24 @@ they came from are acknowledged. Two kinds of record:
 
 Replayed record ids are appended to ``<file>.replayed`` so ``list`` shows them and a second
 replay skips them.
+
+Bounded and rotated: when the file passes ``max_file_bytes`` it becomes ``<file>.1`` (the older
+ones move up to ``<file>.<max_files - 1>``, and the oldest is deleted: its records are counted
+in ``rotated_out`` and logged), so the quarantine never holds more than about
+``max_file_bytes * max_files`` bytes. ``read_records`` reads the rotated files too, oldest
+first. Files are created 0600 (they hold plant data).
+
+Records wait in memory until ``flush``, which writes them with plain ``os.write`` calls and
+fsyncs. If the file system refuses (a full disk), the file is cut back to its last whole
+record, the records stay pending and ``flush`` raises ``OSError``; the service then holds the
+acknowledgements and tries again (nothing is acknowledged that is not durable).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import os
 import threading
 import time
@@ -37,6 +50,7 @@ __all__ = [
     "QuarantineRecord",
     "QuarantineStore",
     "mark_replayed",
+    "quarantine_files",
     "read_records",
     "record_frame",
     "replayed_ids",
@@ -54,6 +68,12 @@ class QuarantineConfig(StrictModel):
         1_048_576, ge=0, description="raw payloads above this are kept truncated (not replayable)"
     )
     fsync: bool = Field(True, description="fsync before acknowledging the messages")
+    max_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=4096, description="rotate the file when it grows past this"
+    )
+    max_files: int = Field(
+        8, ge=1, description="files kept (the current one and rotated ones); oldest deleted"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +133,34 @@ def _values_json(table: SeriesTable, batch: Batch, idx: NDArray[np.int64]) -> li
     return vals.tolist()
 
 
+log = logging.getLogger(__name__)
+
+
+def _rotated(path: Path, i: int) -> Path:
+    return path if i == 0 else path.with_name(f"{path.name}.{i}")
+
+
+def quarantine_files(path: str | Path) -> list[Path]:
+    """The quarantine's files that exist, oldest first (rotated ones, then the current one)."""
+    p = Path(path)
+    out: list[Path] = []
+    i = 1
+    while _rotated(p, i).exists():
+        out.append(_rotated(p, i))
+        i += 1
+    out.reverse()
+    if p.exists():
+        out.append(p)
+    return out
+
+
+def _open_private(path: Path) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, 0o600)
+    return fd
+
+
 class QuarantineStore:
     """Appends records to the quarantine file; thread-safe; counts per reason."""
 
@@ -125,8 +173,12 @@ class QuarantineStore:
         self.config = config
         self.path = Path(config.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the store
+        self._fd = _open_private(self.path)
+        self._size = os.fstat(self._fd).st_size
+        self._buffer: list[bytes] = []  # records not yet written (see flush)
         self._lock = threading.Lock()
+        self.rotated_out = 0  # records deleted with the oldest rotated file
+        self.write_errors = 0
         self._publish = publish
         self._seq = 0
         self._prefix = f"{os.getpid():x}-{time.time_ns():x}"
@@ -145,14 +197,19 @@ class QuarantineStore:
         with self._lock:
             record_id = self._next_id()
             line = b'{"id":"' + record_id.encode() + b'",' + line[1:]
-            self._file.write(line + b"\n")
+            self._buffer.append(line + b"\n")
             self.pending += 1
         if self._publish is not None and self.config.dead_letter_topic:
             self._publish(self.config.dead_letter_topic, line)
 
-    def add_payload(self, topic: str, payload: bytes, reason: str, message: str) -> None:
-        """A whole message rejected (undecodable, duplicate, unknown topic, too large)."""
-        limit = self.config.max_payload_bytes
+    def add_payload(
+        self, topic: str, payload: bytes, reason: str, message: str, *, keep_payload: bool = True
+    ) -> None:
+        """A whole message rejected (undecodable, duplicate, unknown topic, too large).
+
+        ``keep_payload=False`` records the message without its bytes (a duplicate of something
+        already stored: the count and the reason matter, the bytes are in InfluxDB)."""
+        limit = self.config.max_payload_bytes if keep_payload else 0
         truncated = len(payload) > limit
         kept = payload[:limit] if truncated else payload
         self.counts[reason] += 1
@@ -220,16 +277,68 @@ class QuarantineStore:
         )
 
     def flush(self) -> None:
-        """Make every record so far durable (before acknowledging their messages)."""
+        """Make every record so far durable (before acknowledging their messages).
+
+        Raises ``OSError`` when the file system refuses; the records stay pending (and the file
+        ends with whole records), so a later ``flush`` retries them."""
         with self._lock:
-            self._file.flush()
-            if self.config.fsync and self.pending:
-                os.fsync(self._file.fileno())
+            if not self._buffer:
+                self.pending = 0
+                return
+            data = b"".join(self._buffer)
+            start = self._size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+                if self.config.fsync:
+                    os.fsync(self._fd)
+            except OSError:
+                self.write_errors += 1
+                # never leave a torn record behind: cut the file back to what was whole
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
+                raise
+            self._size = start + len(data)
+            self._buffer.clear()
             self.pending = 0
+            if self._size >= self.config.max_file_bytes:
+                self._rotate()
+
+    def _rotate(self) -> None:
+        """The current file becomes ``.1``; the oldest beyond ``max_files`` is deleted."""
+        keep = self.config.max_files
+        oldest = _rotated(self.path, keep - 1) if keep > 1 else self.path
+        if keep == 1:
+            lost = sum(1 for _ in read_records_of(self.path))
+        else:
+            lost = sum(1 for _ in read_records_of(oldest)) if oldest.exists() else 0
+        os.close(self._fd)
+        if keep == 1:
+            self.path.unlink(missing_ok=True)
+        else:
+            oldest.unlink(missing_ok=True)
+            for i in range(keep - 2, -1, -1):
+                src = _rotated(self.path, i)
+                if src.exists():
+                    os.replace(src, _rotated(self.path, i + 1))
+        if lost:
+            self.rotated_out += lost
+            log.warning(
+                "quarantine: the oldest file (%d records) was deleted to keep %d files of %d "
+                "bytes (quarantine.max_files, max_file_bytes)",
+                lost,
+                keep,
+                self.config.max_file_bytes,
+            )
+        self._fd = _open_private(self.path)
+        self._size = 0
 
     def close(self) -> None:
-        self.flush()
-        self._file.close()
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
 
 
 def _values_with_keys(batch: Batch, idx: NDArray[np.int64], keys: list[SeriesKey]) -> list[Any]:
@@ -241,8 +350,14 @@ def _values_with_keys(batch: Batch, idx: NDArray[np.int64], keys: list[SeriesKey
 
 
 def read_records(path: str | Path) -> Iterator[QuarantineRecord]:
-    """Every record of a quarantine file (a torn last line from a crash is skipped)."""
-    p = Path(path)
+    """Every record of the quarantine (rotated files first, oldest first); a torn last line
+    from a crash is skipped."""
+    for p in quarantine_files(path):
+        yield from read_records_of(p)
+
+
+def read_records_of(p: Path) -> Iterator[QuarantineRecord]:
+    """Every record of one quarantine file."""
     if not p.exists():
         return
     with open(p, "rb") as f:

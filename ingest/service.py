@@ -216,13 +216,18 @@ class IngestPipeline:
                         )
                     elif self.dedup.is_duplicate(gw, seq, sess):
                         drop_local.append(local)
-                        self._reject_message(
+                        # already stored: recorded and counted without its bytes (a gateway
+                        # re-sends what was not confirmed; the points are in InfluxDB)
+                        self.quarantine.add_payload(
                             sub_topics[local],
                             sub_payloads[local],
                             "duplicate_frame",
                             f"frame {seq} of gateway {gw} (session {sess or '-'}) was already "
                             "stored",
+                            keep_payload=False,
                         )
+                        if self.metrics is not None:
+                            self.metrics.messages_rejected.labels("duplicate_frame").inc()
                         prep.confirm.append((site, gw, sess, seq))  # stored: confirm it again
                     else:
                         prep.frames.append((gw, seq))

@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from ingest.influx.config import InfluxConfig
 from zhizao.assets import LEVELS, AssetPath
 from zhizao.config import StrictModel, load_model
 from zhizao.errors import ConfigError
@@ -118,7 +119,7 @@ class OpcUaSecurityConfig(StrictModel):
         default=None, description="pinned SHA-256 of the server certificate (hex, ':' allowed)"
     )
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     application_uri: str = "urn:zhizao:gateway"
 
     @model_validator(mode="after")
@@ -188,7 +189,7 @@ class BrokerConfig(StrictModel):
     port: int = Field(default=1883, ge=1, le=65535)
     client_id: str | None = Field(default=None, description="default: zhizao-<gateway>-<source>")
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     tls: bool = False
     ca_file: Path | None = None
     keepalive_s: int = Field(default=30, ge=5)
@@ -310,16 +311,9 @@ class MqttUplinkConfig(StrictModel):
 
 class InfluxUplinkConfig(StrictModel):
     type: Literal["influx"]
-    influx: dict[str, Any] = Field(description="ingest.influx.InfluxConfig keys")
+    # a model, not a dict: its token and password are secret types (never in a repr or a log)
+    influx: InfluxConfig = Field(description="ingest.influx.InfluxConfig keys")
     max_samples_per_write: int = Field(default=50_000, ge=1)
-
-    @field_validator("influx")
-    @classmethod
-    def _influx_ok(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from ingest.influx import InfluxConfig
-
-        InfluxConfig.model_validate(value)
-        return value
 
 
 class MetricsConfig(StrictModel):

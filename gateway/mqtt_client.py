@@ -76,7 +76,10 @@ class MqttConnection:
         )
         c.reconnect_delay_set(min_delay=broker.reconnect_min_s, max_delay=broker.reconnect_max_s)
         if broker.username is not None:
-            c.username_pw_set(broker.username, broker.password)
+            c.username_pw_set(
+                broker.username,
+                broker.password.get_secret_value() if broker.password is not None else None,
+            )
         if broker.tls:
             c.tls_set(
                 ca_certs=str(broker.ca_file) if broker.ca_file else None,

@@ -54,7 +54,7 @@ import orjson
 from numpy.typing import NDArray
 
 from gateway.config import OutboxConfig
-from zhizao.errors import SinkError
+from zhizao.errors import SinkError, ValidationError
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 
 __all__ = ["AppendResult", "OutboxChunk", "OutboxFull", "OutboxStats", "SqliteOutbox"]
@@ -209,11 +209,13 @@ class SqliteOutbox:
         for measurement, tags, fld, dtype in self._db.execute(
             "SELECT measurement, tags, field, dtype FROM series ORDER BY idx"
         ):
-            self.table.add(
-                SeriesKey(
-                    measurement, tuple(tuple(t) for t in orjson.loads(tags)), fld, FieldType(dtype)
-                )
+            key = SeriesKey(
+                measurement, tuple(tuple(t) for t in orjson.loads(tags)), fld, FieldType(dtype)
             )
+            try:
+                self.table.add(key)
+            except ValidationError:  # both types stored (a type edited in an earlier run)
+                self._add_second_type(key)
         self._meta: OrderedDict[int, _Meta] = OrderedDict(
             (cid, _Meta(created, n, nb))
             for cid, created, n, nb in self._db.execute(
@@ -228,6 +230,7 @@ class SqliteOutbox:
         self._tokens = 0.0
         self._tokens_at = time.monotonic()
         self._unpersisted: list[int] = []  # series indices a full disk kept out of the file
+        self._registered: set[int] = set()  # series indices registered by this process
         # chunks deleted in the open transaction (restored in memory if it rolls back)
         self._undo: list[tuple[int, _Meta, str | None]] = []
         self._ack_pending: set[int] = set()  # confirmed chunks a full disk kept from deleting
@@ -267,12 +270,41 @@ class SqliteOutbox:
     # ------------------------------------------------------------------ series
 
     def series_index(self, key: SeriesKey) -> int:
-        """Index of ``key`` in ``table``, persisting it if new."""
+        """Index of ``key`` in ``table``, persisting it if new.
+
+        A series known with another type raises ``ValidationError("type_change")`` when that
+        type was registered by this process (a device changing its type: the source refuses
+        the sample, counted). When the other type only comes from the file (the type was edited
+        in gateway.yaml between two runs) the new type is accepted under its own index: the
+        stored backlog keeps, and is sent under, its old type.
+        """
         with self._lock:
             idx = self.table.find(key)
             if idx is not None:
+                self._registered.add(idx)
                 return idx
-            idx = self.table.add(key)
+            try:
+                idx = self.table.add(key)
+            except ValidationError:
+                name = (key.measurement, key.tags, key.field)
+                old = [
+                    i
+                    for i, k in enumerate(self.table.keys)
+                    if (k.measurement, k.tags, k.field) == name
+                ]
+                if any(i in self._registered for i in old):
+                    raise
+                log.warning(
+                    "series %s.%s %s changed type to %s in the configuration; stored samples "
+                    "of the old type are sent as they are (ingest refuses whichever type "
+                    "InfluxDB does not have as type_change: rename the signal to change a type)",
+                    key.measurement,
+                    key.field,
+                    dict(key.tags),
+                    key.dtype.name,
+                )
+                idx = self._add_second_type(key)
+            self._registered.add(idx)
             try:
                 self._persist_series(idx)
             except sqlite3.Error as exc:
@@ -282,6 +314,12 @@ class SqliteOutbox:
                 self._unpersisted.append(idx)
                 self._storage_failed(exc, "registering a series")
             return idx
+
+    def _add_second_type(self, key: SeriesKey) -> int:
+        # SeriesTable refuses a second type per name; the outbox's table holds both (each with
+        # its own index). zhizao.model keeps the type per name in _type_of_name.
+        self.table._type_of_name[(key.measurement, key.tags, key.field)] = key.dtype
+        return self.table.add(key)
 
     def _persist_series(self, idx: int) -> None:
         key = self.table.keys[idx]

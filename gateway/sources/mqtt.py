@@ -28,7 +28,7 @@ from gateway.config import MqttSourceConfig, MqttTopicConfig, field_type, resolv
 from gateway.mqtt_client import IncomingMessage, MqttConnection
 from gateway.outbox import OutboxFull
 from gateway.sources.base import SampleSink, SourceStats, connection_key, emit_connection
-from zhizao.errors import ConfigError
+from zhizao.errors import ConfigError, ValidationError
 from zhizao.model import Batch, FieldType, SeriesKey
 
 __all__ = ["MqttSource", "TopicMatcher", "coerce_value"]
@@ -135,7 +135,11 @@ class TopicMatcher:
                 raise Rejected("bad_asset", f"{topic!r}: {exc}") from exc
             dtype = field_type(cfg.type)
             key = SeriesKey.make(cfg.measurement, asset.tags(), signal, dtype)
-            route = _Route(self._sink.series_index(key), dtype, cfg)
+            try:
+                series = self._sink.series_index(key)
+            except ValidationError as exc:  # the series is mapped with another type already
+                raise Rejected("type_change", f"{topic!r}: {exc}") from exc
+            route = _Route(series, dtype, cfg)
             if len(self._cache) < 100_000:
                 self._cache[topic] = route
             return route
@@ -266,10 +270,13 @@ class MqttSource:
             vals[:] = values
             batch = Batch.build(self.sink.table, series, ts, vals)
             # OutboxFull: counted by the outbox; the broker still gets its PUBACK (policy decided)
-            with contextlib.suppress(OutboxFull):
+            try:
                 await self.sink.emit(batch)
-            self.stats.samples += len(batch)
-            self.stats.last_sample_ns = max(ts)
+            except OutboxFull:
+                pass  # refused samples are not "samples stored from the source"
+            else:
+                self.stats.samples += len(batch)
+                self.stats.last_sample_ns = max(ts)
         # stored (or rejected with a reason): only now may the broker forget them
         for msg in msgs:
             self.connection.ack(msg.mid, msg.qos)

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +82,31 @@ def server_certificate_fingerprint(der: bytes) -> str:
     """Upper-case hex SHA-256 of a DER certificate, ``AA:BB:...`` (as integrators pin it)."""
     digest = hashlib.sha256(_first_cert(der)).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def check_private_key(path: Path) -> None:
+    """Refuse a client private key that others can read (``ConfigError``); a missing one is
+    left to be created. The certificate directory is made 0700."""
+    if path.parent.exists():
+        mode = path.parent.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("%s had mode %o; made it 0700", path.parent, mode)
+            os.chmod(path.parent, 0o700)
+    if not path.exists():
+        return
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(
+            f"the OPC UA client private key {path} is readable by others (mode {mode:o}); "
+            f"make it 0600 (chmod 600 {path}) or delete it to have a new one created",
+            key="security.cert_dir",
+            expected="a private key file with mode 0600",
+        )
+
+
+def _protect_new_key(path: Path) -> None:
+    if path.exists() and path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def _norm_fp(text: str) -> str:
@@ -498,15 +524,23 @@ class OpcUaSource:
         sec = self.config.security
         if sec.username is not None and sec.password is not None:
             client.set_user(sec.username)
-            client.set_password(sec.password)
+            client.set_password(sec.password.get_secret_value())
         if sec.policy == "None":
             return
         cert_dir = sec.cert_dir if sec.cert_dir.is_absolute() else self.state_dir / sec.cert_dir
         cert_file, key_file = cert_dir / "client_cert.der", cert_dir / "client_key.pem"
+        check_private_key(key_file)
+        cert_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(cert_dir, 0o700)
         # created once, then reused: the server's trust list keeps recognising this gateway
-        await client.setup_self_signed_certificate(
-            key_file, cert_file, subject_attrs={"organizationName": "zhizao"}
-        )
+        old_umask = os.umask(0o077)  # the key file is created 0600 from the start
+        try:
+            await client.setup_self_signed_certificate(
+                key_file, cert_file, subject_attrs={"organizationName": "zhizao"}
+            )
+        finally:
+            os.umask(old_umask)
+        _protect_new_key(key_file)
         endpoints = await client.connect_and_get_server_endpoints()
         policy = _POLICIES[sec.policy]
         mode = _MODES[sec.mode]

@@ -36,7 +36,7 @@ from gateway.config import SparkplugSourceConfig, field_type, resolve_asset
 from gateway.mqtt_client import IncomingMessage, MqttConnection
 from gateway.outbox import OutboxFull
 from gateway.sources.base import SampleSink, SourceStats, connection_key, emit_connection
-from zhizao.errors import DecodeError
+from zhizao.errors import DecodeError, ValidationError
 from zhizao.model import Batch, SeriesKey
 from zhizao.quality import Quality
 from zhizao.sparkplug import (
@@ -75,6 +75,7 @@ class _Metric:
     device: str | None
     series: int | None  # None: not mapped (unmapped=drop, or a type we do not ingest)
     last_value: Any = None
+    refusal: str = ""  # why ``series`` is None when it is not "unmapped" (e.g. type_change)
 
 
 @dataclass(slots=True)
@@ -286,7 +287,22 @@ class SparkplugHost:
         for m in msg.metrics:
             if not m.name or m.name == BDSEQ_METRIC or m.name.startswith("Node Control/"):
                 continue
-            metric = _Metric(m.name, int(m.datatype), device, self._series_for(topic, device, m))
+            try:
+                series = self._series_for(topic, device, m)
+                refusal = ""
+            except ValidationError as exc:
+                # a re-birth with another datatype: the series keeps its first type; this
+                # metric's samples are refused (counted as type_change) until the node is fixed
+                series, refusal = None, exc.reason
+                log.warning(
+                    "Sparkplug host %s: %s re-births metric %r with another datatype (%s); its "
+                    "samples are refused and counted as type_change",
+                    self.name,
+                    topic,
+                    m.name,
+                    exc,
+                )
+            metric = _Metric(m.name, int(m.datatype), device, series, refusal=refusal)
             node.by_name[(device, m.name)] = metric
             if m.HasField("alias"):
                 node.by_alias[int(m.alias)] = metric
@@ -314,7 +330,7 @@ class SparkplugHost:
 
     def _sample(self, metric: _Metric, m: pb.Payload.Metric, default_ts_ns: int) -> None:
         if metric.series is None:
-            self._count("unmapped_metric", metric.name)
+            self._count(metric.refusal or "unmapped_metric", metric.name)
             return
         try:
             value = metric_value(m, metric.datatype)

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ingest.influx.config import InfluxConfig
 from zhizao.assets import LEVELS, AssetPath
-from zhizao.config import StrictModel, load_model
+from zhizao.config import StrictModel, check_host, load_model
 from zhizao.errors import ConfigError
 from zhizao.model import FieldType
 
@@ -199,6 +199,8 @@ class BrokerConfig(StrictModel):
     reconnect_min_s: int = Field(default=1, ge=1)
     reconnect_max_s: int = Field(default=30, ge=1)
 
+    _host_ok = field_validator("host")(classmethod(lambda cls, v: check_host(v)))
+
 
 class MqttTopicConfig(StrictModel):
     """A topic filter with named segments: ``plant/{line}/{machine}/{signal}``.
@@ -320,6 +322,8 @@ class MetricsConfig(StrictModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535, description="0 = pick a free port")
+
+    _host_ok = field_validator("host")(classmethod(lambda cls, v: check_host(v)))
 
 
 class GatewayConfig(StrictModel):

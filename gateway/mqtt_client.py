@@ -64,6 +64,7 @@ class MqttConnection:
         self.connects = 0
         self.disconnects = 0
         self.last_error = ""
+        self.failures = 0  # connection attempts the broker refused
         self._on_connected = on_connected
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[IncomingMessage] | None = None
@@ -135,11 +136,13 @@ class MqttConnection:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
+            self.failures += 1
             self.last_error = f"broker refused the connection: {reason_code}"
             log.warning("MQTT %s: %s", self.client_id, self.last_error)
             return
         if self.subscriptions:
             client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in self.subscriptions])
+        self.last_error = ""
         self.connects += 1
         self.connected.set()
         if self.connects > 1:
@@ -172,7 +175,8 @@ class MqttConnection:
                 self.broker.reconnect_min_s,
                 self.broker.reconnect_max_s,
             )
-        self.last_error = str(reason_code)
+        if not (self.last_error.startswith("broker refused") and not self.connected.is_set()):
+            self.last_error = f"disconnected: {reason_code}"
         self.connected.clear()
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ingest.counters import CounterSpec
 from ingest.influx import InfluxConfig
@@ -12,7 +12,7 @@ from ingest.json_codec import JsonTopicConfig
 from ingest.quarantine import QuarantineConfig
 from ingest.sparkplug_codec import SparkplugConfig
 from ingest.validation import ValidationConfig
-from zhizao.config import StrictModel
+from zhizao.config import StrictModel, check_host
 
 __all__ = [
     "BatchConfig",
@@ -62,6 +62,8 @@ class MqttConsumerConfig(StrictModel):
     )
     reconnect_max_s: float = Field(10.0, gt=0, description="longest wait between reconnects")
 
+    _host_ok = field_validator("host")(classmethod(lambda cls, v: check_host(v)))
+
     @model_validator(mode="after")
     def _check(self) -> MqttConsumerConfig:
         if (self.username is None) != (self.password is None) and self.password is not None:
@@ -103,6 +105,8 @@ class HealthConfig(StrictModel):
 
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535, description="0 = no HTTP endpoint")
+
+    _host_ok = field_validator("host")(classmethod(lambda cls, v: check_host(v)))
     stale_write_s: float = Field(
         60.0, gt=0, description="unhealthy when data waits and nothing was stored for this long"
     )

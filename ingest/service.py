@@ -22,12 +22,14 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from ingest.config import IngestConfig
 from ingest.confirm import confirm_topic, encode_confirmation
@@ -41,6 +43,7 @@ from ingest.frames import (
     peek_sample_count,
 )
 from ingest.influx import InfluxQLReader, InfluxWriter
+from ingest.influx.writer import WriterStats
 from ingest.json_codec import JsonTagCodec
 from ingest.lineprotocol import DEFAULT_KERNEL, REJECT_REASONS
 from ingest.metrics import HealthServer, IngestMetrics
@@ -435,6 +438,40 @@ def _all_refused(parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]]) 
     return out
 
 
+class _WriterCollector(Collector):
+    """The InfluxDB writer's own request, retry and error counters, read at scrape time."""
+
+    def __init__(self, service: IngestService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Any]:
+        writer = self.service.writer
+        st = writer.stats if writer is not None else WriterStats()
+        yield CounterMetricFamily(
+            "zhizao_ingest_influx_requests", "HTTP write requests (retries included)", st.requests
+        )
+        yield CounterMetricFamily(
+            "zhizao_ingest_influx_retries", "write requests sent again after a failure", st.retries
+        )
+        yield CounterMetricFamily(
+            "zhizao_ingest_influx_lines_rejected", "lines InfluxDB refused (400)", st.lines_rejected
+        )
+        errors = CounterMetricFamily(
+            "zhizao_ingest_influx_request_errors",
+            "failed write requests by kind (connect, timeout, http_503, ...)",
+            labels=["kind"],
+        )
+        for kind, n in st.errors.items():
+            errors.add_metric([kind], n)
+        yield errors
+        q = self.service.quarantine
+        yield CounterMetricFamily(
+            "zhizao_ingest_quarantine_rotated_out_records",
+            "quarantine records deleted with the oldest rotated file",
+            q.rotated_out,
+        )
+
+
 class IngestService:
     """MQTT -> pipeline -> InfluxDB, acknowledging each message once its points are stored."""
 
@@ -459,6 +496,8 @@ class IngestService:
         self.metrics.consumer_lag.set_function(self._oldest_unacked_s)
         self.rebirths_sent = 0
         self.quarantine_error = ""  # why the quarantine cannot be written now ("" = it can)
+        self.writer: InfluxWriter | None = None
+        self.metrics.registry.register(_WriterCollector(self))
         self.influx_error = ""  # the last InfluxDB failure while a batch is held ("" = none)
 
     # -- arrival (paho thread -> event loop) -------------------------------------------------
@@ -792,6 +831,7 @@ class IngestService:
         if self.config.counter_seed_from_influx and self.config.counters:
             await self.seed_counters()
         async with InfluxWriter(self.config.influx) as writer:
+            self.writer = writer
             await asyncio.to_thread(consumer.start)
             prepare = asyncio.create_task(self._prepare_loop(queue, stop), name="ingest-prepare")
             write = asyncio.create_task(self._write_loop(queue, writer), name="ingest-write")

@@ -212,6 +212,9 @@ class MqttSource:
             while True:
                 batch_msgs = await self._collect(queue)
                 now_connected = self.connection.connected.is_set()
+                if self.connection.last_error:  # e.g. the broker refused our credentials
+                    self.stats.last_error = self.connection.last_error
+                    self.stats.connect_failures = self.connection.failures
                 if now_connected != was_connected:
                     self.stats.connected = now_connected
                     self.stats.reconnects = max(0, self.connection.connects - 1)

@@ -167,6 +167,9 @@ class SparkplugHost:
                 except TimeoutError:
                     pass
                 now_connected = self.connection.connected.is_set()
+                if self.connection.last_error:  # e.g. the broker refused our credentials
+                    self.stats.last_error = self.connection.last_error
+                    self.stats.connect_failures = self.connection.failures
                 if now_connected != was_connected:
                     self.stats.connected = now_connected
                     self.stats.reconnects = max(0, self.connection.connects - 1)

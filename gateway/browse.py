@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -27,6 +29,8 @@ from asyncua.client.client import Client
 from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
+
+from zhizao.errors import SourceUnavailable
 
 __all__ = [
     "BrowseOptions",
@@ -82,8 +86,13 @@ class BrowseOptions:
     pattern: str = "*"
     max_nodes: int = 100_000
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     security: str = "None"
+    # the same trust rules as the gateway: a trust directory or a pinned SHA-256 fingerprint;
+    # trust_once connects to an untrusted server anyway (after printing its fingerprint)
+    trust_dir: Path | None = None
+    server_fingerprint_sha256: str | None = None
+    trust_once: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,11 +329,51 @@ async def _connect(endpoint: str, options: BrowseOptions) -> Client:
     if options.security != "None":
         policy_name, mode, cert, key = options.security.split(",")
         policy = getattr(security_policies, f"SecurityPolicy{policy_name.replace('_', '')}")
+        server_der = await _trusted_server_certificate(client, endpoint, options, policy.URI)
         await client.set_security(
-            policy, cert, key, None, None, getattr(ua.MessageSecurityMode, mode)
+            policy, cert, key, None, server_der, getattr(ua.MessageSecurityMode, mode)
         )
     await client.connect()
     return client
+
+
+async def _trusted_server_certificate(
+    client: Client, endpoint: str, options: BrowseOptions, policy_uri: str
+) -> bytes:
+    """The server certificate of ``endpoint`` if the gateway's trust rules accept it (trust
+    directory or pinned fingerprint), or ``trust_once``; else ``SourceUnavailable`` naming the
+    fingerprint. Credentials are sent only after this check."""
+    from gateway.sources.opcua import (
+        _first_cert,
+        _norm_fp,
+        _trusted_fingerprints,
+        server_certificate_fingerprint,
+    )
+
+    endpoints = await client.connect_and_get_server_endpoints()
+    match = [e for e in endpoints if e.SecurityPolicyUri == policy_uri] or list(endpoints)
+    if not match or not match[0].ServerCertificate:
+        raise SourceUnavailable(
+            f"OPC UA server {endpoint} offers no certificate for this security policy"
+        )
+    der = _first_cert(bytes(match[0].ServerCertificate))
+    fp = server_certificate_fingerprint(der)
+    trusted = bool(
+        options.server_fingerprint_sha256
+        and _norm_fp(options.server_fingerprint_sha256) == _norm_fp(fp)
+    )
+    if not trusted and options.trust_dir is not None:
+        trusted = _norm_fp(fp) in _trusted_fingerprints(options.trust_dir)
+    if trusted:
+        return der
+    if options.trust_once:
+        print(f"# trusting {endpoint} once: server certificate SHA-256 {fp}", file=sys.stderr)
+        return der
+    raise SourceUnavailable(
+        f"OPC UA server certificate of {endpoint} is not trusted; pass --trust-dir or "
+        f"--server-fingerprint {fp}, or --trust-once to connect this time",
+        detail=f"SHA-256 {fp}",
+    )
 
 
 async def browse_server(endpoint: str, options: BrowseOptions) -> BrowseResult:

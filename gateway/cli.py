@@ -41,6 +41,17 @@ def register(subparsers: Any) -> None:
         default="None",
         help="'None' or 'Basic256Sha256,SignAndEncrypt,<client cert>,<client key>'",
     )
+    browse.add_argument(
+        "--trust-dir", type=Path, default=None, help="trusted server certificates (as the gateway)"
+    )
+    browse.add_argument(
+        "--server-fingerprint", default=None, help="pinned SHA-256 of the server certificate"
+    )
+    browse.add_argument(
+        "--trust-once",
+        action="store_true",
+        help="connect to an untrusted server this time (its fingerprint is printed)",
+    )
     browse.set_defaults(handler=_browse)
     gw.set_defaults(handler=lambda args: (gw.print_help(), 2)[1])
 
@@ -118,6 +129,9 @@ def _browse(args: argparse.Namespace) -> int:
         username=args.username,
         password=args.password,
         security=args.security,
+        trust_dir=args.trust_dir,
+        server_fingerprint_sha256=args.server_fingerprint,
+        trust_once=args.trust_once,
     )
     result = asyncio.run(browse_server(args.endpoint, options))
     print(format_listing(result))

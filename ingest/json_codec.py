@@ -65,9 +65,7 @@ class JsonTagCodec:
         self._prefix = config.prefix.strip("/") + "/"
         # (topic, dtype) -> global series index (or a DecodeError for a bad topic); bounded by
         # bytes (an entry costs its topic and ~300 bytes), so random topics cost no memory
-        self._series: ByteLRU[tuple[str, FieldType], int | DecodeError] = ByteLRU(
-            TOPIC_CACHE_BYTES
-        )
+        self._series: ByteLRU[tuple[str, FieldType], int | DecodeError] = ByteLRU(TOPIC_CACHE_BYTES)
         self.refused = RefusedKeys()
 
     def subscription(self) -> str:

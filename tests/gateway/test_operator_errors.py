@@ -28,7 +28,12 @@ def _config(tmp: Path, broker: dict[str, object]) -> Path:
                 "name": "meters",
                 "broker": broker,
                 "topics": [
-                    {"filter": "a/{m}", "asset": {"machine": "{m}"}, "measurement": "e", "signal": "p"}
+                    {
+                        "filter": "a/{m}",
+                        "asset": {"machine": "{m}"},
+                        "measurement": "e",
+                        "signal": "p",
+                    }
                 ],
             }
         ],

@@ -87,7 +87,12 @@ def _config_with_secrets() -> dict[str, Any]:
                 "name": "meters",
                 "broker": broker,
                 "topics": [
-                    {"filter": "a/{m}", "asset": {"machine": "{m}"}, "measurement": "e", "signal": "p"}
+                    {
+                        "filter": "a/{m}",
+                        "asset": {"machine": "{m}"},
+                        "measurement": "e",
+                        "signal": "p",
+                    }
                 ],
             },
         ],

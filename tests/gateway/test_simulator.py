@@ -52,6 +52,7 @@ async def test_secured_session_counts_match_simulator_truth(tmp_path: Path) -> N
         gw_pki / "client_cert.der",
         subject_attrs={"organizationName": "zhizao"},
     )
+    (gw_pki / "client_key.pem").chmod(0o600)  # as the gateway creates it (others may not read)
     (sim_dir / "pki" / "trusted").mkdir(parents=True)
     shutil.copy(gw_pki / "client_cert.der", sim_dir / "pki" / "trusted" / "zhizao-gateway.der")
     start, end = "2026-11-23T09:00:00+08:00", "2026-11-23T10:00:00+08:00"

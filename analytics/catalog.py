@@ -19,7 +19,7 @@ effectiveness above the configured limit, DOMAIN rule 5).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -726,45 +726,28 @@ def influxql_select(kpi_ids: Iterable[str]) -> str:
 # -- listings ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Described:
-    id: str
-    label: str
-    label_zh: str
-    definition: str
-    unit: str
-    view: str
-    numerator: list[str]
-    denominator: list[str]
-    factors: list[dict[str, list[str]]]
-    scale: float
-    influxql: str
-    when_empty: str
-    flags: list[dict[str, str]] = field(default_factory=list)
-
-
 def describe(limits: Mapping[str, float] | None = None) -> list[dict[str, object]]:
     """The catalog as JSON-ready dicts (the API's ``GET /kpis``)."""
     lim = {**DEFAULT_LIMITS, **(limits or {})}
-    out: list[dict[str, object]] = []
-    for k in CATALOG:
-        d = _Described(
-            k.id,
-            k.label,
-            k.label_zh,
-            k.definition,
-            k.unit,
-            k.view,
-            list(k.numerator),
-            list(k.denominator),
-            [{"numerator": list(n), "denominator": list(d)} for n, d in k.factors],
-            k.scale,
-            influxql_expression(k.id),
-            k.when_empty,
-            [{"code": f.code, "reason": f.text(lim)} for f in k.flags],
-        )
-        out.append({name: getattr(d, name) for name in d.__slots__})
-    return out
+    # the shape is api.schemas.KpiDefinitionOut (the OpenAPI document states it)
+    return [
+        {
+            "id": k.id,
+            "label": k.label,
+            "label_zh": k.label_zh,
+            "definition": k.definition,
+            "unit": k.unit,
+            "view": k.view,
+            "numerator": list(k.numerator),
+            "denominator": list(k.denominator),
+            "factors": [{"numerator": list(n), "denominator": list(d)} for n, d in k.factors],
+            "scale": k.scale,
+            "influxql": influxql_expression(k.id),
+            "when_empty": k.when_empty,
+            "flags": [{"code": f.code, "reason": f.text(lim)} for f in k.flags],
+        }
+        for k in CATALOG
+    ]
 
 
 def _formula(k: KpiDefinition) -> str:

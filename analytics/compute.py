@@ -223,7 +223,15 @@ class SiteComputer:
             sigs = data.machines.get(machine)
             if sigs is None or sigs.get("energy_kwh") is None:
                 notes.append(f"{machine}: energy meter {meter.id} has no data in the range")
-        e_start, e_tags, e_fields = self._plant_energy(data, kind, start_ns, end_ns)
+        if kind == "shift":
+            # a shift's plant energy is what the meters booked inside the shift windows, so that
+            # kgce per good part divides the shift's energy by the shift's parts (never the day's)
+            energy_windows = _union_windows(starts, ends, tags)
+        else:
+            energy_windows = self._clipped(
+                self.windows(kind, None, start_ns, end_ns), start_ns, end_ns, True
+            )
+        e_start, e_tags, e_fields = self._plant_energy(data, energy_windows)
         return SiteResult(
             kind, machines, tags,
             np.concatenate(starts) if starts else np.empty(0, np.int64),
@@ -263,14 +271,8 @@ class SiteComputer:
         return out
 
     def _plant_energy(
-        self, data: SiteData, kind: str, start_ns: int, end_ns: int
+        self, data: SiteData, w: Windows
     ) -> tuple[I64, list[dict[str, str]], dict[str, F64]]:
-        w = self._clipped(
-            self.windows("day" if kind == "shift" else kind, None, start_ns, end_ns),
-            start_ns,
-            end_ns,
-            True,
-        )
         n = len(w.start_ns)
         by_medium: dict[str, F64] = {}
         for meter in self.plant:
@@ -354,3 +356,29 @@ class SiteComputer:
             "emission_factors": result.factors,
             "notes": result.notes,
         }
+
+
+def _union_windows(starts: list[I64], ends: list[I64], tags: list[dict[str, str]]) -> Windows:
+    """The machines' shift windows merged into disjoint intervals (machines on one calendar share
+    their shifts; overlapping shifts of different calendars are merged so no kWh counts twice).
+    Each merged interval keeps the shift and date tags of its first shift."""
+    if not starts:
+        return Windows("shift", np.empty(0, np.int64), np.empty(0, np.int64), [])
+    s = np.concatenate(starts)
+    e = np.concatenate(ends)
+    order = np.lexsort((e, s))
+    out_s: list[int] = []
+    out_e: list[int] = []
+    out_t: list[dict[str, str]] = []
+    for i in order.tolist():  # one per shift window of a machine, not per sample
+        lo, hi = int(s[i]), int(e[i])
+        if out_s and lo < out_e[-1]:
+            out_e[-1] = max(out_e[-1], hi)
+            continue
+        if out_s and lo == out_s[-1] and hi == out_e[-1]:
+            continue
+        out_s.append(lo)
+        out_e.append(hi)
+        t = tags[i]
+        out_t.append({k: t[k] for k in ("shift", "date") if k in t})
+    return Windows("shift", np.array(out_s, np.int64), np.array(out_e, np.int64), out_t)

@@ -217,3 +217,25 @@ def test_bad_csv_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert any("1 rows skipped: line 2" in n for n in report["notes"])
+
+
+def test_shift_energy_per_good_part_uses_the_shifts_energy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14 item 4: a shift's kgce per good part is the energy metered inside the shift
+    window (06:00-22:00) over the shift's good parts, not the whole day's energy."""
+    site, samples = write_export(tmp_path)
+    rc = main(["kpi", "compute", "--samples", str(samples), "--site", str(site), "-c", str(site.parent / "kpi.yaml"),
+               "--from", "2026-03-02T00:00", "--to", "2026-03-03T00:00", "--window", "shift", "--json"])  # fmt: skip
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["plant_energy"]) == 1
+    energy = report["plant_energy"][0]
+    assert energy["tags"]["shift"] == "day"
+    # em-main increments booked inside the shift: 2000 at 12:00 and 5 after the 12:01 reset; the
+    # 23:59 increment (2795 kWh) and the gas increment at 23:59 belong to the night
+    assert energy["electricity_kwh"] == 2005
+    assert energy.get("natural_gas_m3", 0) == 0
+    gq = sum(r["components"]["gq"] for r in report["machines"])
+    assert gq == 351
+    assert report["plant_kgce_per_good"]["value"] == pytest.approx(2005 * 0.1229 / 351, rel=1e-9)

@@ -20,7 +20,7 @@ from analytics.calendar import (
     zone,
 )
 from analytics.components import Components
-from analytics.config import KpiConfig
+from analytics.config import COUNTER_ROLES, KpiConfig
 from analytics.counters import counter_increments, increments_by_window
 from analytics.green import CoefficientLibrary, EmissionFactorConfig
 from analytics.machine import MachineContext, MachineSignals, Signal, machine_components
@@ -106,8 +106,12 @@ class SiteComputer:
             default = cfg.default_product.get(m.id) or cfg.default_product.get("*")
             if default is None and len(site.products) == 1:
                 default = site.products[0].id
-            counters = [s for s in mtype.signals if s.kind == "counter"]
-            rollover = next((s.rollover for s in counters if s.rollover), None)
+            limits = {s.name: s.rollover for s in mtype.signals if s.kind == "counter"}
+            rollover_by_role = {
+                role: limits.get(ref.field)
+                for role in COUNTER_ROLES
+                if (ref := getattr(cfg.signals, role)) is not None
+            }
             em = self.meter_of_machine.get(m.id)
             self.contexts[m.id] = MachineContext(
                 machine=m.id,
@@ -117,7 +121,7 @@ class SiteComputer:
                 heartbeat_s=cfg.heartbeat_s,
                 options=options,
                 cutting_load_pct=mtype.cutting_load_pct,
-                parts_rollover=rollover,
+                rollover_by_role=rollover_by_role,
                 energy_rollover=em.rollover if em else None,
                 kgce_per_kwh=elec.value if elec else 0.0,
                 kgco2_per_kwh=ef.get("electricity", 0.0),
@@ -209,6 +213,19 @@ class SiteComputer:
                 notes.append(f"{machine}: products without PRI {res.unknown_products}")
             if not signals.states:
                 notes.append(f"{machine}: no state data in the range (counted as NO_DATA)")
+            rc = res.components
+            n_good_above = int(np.count_nonzero(rc.gq > rc.pq))
+            n_negative = int(np.count_nonzero((rc.sq < 0) | (rc.gq < 0) | (rc.rq < 0)))
+            if n_good_above:
+                notes.append(
+                    f"{machine}: good parts exceed produced parts in {n_good_above} window(s): "
+                    "check the counters' rollover limits (a reset read as a wrap?) and roles"
+                )
+            if n_negative:
+                notes.append(
+                    f"{machine}: negative part counts in {n_negative} window(s): check the "
+                    "counters (the good/scrap split does not match the total)"
+                )
             parts.append(res.components)
             machines += [machine] * len(w.start_ns)
             base = path.tags()

@@ -67,7 +67,9 @@ class MachineContext:
     heartbeat_s: float = 300.0
     options: TimeElementOptions = field(default_factory=TimeElementOptions)
     cutting_load_pct: float = 5.0
-    parts_rollover: float | None = None
+    # counter role -> that signal's own rollover limit (None: any drop is a reset); each counter
+    # has its own range, so one 16-bit counter must not make a 32-bit counter's reset a "wrap"
+    rollover_by_role: Mapping[str, float | None] = field(default_factory=dict)
     energy_rollover: float | None = None
     kgce_per_kwh: float = 0.1229
     kgco2_per_kwh: float = 0.0
@@ -165,15 +167,25 @@ def machine_components(
     cols = comp.columns()
 
     resets = 0
-    pq_ts, pq_inc, r = _counter_window(signals.get("parts_total"), ctx.parts_rollover)
+    pq_ts, pq_inc, r = _counter_window(
+        signals.get("parts_total"), ctx.rollover_by_role.get("parts_total")
+    )
     resets += r
-    gq_ts, gq_inc, r = _counter_window(signals.get("parts_good"), ctx.parts_rollover)
+    gq_ts, gq_inc, r = _counter_window(
+        signals.get("parts_good"), ctx.rollover_by_role.get("parts_good")
+    )
     resets += r
-    sq_ts, sq_inc, r = _counter_window(signals.get("parts_scrap"), ctx.parts_rollover)
+    sq_ts, sq_inc, r = _counter_window(
+        signals.get("parts_scrap"), ctx.rollover_by_role.get("parts_scrap")
+    )
     resets += r
-    rq_ts, rq_inc, r = _counter_window(signals.get("parts_rework"), ctx.parts_rollover)
+    rq_ts, rq_inc, r = _counter_window(
+        signals.get("parts_rework"), ctx.rollover_by_role.get("parts_rework")
+    )
     resets += r
-    su_ts, su_inc, r = _counter_window(signals.get("parts_startup_scrap"), ctx.parts_rollover)
+    su_ts, su_inc, r = _counter_window(
+        signals.get("parts_startup_scrap"), ctx.rollover_by_role.get("parts_startup_scrap")
+    )
     resets += r
 
     cols["pq"] = increments_by_window(pq_ts, pq_inc, ws, we)

@@ -98,7 +98,11 @@ def _compute(args: argparse.Namespace) -> int:
         return 2
     data, notes = load_csv(Path(args.samples), site, cfg)
     computer = SiteComputer(site, cfg)
-    result = computer.compute(data, args.window, start, end, clip_start=True)
+    # the export may go on after --to: stops cut by the range end are classified by their length
+    known = [int(sig.ts_ns.max()) for ms in data.machines.values() for sig in ms.states.values()
+             if len(sig.ts_ns)]  # fmt: skip
+    result = computer.compute(data, args.window, start, end, clip_start=True,
+                              known_until_ns=max(known, default=None))  # fmt: skip
     report = computer.report(result)
     report["notes"] = [*notes, *result.notes]
     if args.json:

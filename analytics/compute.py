@@ -183,13 +183,25 @@ class SiteComputer:
     # -- computation ----------------------------------------------------------------------------
 
     def compute(
-        self, data: SiteData, kind: str, start_ns: int, end_ns: int, *, clip_start: bool = False
+        self,
+        data: SiteData,
+        kind: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        clip_start: bool = False,
+        known_until_ns: int | None = None,
     ) -> SiteResult:
         """Components of every machine for the windows of ``kind`` touching [start, end).
 
-        Nothing after ``end_ns`` is known, so the last window ends there (a later run completes
-        it); with ``clip_start`` the first window also starts no earlier than ``start_ns``.
+        The last window ends at ``end_ns`` (a later run completes it); with ``clip_start`` the
+        first window also starts no earlier than ``start_ns``. Stops are classified by their
+        whole length: the timeline reaches ``micro_stop_s`` before the first window (the data
+        carried in) and, when the data is known beyond ``end_ns`` (``known_until_ns``, e.g. an
+        export that goes on), as far after the last one.
         """
+        look_ns = int(self.cfg.micro_stop_s * 1e9)
+        known_until = end_ns if known_until_ns is None else max(end_ns, known_until_ns)
         parts: list[Components] = []
         machines: list[str] = []
         tags: list[dict[str, str]] = []
@@ -202,9 +214,13 @@ class SiteComputer:
             )
             if not len(w.start_ns):
                 continue
-            planned = self.planned(machine, int(w.start_ns[0]), int(w.end_ns[-1]))
+            ctx_lo = int(w.start_ns[0]) - look_ns
+            ctx_hi = min(int(w.end_ns[-1]) + look_ns, known_until)
+            planned = self.planned(machine, ctx_lo, max(ctx_hi, int(w.end_ns[-1])))
             signals = data.machines.get(machine, MachineSignals({}))
-            res = machine_components(signals, self.contexts[machine], planned, w.start_ns, w.end_ns)
+            res = machine_components(signals, self.contexts[machine], planned, w.start_ns,
+                                     w.end_ns, context_start_ns=ctx_lo,
+                                     context_end_ns=ctx_hi)  # fmt: skip
             if res.unknown_state_codes:
                 notes.append(
                     f"{machine}: unknown state codes {res.unknown_state_codes} counted as NO_DATA"

@@ -128,15 +128,27 @@ def machine_components(
     planned: PlannedTime,
     win_start_ns: I64,
     win_end_ns: I64,
+    *,
+    context_start_ns: int | None = None,
+    context_end_ns: int | None = None,
 ) -> MachineResult:
-    """Components of one machine for each window (sorted, disjoint)."""
+    """Components of one machine for each window (sorted, disjoint).
+
+    ``context_start_ns`` / ``context_end_ns`` widen the state timeline beyond the windows (the
+    data known there; ``planned`` must cover it): a stop cut by the first or last window is then
+    a breakdown or a minor stop by its whole length, not by the piece inside the range. Only the
+    windows' own time is counted.
+    """
     ws = np.asarray(win_start_ns, np.int64)
     we = np.asarray(win_end_ns, np.int64)
     lo, hi = (int(ws[0]), int(we[-1])) if len(ws) else (0, 0)
+    tl_lo = min(lo, context_start_ns) if context_start_ns is not None and len(ws) else lo
+    tl_hi = max(hi, context_end_ns) if context_end_ns is not None and len(ws) else hi
 
     # the one timeline (analytics.timeline): the API's timelines and stops read the same states
-    mtl = machine_timeline(signals, ctx.classifier, planned, lo, hi, heartbeat_s=ctx.heartbeat_s,
-                           options=ctx.options, with_codes=False)  # fmt: skip
+    mtl = machine_timeline(signals, ctx.classifier, planned, tl_lo, tl_hi,
+                           heartbeat_s=ctx.heartbeat_s, options=ctx.options,
+                           with_codes=False)  # fmt: skip
     unknown = mtl.unknown_codes
     timeline = mtl.states()
 

@@ -1,5 +1,6 @@
-"""Issue 14 item 1: every counter has its own range; a drop far from a signal's own limit is a
-reset, and impossible counts are flagged and named in the notes."""
+"""Issue 14: numbers that stay right on real exports: every counter has its own range (a drop far
+from a signal's own limit is a reset, impossible counts flagged and named), and a stop cut by the
+range is classified by its whole length."""
 
 from __future__ import annotations
 
@@ -97,3 +98,38 @@ def test_impossible_counts_are_flagged_and_named(
     flags = m1["kpis"]["quality"].get("flags") or [m1["kpis"]["quality"].get("flag")]
     assert any("good_exceeds_produced" in json.dumps(f) for f in flags)
     assert any("M1" in n and "good parts exceed produced parts" in n for n in report["notes"])  # type: ignore[attr-defined]
+
+
+def _stop_rows() -> list[tuple[str, str, str]]:
+    # a 3-minute stop 10:00-10:03 (a breakdown with micro_stop_s = 120 s) inside production
+    return [("06:00", "state", "IN_CYCLE"), ("10:00", "state", "DELAY"),
+            ("10:03", "state", "IN_CYCLE"), ("21:59", "state", "IDLE")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("10:02", "11:00"), ("09:00", "10:01")],
+    ids=["range-start-cuts-the-stop", "range-end-cuts-the-stop"],
+)
+def test_a_stop_cut_by_the_range_is_classified_by_its_whole_length(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], start: str, end: str
+) -> None:
+    """Issue 14 item 2: only one minute of the stop lies in the range, but the stop lasts three,
+    so that minute is breakdown time, not a minor stop."""
+    site = _site([{"name": "part_count", "measurement": "counter", "kind": "counter"}])
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site), encoding="utf-8")
+    (tmp_path / "kpi.yaml").write_text("sites: [site.yaml]\nheartbeat_s: 86400\n", encoding="utf-8")
+    out = tmp_path / "export.csv"
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", "asset path", "signal", "value"])
+        for hhmm, sig, v in _stop_rows():
+            w.writerow([datetime.fromtimestamp(at(hhmm) / 1e9, TZ).isoformat(), ASSET, sig, v])
+    rc = main(["kpi", "compute", "--samples", str(out), "--site", str(tmp_path / "site.yaml"),
+               "-c", str(tmp_path / "kpi.yaml"), "--from", f"2026-03-02T{start}",
+               "--to", f"2026-03-02T{end}", "--json"])  # fmt: skip
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    m1 = next(r for r in report["machines"] if r["machine"] == "M1")
+    assert m1["components"]["adet_s"] == 60
+    assert m1["components"]["adet_minor_s"] == 0

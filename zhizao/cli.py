@@ -9,18 +9,47 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from zhizao import __version__
 from zhizao.errors import ZhizaoError
 
-# component module -> registers these sub-commands (sim, gateway, ingest, kpi, api)
+# component module -> registers these sub-commands (sim, gateway, ingest, kpi, api, demo)
 COMPONENT_CLIS: tuple[str, ...] = (
     "simulator.cli",
     "gateway.cli",
     "ingest.cli",
     "analytics.cli",
     "api.cli",
+    "zhizao.demo_cli",
 )
+# component module -> (its sub-command, the pip extra that brings its packages): a role installed
+# without another role's extra (``pip install 'zhizao[gateway]'``) still has a working command,
+# and the missing one says what to install
+COMPONENT_EXTRAS: dict[str, tuple[str, str]] = {
+    "simulator.cli": ("sim", "sim"),
+    "gateway.cli": ("gateway", "gateway"),
+    "ingest.cli": ("ingest", "ingest"),
+    "analytics.cli": ("kpi", "analytics"),
+    "api.cli": ("api", "api"),
+    "zhizao.demo_cli": ("demo", "all"),
+}
+
+
+def _register_missing(sub: argparse._SubParsersAction[Any], name: str, missing: str) -> None:
+    command, extra = COMPONENT_EXTRAS.get(name, (name.split(".")[0], "all"))
+    message = (
+        f"'zhizao {command}' needs the Python package {missing!r}, which this installation "
+        f"lacks: install it with pip install 'zhizao[{extra}]'"
+    )
+    p = sub.add_parser(command, help=f"(not installed: pip install 'zhizao[{extra}]')")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def handler(args: argparse.Namespace) -> int:
+        print(f"zhizao: {message}", file=sys.stderr)
+        return 2
+
+    p.set_defaults(handler=handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name == name:  # component not present in this build
+                continue
+            top = (exc.name or "").split(".")[0]
+            if top and top not in {"zhizao", *(n.split(".")[0] for n in COMPONENT_CLIS)}:
+                _register_missing(sub, name, top)  # a third-party package of another role
                 continue
             raise
         module.register(sub)

@@ -9,6 +9,7 @@ import json
 import math
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from analytics.calendar import utc_ns, zone
 from analytics.compute import SiteComputer
 from analytics.config import KpiConfig, load_kpi_config
 from analytics.engine import KpiEngine
+from analytics.export import export_site
 from analytics.offline import load_csv
 from zhizao.config import parse_model
 from zhizao.site import load_site
@@ -53,6 +55,16 @@ def register(subparsers: Any) -> None:
     comp.set_defaults(handler=_compute)
     kpi.set_defaults(handler=lambda _a: (kpi.print_help(), 2)[1])
 
+    exp = subparsers.add_parser(
+        "export", help="raw samples of a range from InfluxDB, as the CSV `kpi compute` reads"
+    )
+    exp.add_argument("--site", required=True, help="site model YAML")
+    exp.add_argument("-c", "--config", required=True, help="kpi.yaml (its influx section)")
+    exp.add_argument("--from", dest="start", required=True, help="ISO 8601 (naive = site local)")
+    exp.add_argument("--to", dest="end", required=True, help="ISO 8601 (naive = site local)")
+    exp.add_argument("--out", help="CSV file to write (default: standard output)")
+    exp.set_defaults(handler=_export)
+
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_kpi_config(args.config)
@@ -76,6 +88,41 @@ def _run(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    site = load_site(args.site)
+    cfg = load_kpi_config(args.config)
+    if cfg.influx is None:
+        print(f"zhizao: {args.config} has no influx section to export from", file=sys.stderr)
+        return 2
+    tz = zone(site.timezone)
+    start, end = utc_ns(args.start, tz), utc_ns(args.end, tz)
+    if end <= start:
+        print("zhizao: --to must be after --from", file=sys.stderr)
+        return 2
+    if args.out:
+        with Path(args.out).open("w", newline="", encoding="utf-8") as fh:
+            n = asyncio.run(export_site(cfg, site, start, end, fh))
+        print(f"zhizao: {n} samples written to {args.out}", file=sys.stderr)
+    else:
+        asyncio.run(export_site(cfg, site, start, end, sys.stdout))
+    return 0
+
+
+def _finite(obj: Any) -> Any:
+    """JSON without NaN or Infinity: a non-finite number is null (its KPI carries the flag)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _local(ts_ns: object, tz: Any) -> str:
+    return datetime.fromtimestamp(int(ts_ns) / 1e9, tz).isoformat(timespec="minutes")  # type: ignore[call-overload]
 
 
 def _fmt(v: object) -> str:
@@ -106,24 +153,26 @@ def _compute(args: argparse.Namespace) -> int:
     report = computer.report(result)
     report["notes"] = [*notes, *result.notes]
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(_finite(report), indent=2, default=str, allow_nan=False))
         return 0
     keys = ("oee", "availability", "effectiveness", "quality", "util_in_cycle_pbt",
             "util_cutting_pbt", "kwh_per_good")  # fmt: skip
-    head = ["asset", "window"] + [catalog.get(k).label for k in keys]
+    head = ["asset", "window", "start", "end"] + [catalog.get(k).label for k in keys]
     print("\t".join(head))
     machines = report["machines"]
     assert isinstance(machines, list)
     for row in machines:
         k = row["kpis"]
-        print("\t".join([row["machine"], str(row["tags"].get("shift", row["tags"].get("date", "")))] +
+        print("\t".join([row["machine"], str(row["tags"].get("shift", row["tags"].get("date", ""))),
+                         _local(row["window_start_ns"], tz), _local(row["window_end_ns"], tz)] +
                         [_fmt(k[x]["value"]) for x in keys]))  # fmt: skip
     rollups = report["rollups"]
     assert isinstance(rollups, dict)
     for level in ("line", "factory"):
         for row in rollups.get(level, []):
             k = row["kpis"]
-            print("\t".join([f"{level}:{row['group']}", ""] + [_fmt(k[x]["value"]) for x in keys]))
+            print("\t".join([f"{level}:{row['group']}", "", _local(row["window_start_ns"], tz), ""] +
+                             [_fmt(k[x]["value"]) for x in keys]))  # fmt: skip
     for note in report["notes"]:  # type: ignore[attr-defined]
         print(f"# {note}", file=sys.stderr)
     print("# labels: " + "; ".join(f"{x}={machines[0]['kpis'][x]['label']}" for x in keys) if machines else "",

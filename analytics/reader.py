@@ -56,7 +56,7 @@ class SiteReader:
             return SiteData()
         # chunked: a server-side max-row-limit must never truncate a window silently
         series = await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
-        return self._assemble(site, plans, series)
+        return self.assemble(site, plans, series)
 
     def statements(
         self,
@@ -111,9 +111,12 @@ class SiteReader:
                 )
         return plans, statements
 
-    def _assemble(
-        self, site: SiteModel, plans: dict[str, MachinePlan], series: list[ResultSeries]
+    def assemble(
+        self, site: SiteModel, plans: dict[str, MachinePlan], series: Sequence[ResultSeries]
     ) -> SiteData:
+        """Group raw series (InfluxDB's, or an export's rows as series) per machine and role:
+        the one path from stored samples to ``SiteData``, for the engine, the API and
+        ``zhizao kpi compute``."""
         parts: dict[tuple[str, str, str], list[tuple[I64, NDArray[np.generic]]]] = {}
         meter_parts: dict[str, list[tuple[I64, NDArray[np.generic]]]] = {}
         meter_meas = {self.cfg.signals.measurement_of_meter(m.medium) for m in site.meters}

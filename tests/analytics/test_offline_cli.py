@@ -154,7 +154,7 @@ def test_compute_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                  "--from", "2026-03-02T00:00", "--to", "2026-03-03T00:00"]) == 0  # fmt: skip
     out = capsys.readouterr()
     first = out.out.splitlines()[1].split("\t")
-    assert first[0] == "M1" and first[2] == "0.7800"
+    assert first[0] == "M1" and first[4] == "0.7800"
     assert "OEE=PRI*GQ/PBT" in out.err
 
 
@@ -216,7 +216,9 @@ def test_bad_csv_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[
                "--from", "2026-03-02T00:00", "--to", "2026-03-03T00:00"])  # fmt: skip
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
-    assert any("1 rows skipped: line 2" in n for n in report["notes"])
+    assert any(
+        "1 rows skipped: unparsable timestamp (first at line 2)" in n for n in report["notes"]
+    )
 
 
 def test_shift_energy_per_good_part_uses_the_shifts_energy(
@@ -239,3 +241,70 @@ def test_shift_energy_per_good_part_uses_the_shifts_energy(
     gq = sum(r["components"]["gq"] for r in report["machines"])
     assert gq == 351
     assert report["plant_kgce_per_good"]["value"] == pytest.approx(2005 * 0.1229 / 351, rel=1e-9)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "gb18030"])
+def test_excel_bom_and_gb18030_exports_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], encoding: str
+) -> None:
+    """Excel's "CSV UTF-8" starts with a byte-order mark (which used to hide the `timestamp`
+    header); Chinese Excel saves GB18030. Both give the same figures as plain UTF-8."""
+    site, samples = write_export(tmp_path)
+    text = samples.read_text(encoding="utf-8")
+    # a Chinese header alias is not needed, but a Chinese value in a text column must survive
+    text = text.replace("unknown_signal,1", "unknown_signal,主轴")
+    samples.write_bytes(text.encode(encoding))
+    rc = main(["kpi", "compute", "--samples", str(samples), "--site", str(site), "-c", str(site.parent / "kpi.yaml"),
+               "--from", "2026-03-02T00:00", "--to", "2026-03-03T00:00", "--json"])  # fmt: skip
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    m1 = next(r for r in report["machines"] if r["machine"] == "M1")
+    assert m1["components"]["gq"] == 351 and m1["components"]["pbt_s"] == 900 * 60
+
+
+def test_bad_rows_are_skipped_by_reason_and_json_has_no_nan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site, samples = write_export(tmp_path)
+    asset = "acme/plant1/machining/l1/M1"
+    with samples.open("a", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["2026-03-02T08:00", asset, "counter.part_count", "n/a"])
+        w.writerow(["2026-03-02T08:01", asset, "counter.part_count", "--"])
+        w.writerow(["2026-03-02T08:02", asset, "counter.part_count"])  # short
+        w.writerow(["yesterday", asset, "state", "IN_CYCLE"])
+        w.writerow(["2026-03-02T08:03", "acme/plant1/nowhere/l9/M7", "state", "IN_CYCLE"])
+    rc = main(["kpi", "compute", "--samples", str(samples), "--site", str(site), "-c", str(site.parent / "kpi.yaml"),
+               "--from", "2026-03-02T00:00", "--to", "2026-03-03T00:00", "--json"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out and "Infinity" not in out
+    report = json.loads(out)
+    notes = "\n".join(report["notes"])
+    assert "2 rows skipped: text value in numeric signal 'part_count'" in notes
+    assert "1 rows skipped: short row" in notes
+    assert "1 rows skipped: unparsable timestamp" in notes
+    assert "is not a machine of the site" in notes
+    m1 = next(r for r in report["machines"] if r["machine"] == "M1")
+    assert m1["components"]["gq"] == 351  # the rest is computed
+    # M9 has no state data: its ratios are numbers or null, never NaN
+    m9 = next(r for r in report["machines"] if r["machine"] == "M9")
+    assert all(
+        k["value"] is None or isinstance(k["value"], int | float) for k in m9["kpis"].values()
+    )
+
+
+def test_text_table_shows_each_windows_start_and_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site, samples = write_export(tmp_path)
+    rc = main(["kpi", "compute", "--samples", str(samples), "--site", str(site), "-c", str(site.parent / "kpi.yaml"),
+               "--from", "2026-03-02T06:00", "--to", "2026-03-02T08:00", "--window", "hour"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split("\t")[:4] == ["asset", "window", "start", "end"]
+    m1 = [ln.split("\t") for ln in out[1:] if ln.startswith("M1\t")]
+    assert [(r[2], r[3]) for r in m1] == [
+        ("2026-03-02T06:00+08:00", "2026-03-02T07:00+08:00"),
+        ("2026-03-02T07:00+08:00", "2026-03-02T08:00+08:00"),
+    ]

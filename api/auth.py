@@ -2,9 +2,10 @@
 
 Every route except ``/healthz``, ``/readyz`` and ``/metrics`` depends on ``current_principal``
 (a valid, unexpired, unrevoked token). Routes under ``/sites/{site}`` depend on ``site_access``
-with their *policy*; that one function decides, for every route, whether the token's role and
-factory scope allow the request. A site outside the token's scope answers exactly like a site
-that does not exist (404, same body, same database work), so ids cannot be probed.
+with their *policy*; ``authorize``, which it calls (and the portal's pages too), decides
+whether the token's role and factory scope allow the request. A site outside the token's scope
+answers exactly like a site that does not exist (404, same body, same database work), so ids
+cannot be probed.
 
 | policy      | engineer | factory_admin | commission | admin |
 |-------------|----------|---------------|------------|-------|
@@ -35,6 +36,7 @@ __all__ = [
     "Principal",
     "PrincipalDep",
     "SiteContext",
+    "authorize",
     "current_principal",
     "not_found",
     "site_access",
@@ -119,30 +121,38 @@ class SiteContext:
         return self.model.site
 
 
+async def authorize(state: AppState, principal: Principal, site: str, policy: Policy) -> SiteModel:
+    """The model of ``site`` when ``principal`` may use it under ``policy`` (the module table);
+    404 for a site that is missing or out of scope (the same answer), 403 for a role the policy
+    excludes. The API's routes (``site_access``) and the portal's pages both decide here."""
+    # a site in scope may come from the cache; any other is looked up in the database, so a
+    # foreign site and a missing one cost the same and answer the same
+    visible = principal.sees(site)
+    model = state.cached_site_model(site) if visible else None
+    if model is None:
+        model = await asyncio.to_thread(state.site_model, site, use_cache=visible)
+    if model is None or not visible:
+        state.metrics.scope_denials.labels(kind="site").inc()
+        raise not_found("site", site)
+    if principal.role not in POLICIES[policy]:
+        state.metrics.auth_failures.labels(reason="role").inc()
+        raise HTTPException(
+            403, detail=f"role {principal.role!r} may not use this route ({policy})"
+        )
+    return model
+
+
 def site_access(policy: Policy) -> Callable[..., Awaitable[SiteContext]]:
     """The dependency for routes under ``/sites/{site}`` with ``policy`` (see the module table)."""
-    allowed = POLICIES[policy]
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}")
 
     async def dependency(
         request: Request,
         principal: PrincipalDep,
         site: Annotated[str, Path(description="site (factory) id", max_length=64)],
     ) -> SiteContext:
-        state = get_state(request)
-        # a site in scope may come from the cache; any other is looked up in the database, so a
-        # foreign site and a missing one cost the same and answer the same
-        visible = principal.sees(site)
-        model = state.cached_site_model(site) if visible else None
-        if model is None:
-            model = await asyncio.to_thread(state.site_model, site, use_cache=visible)
-        if model is None or not visible:
-            state.metrics.scope_denials.labels(kind="site").inc()
-            raise not_found("site", site)
-        if principal.role not in allowed:
-            state.metrics.auth_failures.labels(reason="role").inc()
-            raise HTTPException(
-                403, detail=f"role {principal.role!r} may not use this route ({policy})"
-            )
+        model = await authorize(get_state(request), principal, site, policy)
         return SiteContext(principal, model)
 
     return dependency

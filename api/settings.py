@@ -32,6 +32,7 @@ EXAMPLE_SECRETS = frozenset(
     {"", "change-me", "changeme", "example", "secret", "password", "admin", "zhizao"}
 )
 MIN_BOOTSTRAP_CHARS = 32
+MIN_PORTAL_SECRET_CHARS = 32
 
 
 class LimitsConfig(StrictModel):
@@ -71,6 +72,9 @@ class ApiSettings(BaseSettings):
     # KPI component answers are reused this long (0 = never); raw signals are never cached
     kpi_cache_s: float = Field(default=5.0, ge=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # signs the portal's session cookies and form tokens (HMAC-SHA256); None = a random key made
+    # at start and kept in memory (sessions then end when the service restarts)
+    portal_secret: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -85,6 +89,16 @@ class ApiSettings(BaseSettings):
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
             raise ValueError(
                 f"database {parsed.get_backend_name()!r} is not supported (sqlite, postgresql)"
+            )
+        return value
+
+    @field_validator("portal_secret")
+    @classmethod
+    def _check_portal_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_PORTAL_SECRET_CHARS:
+            raise ValueError(
+                f"give at least {MIN_PORTAL_SECRET_CHARS} random characters "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))') or remove it"
             )
         return value
 

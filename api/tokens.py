@@ -27,6 +27,7 @@ __all__ = [
     "SCOPED_ROLES",
     "Role",
     "TokenInfo",
+    "active_token",
     "create_token",
     "ensure_bootstrap_token",
     "hash_secret",
@@ -196,6 +197,27 @@ def verify_token(session: Session, secret: str, *, now: datetime | None = None) 
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         row.last_used_at = now
         session.flush()
+    return _info(row, site_key)
+
+
+def active_token(
+    session: Session, token_id: int, *, now: datetime | None = None
+) -> TokenInfo | None:
+    """The token with database id ``token_id``; None when missing, revoked or expired (the
+    portal's sessions hold the id, never the secret, and re-check it on every request)."""
+    now = now or _now()
+    found = session.execute(
+        select(ApiToken, Site.key)
+        .outerjoin(Site, ApiToken.site_id == Site.id)
+        .where(ApiToken.id == token_id)
+    ).first()
+    if found is None:
+        return None
+    row, site_key = found
+    if row.revoked_at is not None:
+        return None
+    if row.expires_at is not None and row.expires_at <= now:
+        return None
     return _info(row, site_key)
 
 

@@ -180,14 +180,19 @@ class _QualityMarkers:
     A signal that goes Bad (or Uncertain, or delivers no value) writes its ``Quality`` code at
     the sample's timestamp, a good value afterwards writes 0: a KPI engine reading the markers
     sees the outage as an interval. State starts unknown, so the first sample of every signal
-    after a gateway start writes its marker (a restart can never leave a signal marked bad).
+    after a gateway start writes its marker. The last marker a stopped gateway wrote (bad, at
+    its stop) lies after the old source timestamp of a value that has not changed since, so a
+    good first value older than the start is marked good at the start (server time at the
+    earliest): a restart can never leave an unchanged signal marked bad.
     """
 
-    def __init__(self, slots: _Slots) -> None:
+    def __init__(self, slots: _Slots, started_ns: int | None = None) -> None:
         self.slots = slots
         n = len(slots.tags)
         self.code = np.full(n, _UNKNOWN_MARK, np.uint8)
-        self.ts_ns = np.zeros(n, np.int64)  # time of each slot's last marker
+        # time of each slot's last marker; before the first, the gateway's start
+        start = time.time_ns() if started_ns is None else started_ns
+        self.ts_ns = np.full(n, start, np.int64)
 
     def transitions(
         self,

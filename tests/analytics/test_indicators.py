@@ -234,6 +234,9 @@ def test_every_group_figure_is_sum_over_sum(
             assert row.coverage.factories == len(members)
             assert row.coverage.complete == (row.coverage.reported == len(members))
             assert ("incomplete_panel" in row.flags) == (not row.coverage.complete)
+    # declines (fixed panel), +pp and the rest: the independent pandas groupby sums agree
+    baseline = seed_indicators(panel_frame(panel), **table_parameters(_config(sites), "c", 2020))
+    assert compare(table, baseline) == []
 
 
 def test_sum_over_sum_not_mean_of_factory_ratios() -> None:
@@ -388,6 +391,7 @@ def test_cnc_official_mean_and_sum_over_sum_differ_and_are_labelled() -> None:
     assert official.variant == "official_mean_of_rates" and sums.variant == "sum_over_sum"
     assert "mean" in get_indicator(official.indicator).definition
     assert official.details["enterprises"] == 2
+    assert official.coverage.complete and official.coverage.reported == 3
 
 
 def test_equipment_rates_by_count_and_value_and_connected() -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "Area",
     "Base",
     "Calendar",
+    "CommissionConfigRevision",
     "Enterprise",
     "Line",
     "Machine",
@@ -44,6 +45,8 @@ __all__ = [
     "Product",
     "ProductMachinePri",
     "Reason",
+    "Report",
+    "ReportRevision",
     "Site",
     "StopAssignmentRow",
 ]
@@ -261,4 +264,56 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+# -- revision 0003 ------------------------------------------------------------------------------
+
+
+class Report(Base):
+    """A factory's report for one period (``2025`` annual, ``2025-03`` monthly); its figures
+    live in ``report_revision`` rows, never updated in place."""
+
+    __tablename__ = "report"
+    __table_args__ = (
+        UniqueConstraint("site_id", "period"),
+        Index("ix_report_period", "period"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id", ondelete="CASCADE"))
+    period_kind: Mapped[str] = mapped_column(String(16))
+    period: Mapped[str] = mapped_column(String(7))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ReportRevision(Base):
+    """One revision of a report: the full set of values, who, when, why and what changed."""
+
+    __tablename__ = "report_revision"
+    __table_args__ = (UniqueConstraint("report_id", "revision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("report.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    author: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    reason: Mapped[str] = mapped_column(String(2000), default="")
+    # field -> {"old": value | None, "new": value | None}
+    changed: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class CommissionConfigRevision(Base):
+    """A version of the commission's configuration (cohorts, districts, base years, targets)
+    with its source; rows are only ever added."""
+
+    __tablename__ = "commission_config_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, unique=True)
+    source: Mapped[str] = mapped_column(String(2000))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    author: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -23,12 +23,13 @@ def _tables(url: str) -> set[str]:
 def test_upgrade_from_empty_to_head(db_url: str) -> None:
     assert current_revision(db_url) is None
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0002"
+    assert current_revision(db_url) == head_revision() == "0003"
     tables = _tables(db_url)
     assert {"enterprise", "site", "machine", "product_machine_pri", "api_token"} <= tables
     assert {"reason", "stop_assignment"} <= tables
+    assert {"report", "report_revision", "commission_config_revision"} <= tables
     upgrade(db_url)  # again: nothing to do
-    assert current_revision(db_url) == "0002"
+    assert current_revision(db_url) == "0003"
 
 
 def test_upgrade_from_the_previous_revision_keeps_data(db_url: str) -> None:
@@ -69,7 +70,7 @@ def test_upgrade_from_the_previous_revision_keeps_data(db_url: str) -> None:
     engine.dispose()
 
     upgrade(db_url)
-    assert current_revision(db_url) == "0002"
+    assert current_revision(db_url) == "0003"
     engine = make_engine(db_url)
     with make_sessionmaker(engine)() as s:
         loaded = load_site_model(s, model.site)

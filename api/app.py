@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Match
 
 from api.db.session import upgrade
+from api.portal import mount_portal
 from api.routers import health, kpis, machines, sites, stream
 from api.settings import ApiSettings
 from api.state import AppState
@@ -87,6 +88,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(health.router)
     for router in (kpis.router, sites.router, machines.router, stream.router):
         app.include_router(router, prefix=API_PREFIX)
+    mount_portal(app, settings)  # /portal: server-rendered pages on the same routes' functions
     return app
 
 

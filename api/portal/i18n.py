@@ -1,0 +1,158 @@
+"""The portal's messages in Chinese and English: one dict catalog, a translator per request.
+
+The language is the ``lang`` cookie (set by the switch link on every page), else the first
+language of ``Accept-Language`` the portal speaks, else Chinese.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, get_args
+
+__all__ = ["DEFAULT_LANG", "LANGS", "MESSAGES", "Lang", "negotiate", "parse_lang", "translator"]
+
+Lang = Literal["zh", "en"]
+LANGS: tuple[Lang, ...] = get_args(Lang)
+DEFAULT_LANG: Lang = "zh"
+LANG_NAMES: dict[Lang, str] = {"zh": "中文", "en": "English"}
+
+MESSAGES: dict[str, dict[Lang, str]] = {
+    "app.title": {"zh": "智造监测门户", "en": "zhizao portal"},
+    "nav.home": {"zh": "首页", "en": "Home"},
+    "nav.logout": {"zh": "退出", "en": "Log out"},
+    "nav.language": {"zh": "语言", "en": "Language"},
+    "nav.signed_in_as": {"zh": "当前用户：{name}（{role}）", "en": "Signed in as {name} ({role})"},
+    "role.engineer": {"zh": "工程师", "en": "engineer"},
+    "role.factory_admin": {"zh": "工厂管理员", "en": "factory admin"},
+    "role.commission": {"zh": "经信委", "en": "commission"},
+    "role.admin": {"zh": "管理员", "en": "administrator"},
+    "login.title": {"zh": "登录", "en": "Log in"},
+    "login.token": {"zh": "API 令牌", "en": "API token"},
+    "login.hint": {
+        "zh": "粘贴管理员发给您的令牌（以 zz_ 开头）。令牌不会保存在浏览器中。",
+        "en": "Paste the token your administrator gave you (it starts with zz_). "
+        "The browser never stores it.",
+    },
+    "login.submit": {"zh": "登录", "en": "Log in"},
+    "login.wrong": {
+        "zh": "该令牌未知、已吊销或已过期；请检查后重新输入。",
+        "en": "This token is unknown, revoked or expired; check it and try again.",
+    },
+    "login.empty": {"zh": "请输入 API 令牌。", "en": "Enter an API token."},
+    "login.expired": {
+        "zh": "会话已结束，请重新登录。",
+        "en": "Your session has ended; log in again.",
+    },
+    "logout.done": {"zh": "您已退出。", "en": "You have logged out."},
+    "csrf.refused": {
+        "zh": "表单已过期或并非来自本门户；请刷新页面后重新提交。",
+        "en": "This form has expired or did not come from this portal; reload the page and "
+        "submit it again.",
+    },
+    "error.title": {"zh": "出错了", "en": "Something is wrong"},
+    "error.not_found": {
+        "zh": "未找到该页面或工厂，或您无权查看。",
+        "en": "This page or factory does not exist, or your token may not see it.",
+    },
+    "error.forbidden": {
+        "zh": "您的角色不能打开此页面（{policy}）。",
+        "en": "Your role may not open this page ({policy}).",
+    },
+    "error.unavailable": {
+        "zh": "数据库暂时无法访问，请稍后刷新。",
+        "en": "The time-series database cannot be reached right now; reload in a moment.",
+    },
+    "error.bad_at": {
+        "zh": "时间参数 at 无效：请使用 ISO 8601 格式，例如 2026-03-02T10:00:00+08:00。",
+        "en": "The time parameter at is not valid: use ISO 8601, e.g. 2026-03-02T10:00:00+08:00.",
+    },
+    "home.title": {"zh": "工厂", "en": "Factories"},
+    "home.none": {"zh": "您的令牌看不到任何工厂。", "en": "Your token sees no factory."},
+    "home.line_overview": {"zh": "产线概览", "en": "Line overview"},
+    "home.district": {"zh": "区", "en": "District"},
+    "home.no_telemetry": {
+        "zh": "经信委用户只能查看汇总指标，不能查看车间实时数据。",
+        "en": "Commission users see aggregates only, never live shop-floor data.",
+    },
+    "site.title": {"zh": "{site} 产线概览", "en": "{site}: line overview"},
+    "site.as_of": {"zh": "数据时间：{now}", "en": "As of {now}"},
+    "site.refresh": {"zh": "每 {s} 秒自动刷新", "en": "Refreshes every {s} s"},
+    "site.line": {"zh": "产线 {line}", "en": "Line {line}"},
+    "site.shift": {
+        "zh": "当前班次：{name}（{date}，{start}–{end}）",
+        "en": "Current shift: {name} ({date}, {start}–{end})",
+    },
+    "site.no_shift": {"zh": "当前不在任何班次内。", "en": "No shift is running now."},
+    "site.line_total": {"zh": "产线合计（本班次）", "en": "Line total (this shift)"},
+    "site.no_kpis": {"zh": "本班次尚无 KPI 数据。", "en": "No KPI data for this shift yet."},
+    "col.machine": {"zh": "设备", "en": "Machine"},
+    "col.state": {"zh": "状态", "en": "State"},
+    "col.in_state": {"zh": "持续时间", "en": "In state for"},
+    "col.oee": {"zh": "OEE", "en": "OEE"},
+    "col.availability": {"zh": "可用率 A", "en": "Availability A"},
+    "col.effectiveness": {"zh": "效率 E", "en": "Effectiveness E"},
+    "col.quality": {"zh": "质量率 Q", "en": "Quality Q"},
+    "col.parts": {"zh": "良品 / 产量", "en": "Good / produced"},
+    "col.target": {"zh": "目标产量", "en": "Target"},
+    "col.attainment": {"zh": "目标达成", "en": "Attainment"},
+    "col.kwh_per_good": {"zh": "单件能耗", "en": "Energy per good part"},
+    "col.data_age": {"zh": "数据延迟", "en": "Data age"},
+    "flag.e_above": {
+        "zh": "E 大于 {limit}：请检查理想节拍（PRI）",
+        "en": "E above {limit}: check the ideal cycle time (PRI)",
+    },
+    "state.IN_CYCLE": {"zh": "加工中", "en": "in cycle"},
+    "state.IDLE": {"zh": "空闲", "en": "idle"},
+    "state.SETUP": {"zh": "换型调整", "en": "setup"},
+    "state.DELAY": {"zh": "停机", "en": "stopped"},
+    "state.NO_DATA": {"zh": "无数据", "en": "no data"},
+    "unit.s": {"zh": "{v} 秒", "en": "{v} s"},
+    "unit.min": {"zh": "{v} 分", "en": "{v} min"},
+    "unit.h": {"zh": "{v} 小时", "en": "{v} h"},
+    "value.none": {"zh": "—", "en": "—"},
+}
+
+
+def parse_lang(value: str | None) -> Lang | None:
+    """``value`` when it names a language of the portal."""
+    for lang in LANGS:
+        if value == lang:
+            return lang
+    return None
+
+
+def negotiate(cookie: str | None, accept_language: str | None) -> Lang:
+    """The cookie's language, else the best of ``Accept-Language`` the portal speaks."""
+    chosen = parse_lang(cookie)
+    if chosen is not None:
+        return chosen
+    best: tuple[float, int, Lang] | None = None
+    for i, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        for p in params.split(";"):
+            key, _, val = p.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(val)
+                except ValueError:
+                    q = 0.0
+        found = parse_lang(tag.strip().lower().split("-")[0])
+        # the highest q wins; among equals, the one listed first
+        if found is not None and q > 0 and (best is None or (q, -i) > (best[0], best[1])):
+            best = (q, -i, found)
+    return best[2] if best is not None else DEFAULT_LANG
+
+
+def translator(lang: Lang) -> Callable[..., str]:
+    """``t(key, **values)``: the message in ``lang``; an unknown key shows itself (a bug to see,
+    never a crash)."""
+
+    def t(key: str, **values: object) -> str:
+        entry = MESSAGES.get(key)
+        if entry is None:
+            return key
+        text = entry[lang]
+        return text.format(**values) if values else text
+
+    return t

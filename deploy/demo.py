@@ -754,20 +754,182 @@ def step(stack: DemoStack) -> int | None:
     return now
 
 
-# --- main ----------------------------------------------------------------------------------------
+# --- the API, the summary and main ---------------------------------------------------------------
+
+
+def api_config(stack: DemoStack, port: int) -> dict[str, Any]:
+    return {
+        "environment": "development",  # a private demo database; production refuses less
+        "host": "127.0.0.1",
+        "port": port,
+        "database_url": f"sqlite:///{stack.options.data_dir / 'api.sqlite'}",
+        "influx": {"url": stack.influx.url, "database": DATABASE},
+        "kpi_config": str(stack.paths["kpi"]),
+        "log_level": "WARNING",
+    }
+
+
+def start_api(stack: DemoStack, port: int = 0, timeout_s: float = 60.0) -> str:
+    """Master data, an admin token and ``zhizao api run`` on loopback. Returns the token."""
+    port = port or free_port()
+    stack.ports["api"] = port
+    stack.paths["api"] = stack.options.data_dir / "api.yaml"
+    # the API reads the engine's kpi.yaml (signal names, thresholds): written before it starts
+    write_yaml(stack.paths["kpi"], kpi_config(stack, backfill_s=1.0), "KPI engine")
+    cfg = api_config(stack, port)
+    write_yaml(stack.paths["api"], cfg, "API (zhizao api run)")
+    db = ["--db", cfg["database_url"]]
+    for args in (["import-site", str(stack.paths["site"])],):
+        subprocess.run([*ZHIZAO, "api", *args, *db], cwd=ROOT, check=True, capture_output=True)
+    res = subprocess.run(
+        [
+            *ZHIZAO,
+            "api",
+            "token",
+            "create",
+            "--name",
+            "demo",
+            "--role",
+            "admin",
+            "--days",
+            "1",
+            *db,
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    token = res.stdout.strip().splitlines()[-1]
+    tok = stack.options.data_dir / "api-token"
+    tok.touch(mode=0o600)
+    tok.write_text(token + "\n")
+    stack.spawn("api", "api", "run", "-c", str(stack.paths["api"]))
+    wait_for("the API", lambda: _api_up(stack), timeout_s, stack)
+    return token
+
+
+def _api_up(stack: DemoStack) -> bool:
+    for path in ("/api/v1/healthz", "/healthz"):
+        try:
+            if httpx.get(f"{api_url(stack)}{path}", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+    return False
+
+
+def api_url(stack: DemoStack) -> str:
+    return f"http://127.0.0.1:{stack.ports['api']}"
+
+
+def api_oee(
+    stack: DemoStack, token: str, level: str, from_ns: int, to_ns: int
+) -> dict[str, float | None]:
+    """OEE per asset (machine or line id) over [from, to) from the running API (HTTP)."""
+    iso = [datetime.fromtimestamp(t / NS_PER_S, UTC).isoformat() for t in (from_ns, to_ns)]
+    r = httpx.get(
+        f"{api_url(stack)}/api/v1/sites/{stack.site.site}/kpis/history",
+        params={"level": level, "grouping": "range", "from": iso[0], "to": iso[1], "kpi": "oee"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    r.raise_for_status()
+    out: dict[str, float | None] = {}
+    for row in r.json()["rows"]:
+        out[row["asset"][level]] = row["kpis"]["oee"]["value"]
+    return out
+
+
+def completed_hours(stack: DemoStack, first_data_ns: int) -> tuple[int, int] | None:
+    """[from, to): whole hours from 10 simulated minutes after the first meter reading (the OPC
+    UA session comes up a few wall seconds after the meters), up to the KPI cut-off."""
+    hour = 3600 * NS_PER_S
+    if stack.last_cutoff_ns is None:
+        return None
+    lo = -(-(max(first_data_ns, stack.start_ns) + 600 * NS_PER_S) // hour) * hour
+    hi = stack.last_cutoff_ns // hour * hour
+    return (lo, hi) if hi > lo else None
+
+
+def oee_error_pp(stack: DemoStack, token: str, first_data_ns: int) -> float | None:
+    """The largest |API OEE - truth OEE| in percentage points over the completed hours, per
+    machine and per line (sum over sum on both sides)."""
+    from simulator.truth import iso22400_elements, read_truth
+
+    span = completed_hours(stack, first_data_ns)
+    if span is None:
+        return None
+    truth = iso22400_elements(read_truth(stack.paths["truth"]), span[0], span[1])
+    errs: list[float] = []
+    machines = api_oee(stack, token, "machine", *span)
+    for m, t in truth.items():
+        got = machines.get(m)
+        if t["pbt_s"] > 0 and got is not None:
+            errs.append(abs(100 * got - 100 * t["pri_gq_s"] / t["pbt_s"]))
+        elif t["pbt_s"] > 0:
+            errs.append(math.inf)  # the API has no OEE where the truth has one
+    lines = api_oee(stack, token, "line", *span)
+    for line in {t["line"] for t in truth.values()}:
+        ts = [t for t in truth.values() if t["line"] == line]
+        pbt = sum(t["pbt_s"] for t in ts)
+        got = lines.get(line)
+        if pbt > 0:
+            want = 100 * sum(t["pri_gq_s"] for t in ts) / pbt
+            errs.append(math.inf if got is None else abs(100 * got - want))
+    return round(max(errs), 4) if errs else None
+
+
+def drain(stack: DemoStack, timeout_s: float = 60.0) -> None:
+    """Stop the simulator, then wait until the gateway's outbox is empty and ingest stored
+    everything the gateway collected."""
+    procs = {p.name: p for p in stack.procs}
+    sim = procs.get("simulator")
+    if sim is not None:
+        stop_process_group(sim.proc, signal.SIGINT, 20.0)
+        stack.procs.remove(sim)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        gw = stack.gateway_status() or {}
+        written = stack.ingest_metrics().get("zhizao_ingest_samples_written_total", 0.0)
+        appended = gw.get("outbox", {}).get("appended", 0)
+        if gw.get("outbox", {}).get("samples", 1) == 0 and written >= appended:
+            return
+        time.sleep(0.3)
+
+
+def summary(
+    stack: DemoStack, token: str, t0: float, first_kpi_s: float | None, first_data_ns: int | None
+) -> dict[str, Any]:
+    gw = stack.gateway_status() or {}
+    emitted = int(gw.get("outbox", {}).get("appended", 0))
+    stored = int(stack.ingest_metrics().get("zhizao_ingest_samples_written_total", 0.0))
+    err = None
+    if first_data_ns is not None:
+        try:
+            err = oee_error_pp(stack, token, first_data_ns)
+        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            print(f"zhizao demo: OEE comparison failed: {exc}", file=sys.stderr)
+    return {
+        "name": "demo",
+        "samples_emitted": emitted,
+        "samples_stored": stored,
+        "samples_lost": max(0, emitted - stored),
+        "oee_abs_error_pp": err,
+        "seconds_to_first_kpi": None if first_kpi_s is None else round(first_kpi_s, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--speed", type=float, default=120.0, help="simulated seconds per second")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--start", default=None, help="simulated start, ISO 8601 with offset")
-    p.add_argument("--duration-s", type=float, default=None, help="stop after N wall seconds")
-    p.add_argument("--data-dir", type=Path, default=ROOT / "var" / "demo")
-    p.add_argument("--keep", action="store_true", help="keep the data directory after the run")
-    p.add_argument("--interval-s", type=float, default=5.0, help="progress and KPI interval")
-    args = p.parse_args(argv)
+    from zhizao.demo_cli import add_demo_arguments
 
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_demo_arguments(p, default_data_dir=ROOT / "var" / "demo")
+    return run(p.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
     try:
         wipe_demo_dir(args.data_dir)  # every demo starts from nothing
     except FileExistsError as exc:
@@ -792,7 +954,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     print(
-        f"zhizao demo: starting InfluxDB, Mosquitto, simulator, gateway, ingest in {args.data_dir}"
+        "zhizao demo: starting InfluxDB, Mosquitto, simulator, gateway, ingest, KPI engine and "
+        f"API in {args.data_dir}",
+        flush=True,
     )
     try:
         stack = start_stack(options)  # stops what it started if interrupted or failing
@@ -801,15 +965,44 @@ def main(argv: list[str] | None = None) -> int:
     except (ComponentDied, TimeoutError, RuntimeError, OSError) as exc:
         print(f"zhizao demo: start-up failed: {exc}\nlogs: {args.data_dir}/logs", file=sys.stderr)
         return 1
-    print(how_to_query(stack), flush=True)
-    deadline = time.monotonic() + args.duration_s if args.duration_s else math.inf
     rc = 0
+    token = ""
+    first_kpi_s: float | None = None
+    first_data_ns: int | None = None
+    finished = False  # ended by --duration (then the summary line), not by Ctrl-C
     try:
+        token = start_api(stack, args.api_port)
+        base = api_url(stack)
+        header = "\n".join(
+            [
+                how_to_query(stack),
+                f"API     {base}/docs   token (admin, 1 day; also in "
+                f"{args.data_dir}/api-token):\n  {token}",
+                f'  curl -H "Authorization: Bearer $TOKEN" {base}/api/v1/sites/'
+                f"{stack.site.site}/kpis/history?level=line&grouping=hour&from=...&to=...",
+                f"portal  {base}/portal/",
+                f"MQTT    {stack.mosquitto.url} (gateway frames: zhizao/v1/#)",
+                "Grafana: point a Grafana at the provisioning in dashboards/ (see "
+                "dashboards/README.md) with the InfluxDB above as its data source",
+            ]
+        )
+        print(header, flush=True)
+        redraw = sys.stdout.isatty() and not args.plain
+        deadline = t0 + args.duration_s if args.duration_s else math.inf
         while time.monotonic() < deadline:
             tick = time.monotonic()
             try:
-                step(stack)
-                print(asyncio.run(progress(stack)), flush=True)
+                now = step(stack)
+                if now is not None and first_data_ns is None:
+                    first_data_ns = asyncio.run(_first_data_ns(stack))
+                view = asyncio.run(progress(stack))
+                if first_kpi_s is None and "OEE" in view:
+                    first_kpi_s = time.monotonic() - t0
+                if redraw:  # in place: home, clear, the header and the view
+                    sys.stdout.write("\x1b[H\x1b[J" + header + "\n" + view + "\n")
+                    sys.stdout.flush()
+                else:
+                    print(view, flush=True)
             except (KpiRunFailed, subprocess.TimeoutExpired, QueryError, httpx.HTTPError) as exc:
                 print(f"(retried next time) {exc}", file=sys.stderr)
             time.sleep(
@@ -818,13 +1011,26 @@ def main(argv: list[str] | None = None) -> int:
                     min(args.interval_s - (time.monotonic() - tick), deadline - time.monotonic()),
                 )
             )
+        finished = True
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
-    except ComponentDied as exc:
+    except (ComponentDied, subprocess.CalledProcessError, TimeoutError) as exc:
         print(f"zhizao demo: {exc}", file=sys.stderr)
         rc = 1
+    result: dict[str, Any] | None = None
+    try:
+        if finished and rc == 0:
+            # everything the gateway collected reaches InfluxDB, then one last KPI run
+            drain(stack)
+            with contextlib.suppress(KpiRunFailed, QueryError, httpx.HTTPError):
+                now = asyncio.run(stack.sim_now_ns())
+                if now is not None:
+                    stack.run_kpi_once(now)
+            result = summary(stack, token, t0, first_kpi_s, first_data_ns)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
     finally:
-        stack.stop()
+        stack.stop()  # simulator, gateway, ingest, the API, then Mosquitto and InfluxDB
         if args.keep:
             print(
                 f"data kept in {args.data_dir}; InfluxDB again with:\n"
@@ -833,7 +1039,19 @@ def main(argv: list[str] | None = None) -> int:
         elif (args.data_dir / MARKER).exists():
             shutil.rmtree(args.data_dir, ignore_errors=True)
             print(f"removed {args.data_dir} (use --keep to keep the data)")
+    if result is not None:
+        print(json.dumps(result), flush=True)  # the last line
     return rc
+
+
+async def _first_data_ns(stack: DemoStack) -> int | None:
+    rows = await stack.query(
+        f"SELECT first({ident('energy_kwh')}) FROM {ident(ENERGY)} "
+        f"WHERE {tag_equals({SITE_TAG: stack.site.site})}"
+    )
+    if not rows or not len(rows[0].time_ns):
+        return None
+    return int(rows[0].time_ns[0])
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ cannot be probed.
 | telemetry   | own site | own site      | 403        | all   |
 | assign      | own site | own site      | 403        | all   |
 | manage      | 403      | own site      | 403        | all   |
+| report      | 403      | own site      | 403        | all   |
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ __all__ = [
     "site_access",
 ]
 
-Policy = Literal["aggregate", "telemetry", "assign", "manage"]
+Policy = Literal["aggregate", "telemetry", "assign", "manage", "report"]
 POLICIES: dict[Policy, frozenset[Role]] = {
     "aggregate": frozenset({"engineer", "factory_admin", "commission", "admin"}),
     "telemetry": frozenset({"engineer", "factory_admin", "admin"}),
     "assign": frozenset({"engineer", "factory_admin", "admin"}),
     "manage": frozenset({"factory_admin", "admin"}),
+    # factory reports: written by the factory's admin (reads use "aggregate")
+    "report": frozenset({"factory_admin", "admin"}),
 }
 # roles whose tokens see every factory (the others are scoped to one site)
 UNSCOPED: frozenset[Role] = frozenset({"commission", "admin"})

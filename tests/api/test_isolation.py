@@ -18,6 +18,7 @@ import pytest
 from api.auth import POLICIES, UNSCOPED
 from tests.api import worked_example as wx
 from tests.api.harness import ApiServer, api_server
+from tests.api.reportdata import ANNUAL
 from tests.conftest import _influx_post
 from zhizao.site import SiteModel
 
@@ -39,6 +40,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, influx_server: Any) -> Iter
         sites=[own, foreign],
         foreign=FOREIGN,
     ) as s:
+        for site in (OWN, FOREIGN):  # a report to read at {period} and {n}
+            with s.client("admin") as c:
+                r = c.put(
+                    f"/api/v1/sites/{site}/reports/{PARAMS['period']}", json={"values": ANNUAL}
+                )
+            assert r.status_code == 200, r.text
         yield s
 
 
@@ -59,6 +66,8 @@ PARAMS = {
     "machine": "M1",
     "area": wx.AREA,
     "fmt": "csv",
+    "period": "2025",
+    "n": 1,
 }
 
 

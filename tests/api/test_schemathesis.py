@@ -17,13 +17,14 @@ from schemathesis.checks import (
 
 from tests.api import worked_example as wx
 from tests.api.harness import ApiServer, api_server
+from tests.api.reportdata import ANNUAL
 from tests.api.test_worked_example_api import KPI, load_example
 from tests.conftest import InfluxDb, _influx_post
 from zhizao.site import SiteModel
 
 pytestmark = pytest.mark.integration
 ROLES = ("engineer", "factory_admin", "commission", "admin")
-VALID_PATH = {"site": wx.SITE, "line": wx.LINE, "machine": "M1"}
+VALID_PATH = {"site": wx.SITE, "line": wx.LINE, "machine": "M1", "period": "2025", "n": 1}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,9 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory, influx_server: Any) -> Iter
         tmp, influx_url=influx_server.url, database=name,
         sites=[SiteModel.model_validate(wx.SITE_MODEL)], kpi=KPI,
     ) as server:  # fmt: skip
+        with server.client("admin") as c:  # a report at the seeded period
+            r = c.put(f"/api/v1/sites/{wx.SITE}/reports/2025", json={"values": ANNUAL})
+        assert r.status_code == 200, r.text
         yield server
 
 

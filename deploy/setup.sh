@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 APT_PACKAGES=(mosquitto influxdb victoria-metrics postgresql)
-# headless Chromium and its driver for the portal's browser tests (tests/portal/test_browser.py)
-APT_PACKAGES+=(chromium chromium-driver)
+# headless Chromium, its driver and a CJK font for the portal's browser tests and screenshots
+APT_PACKAGES+=(chromium chromium-driver fonts-wqy-microhei)
 # the line-protocol kernel (ingest/_lpkernel.c) is compiled at install: a C compiler and the
 # interpreter's headers, only when missing (a pyenv or python.org build ships its own headers)
 command -v cc >/dev/null 2>&1 || APT_PACKAGES+=(gcc libc6-dev)

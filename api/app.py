@@ -18,7 +18,7 @@ from starlette.routing import Match
 
 from api.db.session import upgrade
 from api.portal import mount_portal
-from api.routers import health, kpis, machines, reports, sites, stream
+from api.routers import commission, health, kpis, machines, reports, sites, stream
 from api.settings import ApiSettings
 from api.state import AppState
 from api.tokens import ensure_bootstrap_token
@@ -86,7 +86,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return JSONResponse({"detail": "internal error; the API's log says why"}, status_code=500)
 
     app.include_router(health.router)
-    for router in (kpis.router, sites.router, machines.router, stream.router, reports.router):
+    for router in (
+        kpis.router,
+        sites.router,
+        machines.router,
+        stream.router,
+        commission.router,
+        reports.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     mount_portal(app, settings)  # /portal: server-rendered pages on the same routes' functions
     return app

@@ -164,3 +164,26 @@ def site_access(policy: Policy) -> Callable[..., Awaitable[SiteContext]]:
 def token_fingerprint(secret: str) -> str:
     """First 8 hex digits of the secret's SHA-256: safe to log, enough to tell tokens apart."""
     return hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+
+# routes that are not about one site (the commission's cohort view): policy -> roles
+CrossSitePolicy = Literal["commission"]
+CROSS_SITE_POLICIES: dict[CrossSitePolicy, frozenset[Role]] = {
+    "commission": frozenset({"commission", "admin"}),
+}
+
+
+def cross_site_access(policy: CrossSitePolicy) -> Callable[..., Principal]:
+    """The dependency for routes over many sites (aggregates only; no raw telemetry): the
+    token's role must be in ``CROSS_SITE_POLICIES[policy]``, else 403."""
+    allowed = CROSS_SITE_POLICIES[policy]
+
+    def dependency(request: Request, principal: PrincipalDep) -> Principal:
+        if principal.role not in allowed:
+            get_state(request).metrics.auth_failures.labels(reason="role").inc()
+            raise HTTPException(
+                403, detail=f"role {principal.role!r} may not use this route ({policy})"
+            )
+        return principal
+
+    return dependency

@@ -39,7 +39,7 @@ from api.routers.machines import line_live
 from api.state import get_state
 from api.tokens import verify_token
 
-__all__ = ["router"]
+__all__ = ["require_session", "router"]
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 REFRESH_S = 30
@@ -54,7 +54,7 @@ def _login_url(next_path: str, *, ended: bool = False) -> str:
     return "/portal/login?" + urlencode(params)
 
 
-async def _require(request: Request) -> Principal | Response:
+async def require_session(request: Request) -> Principal | Response:
     """The session's principal, or a redirect to the login form that returns here."""
     principal = await session_principal(request)
     if principal is not None:
@@ -208,7 +208,7 @@ def _visible_sites(request: Request, principal: Principal) -> list[dict[str, str
 @router.get("")
 @router.get("/")
 async def home(request: Request) -> Response:
-    principal = await _require(request)
+    principal = await require_session(request)
     if not isinstance(principal, Principal):
         return principal
     t = translator(lang_of(request))
@@ -227,7 +227,7 @@ async def home(request: Request) -> Response:
 async def site_overview(request: Request, site: str, at: str | None = None) -> Response:
     """The engineer's line overview: every line's machines with their current state, the
     current shift's OEE and factors, parts vs target and energy per good part."""
-    principal = await _require(request)
+    principal = await require_session(request)
     if not isinstance(principal, Principal):
         return principal
     state = get_state(request)

@@ -25,10 +25,12 @@ from api.tokens import ensure_bootstrap_token
 from ingest.influx import InfluxQLReader
 from zhizao import __version__
 from zhizao.errors import ZhizaoError
+from zhizao.logs import token_fingerprint
 
 __all__ = ["API_PREFIX", "create_app"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("api.access")
 API_PREFIX = "/api/v1"
 
 
@@ -73,11 +75,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
             status = response.status_code
             return response
         finally:
+            elapsed = time.perf_counter() - t0
+            route, params = _route_match(request)
             state = getattr(request.app.state, "zhizao", None)
             if state is not None:
-                route = _route_template(request)
                 state.metrics.requests.labels(route, request.method, str(status)).inc()
-                state.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+                state.metrics.latency.labels(route).observe(elapsed)
+            _log_request(request, route, params, status, elapsed)
 
     @app.exception_handler(ZhizaoError)
     async def zhizao_error(request: Request, exc: ZhizaoError) -> JSONResponse:
@@ -99,11 +103,48 @@ def create_app(settings: ApiSettings) -> FastAPI:
     return app
 
 
-def _route_template(request: Request) -> str:
-    """The matched route's path template (``/api/v1/sites/{site}``), never the raw path: raw
-    paths would make one metric series per id."""
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+def _route_match(request: Request) -> tuple[str, dict[str, str]]:
+    """The matched route's path template (``/api/v1/sites/{site}``) and its path parameters, read
+    after routing; the template, never the raw path, names metric series and log lines (one
+    series per id else). FastAPI >= 0.165 keeps included routers as branches whose routes carry
+    the template without the prefix: the full one is on the effective route context."""
+    scope = request.scope
+    params = {str(k): str(v) for k, v in (scope.get("path_params") or {}).items()}
+    fastapi_scope = scope.get("fastapi")
+    context = (
+        fastapi_scope.get("effective_route_context") if isinstance(fastapi_scope, dict) else None
+    )
+    template = getattr(context, "path_format", None)
+    if isinstance(template, str):
+        return template, params
+    for route in request.app.router.routes:  # routes on the app itself (the probes)
+        match, child = route.matches(scope)
+        if match == Match.FULL and isinstance(getattr(route, "path", None), str):
+            params = {str(k): str(v) for k, v in child.get("path_params", {}).items()}
+            return str(route.path), params
+    return "unmatched", params
+
+
+def _log_request(
+    request: Request, route: str, params: dict[str, str], status: int, elapsed: float
+) -> None:
+    """One line per request: method, route template, status, duration, site, and the token's
+    fingerprint (never the token, the query string or any header)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    extra: dict[str, object] = {
+        "method": request.method,
+        "route": route,
+        "status": status,
+        "duration_ms": round(elapsed * 1000.0, 3),
+    }
+    if "site" in params:
+        extra["site"] = params["site"]
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and secret.strip():
+        extra["token"] = token_fingerprint(secret.strip())
+    if request.client is not None:
+        extra["client"] = request.client.host
+    access_log.info(
+        "%s %s %d %.1f ms", request.method, route, status, elapsed * 1000.0, extra=extra
+    )

@@ -19,7 +19,6 @@ cannot be probed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -29,6 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.state import AppState, get_state
 from api.tokens import Role, TokenInfo, verify_token
+from zhizao.logs import token_fingerprint as token_fingerprint  # re-exported
 from zhizao.site import SiteModel
 
 __all__ = [
@@ -159,11 +159,6 @@ def site_access(policy: Policy) -> Callable[..., Awaitable[SiteContext]]:
         return SiteContext(principal, model)
 
     return dependency
-
-
-def token_fingerprint(secret: str) -> str:
-    """First 8 hex digits of the secret's SHA-256: safe to log, enough to tell tokens apart."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:8]
 
 
 # routes that are not about one site (the commission's cohort view): policy -> roles

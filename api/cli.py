@@ -77,6 +77,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--port", type=int, help="override `port`")
     run.add_argument(
         "--log-format",
+        dest="api_log_format",
         choices=("text", "json"),
         help="override `log_format` (default: $ZHIZAO_LOG_FORMAT, else text)",
     )
@@ -88,7 +89,8 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from api.server import run_server  # uvicorn and the app only for the server
 
-    return run_server(args.config, host=args.host, port=args.port, log_format=args.log_format)
+    fmt = args.api_log_format or getattr(args, "log_format", None)  # `zhizao --log-format`
+    return run_server(args.config, host=args.host, port=args.port, log_format=fmt)
 
 
 def _db(p: argparse.ArgumentParser) -> None:

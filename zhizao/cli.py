@@ -13,6 +13,7 @@ from typing import Any
 
 from zhizao import __version__
 from zhizao.errors import ZhizaoError
+from zhizao.logs import configure_logging
 
 # component module -> registers these sub-commands (sim, gateway, ingest, kpi, api, demo)
 COMPONENT_CLIS: tuple[str, ...] = (
@@ -58,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"zhizao {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log lines as text or JSON objects (default: $ZHIZAO_LOG_FORMAT, else text)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMPONENT_CLIS:
         try:
@@ -77,15 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 2
     try:
+        configure_logging(logging.WARNING - 10 * min(args.verbose, 2), args.log_format)
         return int(handler(args) or 0)
     except ZhizaoError as exc:
         print(f"zhizao: {exc}", file=sys.stderr)

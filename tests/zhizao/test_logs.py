@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from zhizao.errors import ConfigError
+from zhizao.localstack import free_port
 from zhizao.logs import JsonFormatter, TextFormatter, configure_logging, redact, token_fingerprint
 
 TOKEN = "zz_" + "A1b2C3d4" * 5 + "xyz"
@@ -96,3 +104,29 @@ def test_configure_logging_json_and_unknown_format(monkeypatch: pytest.MonkeyPat
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_zhizao_log_format_json_reaches_every_service(tmp_path: Path) -> None:
+    """`zhizao --log-format json` (the kernel's option, before the sub-command) formats every
+    record of a service's process, third-party libraries' included: the simulator here."""
+    env = {k: v for k, v in os.environ.items() if k != "ZHIZAO_LOG_FORMAT"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zhizao.cli", "--log-format", "json", "-v", "sim", "run",
+         "--opcua-endpoint", f"opc.tcp://127.0.0.1:{free_port()}",
+         "--mqtt-url", f"mqtt://127.0.0.1:{free_port()}", "--user", "op:hunter2-opcua-pw"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    time.sleep(4)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        err_b = proc.communicate(timeout=10)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        err_b = proc.communicate(timeout=10)[1]
+    err = err_b.decode()
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert len(lines) >= 2, err
+    assert all({"ts", "level", "logger", "message"} <= obj.keys() for obj in lines)
+    assert "hunter2-opcua-pw" not in err

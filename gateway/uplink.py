@@ -23,7 +23,10 @@ import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import numpy as np
+from numpy.typing import NDArray
 from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.config import GatewayIdentityConfig, InfluxUplinkConfig, MqttUplinkConfig
@@ -34,6 +37,9 @@ from ingest.confirm import confirm_topic, decode_confirmation
 from ingest.frames import FrameCodec, GatewayFrame, frame_topic
 from zhizao.errors import DecodeError, PartialWriteError, SinkError
 from zhizao.model import Batch
+
+if TYPE_CHECKING:
+    from ingest.influx import InfluxWriter
 
 __all__ = ["InfluxUplink", "MqttUplink", "UplinkStats", "take_next"]
 
@@ -341,6 +347,7 @@ class InfluxUplink:
         self.outbox = outbox
         self.stats = UplinkStats("influx")
         self._backoff = Backoff(self.influx.backoff_initial_s, self.influx.backoff_max_s)
+        self._warned_413 = False
 
     async def run(self) -> None:
         from ingest.influx import InfluxWriter
@@ -358,11 +365,7 @@ class InfluxUplink:
                 ids = [c.chunk_id for c in chunks]
                 batch = Batch.concat([c.batch for c in chunks])
                 try:
-                    report = await writer.write_batch(self.outbox.table, batch)
-                except PartialWriteError as exc:
-                    # InfluxDB refused some lines for good: retrying cannot help; count them
-                    self.stats.rejected["partial_write"] += len(exc.rejected)
-                    log.warning("InfluxDB refused %d lines for good: %s", len(exc.rejected), exc)
+                    await self._write(writer, batch)
                 except SinkError as exc:
                     self.outbox.release(ids)
                     self.stats.retries += len(ids)
@@ -370,9 +373,6 @@ class InfluxUplink:
                     self.stats.publish_errors[type(exc).__name__] += 1
                     await asyncio.sleep(exc.retry_after_s or self._backoff.next_delay_s())
                     continue
-                else:
-                    for reason, count in report.rejected.items():
-                        self.stats.rejected[reason] += count
                 self._backoff.reset()
                 self.stats.connected = True
                 await asyncio.to_thread(self.outbox.ack, ids)
@@ -381,3 +381,44 @@ class InfluxUplink:
                 self.stats.samples_sent += len(batch)
                 self.stats.samples_acked += len(batch)
                 self.stats.last_ack_ns = time.time_ns()
+
+    async def _write(self, writer: InfluxWriter, batch: Batch) -> None:
+        """Write ``batch``; a 413 is cut down to fit like ingest does (``write_fitting``), and a
+        single sample InfluxDB still refuses as too large is dropped and counted
+        (``influx_too_large``): retrying it could never succeed and would hold every sample
+        behind it. Other errors propagate (the batch is released and retried)."""
+        from ingest.influx.fit import write_fitting
+
+        whole = len(batch)
+
+        async def write(rows: NDArray[np.int64]) -> None:
+            part = batch if len(rows) == whole else batch.take(rows)
+            try:
+                report = await writer.write_batch(self.outbox.table, part)
+            except PartialWriteError as exc:
+                # InfluxDB refused some lines for good: retrying cannot help; count them
+                self.stats.rejected["partial_write"] += len(exc.rejected)
+                log.warning("InfluxDB refused %d lines for good: %s", len(exc.rejected), exc)
+                return
+            for reason, count in report.rejected.items():
+                self.stats.rejected[reason] += count
+
+        def refused(rows: NDArray[np.int64], exc: SinkError) -> None:
+            self.stats.rejected["influx_too_large"] += len(rows)
+            log.warning(
+                "InfluxDB refuses a single sample's request as too large (HTTP 413), dropped and "
+                "counted as influx_too_large: %s",
+                exc,
+            )
+
+        splits = await write_fitting(write, np.arange(whole, dtype=np.int64), refused)
+        if splits:
+            self.stats.publish_errors["http_413"] += splits
+            if not self._warned_413:
+                self._warned_413 = True
+                log.warning(
+                    "InfluxDB refused a write of %d samples as too large (HTTP 413); writing in "
+                    "smaller parts (lower uplink.influx.max_bytes_per_request or "
+                    "max_samples_per_write to match the server's max-body-size)",
+                    whole,
+                )

@@ -179,7 +179,9 @@ def test_a_commission_token_cannot_open_the_telemetry_page(portal_server: ApiSer
         assert "Your role may not open this page (telemetry)." in r.text
         assert 'data-machine="M1"' not in r.text
         home = user.get("/portal/")
-        assert "aggregates only" in home.text and f"/portal/sites/{wx.SITE}" not in home.text
+        assert "aggregates only" in home.text
+        assert f'href="/portal/sites/{wx.SITE}"' not in home.text  # no line overview link
+        assert f'href="/portal/sites/{wx.SITE}/reports"' in home.text  # reported inputs: yes
 
 
 def test_the_language_switch_returns_to_the_same_page(portal_server: ApiServer) -> None:

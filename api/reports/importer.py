@@ -41,6 +41,26 @@ def _issue(row: FileRow, e: FieldIssue, period: str) -> RowIssue:
     return RowIssue(row.sheet, row.row, column, fid, period, e.message)
 
 
+def _misplaced(row: FileRow) -> RowIssue | None:
+    """A period of the other kind on a template sheet (a month on the annual sheet)."""
+    if row.sheet not in ("monthly", "annual"):
+        return None
+    try:
+        kind = parse_period(row.period).kind
+    except ValueError:
+        return None  # malformed: validation names it
+    if kind == row.sheet:
+        return None
+    return RowIssue(
+        row.sheet,
+        row.row,
+        row.period_column,
+        "period",
+        row.period,
+        f"period {row.period} is {kind}; put it on the {kind} sheet",
+    )
+
+
 def import_reports(
     session: Session,
     site: str,
@@ -65,22 +85,17 @@ def import_reports(
     seen: dict[str, int] = {}
     for row in parsed.rows:
         values = {fid: raw for fid, (raw, _col) in row.cells.items()}
+        misplaced = _misplaced(row)
+        if misplaced is not None:
+            # the row's fields are those of its sheet: field errors against the other kind
+            # would only hide the one thing to fix
+            refused.append(misplaced)
+            continue
         checked = validate_report(row.period, values, today=today)
         issues = [_issue(row, e, row.period) for e in checked.errors]
         if not issues:
             p = parse_period(row.period)
-            if row.sheet in ("monthly", "annual") and p.kind != row.sheet:
-                issues.append(
-                    RowIssue(
-                        row.sheet,
-                        row.row,
-                        row.period_column,
-                        "period",
-                        row.period,
-                        f"period {row.period} is {p.kind}; put it on the {p.kind} sheet",
-                    )
-                )
-            elif p.text in seen:
+            if p.text in seen:
                 issues.append(
                     RowIssue(
                         row.sheet,

@@ -33,8 +33,8 @@ def month(m: int, scale: float = 1.0) -> dict[str, Any]:
         "value_added_current_10k_cny": 250.0 * scale,
         "price_index": 1.05,
         "gross_output_value_10k_cny": 1000.0 * scale,
-        "intermediate_input_10k_cny": 9500.0 / 12 * scale,
-        "vat_payable_10k_cny": 500.0 / 12 * scale,
+        "intermediate_input_10k_cny": 791.5 * scale,  # 12 x = 9498, within 0.5 % of 9500
+        "vat_payable_10k_cny": 41.5 * scale,  # 12 x = 498, within 0.5 % of 500
         "waste_generated_t": 100.0 * scale,
         "electricity_kwh": 1_000_000.0 * scale,
         "average_headcount": 420,

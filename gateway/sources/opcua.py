@@ -52,6 +52,7 @@ from gateway.sources.base import (
 )
 from zhizao.errors import ConfigError, SourceUnavailable
 from zhizao.model import Batch, FieldType, SeriesKey
+from zhizao.private import write_private
 from zhizao.quality import Quality, quality_from_opcua_status
 
 __all__ = ["OpcUaSource", "server_certificate_fingerprint"]
@@ -180,19 +181,20 @@ class _QualityMarkers:
     A signal that goes Bad (or Uncertain, or delivers no value) writes its ``Quality`` code at
     the sample's timestamp, a good value afterwards writes 0: a KPI engine reading the markers
     sees the outage as an interval. State starts unknown, so the first sample of every signal
-    after a gateway start writes its marker. The last marker a stopped gateway wrote (bad, at
-    its stop) lies after the old source timestamp of a value that has not changed since, so a
-    good first value older than the start is marked good at the start (server time at the
-    earliest): a restart can never leave an unchanged signal marked bad.
+    after a gateway start writes its marker. A stopped gateway's last markers (bad, at the
+    stop: ``bad_since_ns``, kept in the state directory) lie after the old source timestamp of a
+    value that has not changed since, so a good first value older than them is marked good just
+    after them: the device vouches that the value held, and a restart can never leave an
+    unchanged signal marked bad until its next change.
     """
 
-    def __init__(self, slots: _Slots, started_ns: int | None = None) -> None:
+    def __init__(self, slots: _Slots, bad_since_ns: int = 0) -> None:
         self.slots = slots
         n = len(slots.tags)
         self.code = np.full(n, _UNKNOWN_MARK, np.uint8)
-        # time of each slot's last marker; before the first, the gateway's start
-        start = time.time_ns() if started_ns is None else started_ns
-        self.ts_ns = np.full(n, start, np.int64)
+        # time of each slot's last marker; before the first, the previous process's last bad
+        # markers (0 when there were none)
+        self.ts_ns = np.full(n, bad_since_ns, np.int64)
 
     def transitions(
         self,
@@ -251,10 +253,10 @@ class _QualityMarkers:
 class _Collector:
     """Flat lists of decoded notifications; ``drain`` makes them columnar."""
 
-    def __init__(self, slots: _Slots, stats: SourceStats) -> None:
+    def __init__(self, slots: _Slots, stats: SourceStats, bad_since_ns: int = 0) -> None:
         self.slots = slots
         self.stats = stats
-        self.markers = _QualityMarkers(slots)
+        self.markers = _QualityMarkers(slots, bad_since_ns)
         self._slot: list[int] = []
         self._value: list[Any] = []
         self._src: list[float] = []
@@ -434,7 +436,8 @@ class OpcUaSource:
         self.state_dir = state_dir
         self.stats = SourceStats(config.name, "opcua")
         self._slots = _Slots(sink, config.tags, enterprise, site)
-        self._collector = _Collector(self._slots, self.stats)
+        self._bad_since_file = state_dir / f"{config.name}.bad-since"
+        self._collector = _Collector(self._slots, self.stats, self._read_bad_since())
         self._conn_series = sink.series_index(
             connection_key(enterprise, site, gateway_id, config.name)
         )
@@ -474,6 +477,13 @@ class OpcUaSource:
             delay = self._backoff.next_delay_s()
             await asyncio.sleep(delay)
 
+    def _read_bad_since(self) -> int:
+        """When the previous process marked every signal bad (its stop), or 0."""
+        try:
+            return max(0, int(self._bad_since_file.read_text(encoding="utf-8").strip()))
+        except (OSError, ValueError):
+            return 0
+
     async def _emit_connection(self, connected: bool) -> None:
         with contextlib.suppress(Exception):
             await emit_connection(self.sink, self._conn_series, connected)
@@ -481,7 +491,10 @@ class OpcUaSource:
     async def _emit_session_lost(self) -> None:
         """Every signal of the source is bad from now on, until it delivers a good value again
         (the KPI engine reads per-signal markers, not the source-level connection series)."""
-        markers = self._collector.markers.all_bad(time.time_ns())
+        now_ns = time.time_ns()
+        markers = self._collector.markers.all_bad(now_ns)
+        with contextlib.suppress(OSError):  # a full disk must not stop the source
+            write_private(self._bad_since_file, str(now_ns))
         if len(markers):
             with contextlib.suppress(Exception):
                 await self.sink.emit(

@@ -113,11 +113,6 @@ def _dv_at(
     )
 
 
-def _started_at(src: OpcUaSource, seconds: float) -> None:
-    """The gateway process started at ``seconds`` (the markers' time before any sample)."""
-    src._collector.markers.ts_ns[:] = int(_at(seconds).timestamp()) * 10**9
-
-
 def _markers(src: OpcUaSource, outbox: SqliteOutbox) -> list[tuple[str, str, int, int]]:
     """(machine, measurement tag, ts s, code) of every stored data_quality sample, in order."""
     batch = stored(outbox)
@@ -136,7 +131,6 @@ async def test_connection_drop_writes_quality_transitions_only(tmp_path: Path) -
     sample and good again at the next good value: transitions only, every no-value sample still
     counted as rejected."""
     src, outbox = _source(tmp_path)
-    _started_at(src, 0)
     bad = 0x80310000  # BadNoCommunication
     src._collector.add_values(
         [0, 0, 0, 0, 0, 1],
@@ -197,12 +191,12 @@ async def test_uncertain_status_and_session_loss_are_marked(tmp_path: Path) -> N
 async def test_restart_clears_the_marker_of_an_unchanged_signal(tmp_path: Path) -> None:
     """Issue 14, the gateway restart bug: a machine in a long unchanged production period; the
     gateway stops cleanly (every signal marked bad at the stop) and starts again; the initial
-    value the new subscription delivers still has its old source timestamp. The marker must turn
-    good at the restart, so the KPI engine books the rest of the period as production, not as
-    NO_DATA until the state next changes."""
+    value the new subscription delivers still has its old source timestamp, from before the
+    stop. The marker must turn good again right after the stop's bad marker (the device vouches
+    the value held), so the KPI engine books the period as production, not as NO_DATA until the
+    state next changes."""
     ns = 10**9
-    now_s = time.time()
-    since_s, stop_s = now_s - 3 * 3600, now_s - 3600  # running since 3 h ago; stopped 1 h ago
+    since_s = time.time() - 3 * 3600  # running unchanged since 3 h ago
 
     def dv(src_s: float) -> ua.DataValue:
         when = datetime.fromtimestamp(src_s, tz=UTC)
@@ -220,28 +214,28 @@ async def test_restart_clears_the_marker_of_an_unchanged_signal(tmp_path: Path) 
         )
 
     src, outbox = _source(tmp_path)
-    _started_at(src, 0)  # this first process started long before
     src._collector.add_values([0], [dv(since_s)])
     await src._flush()
-    # the clean stop: the source marks every signal bad (as _emit_session_lost does)
-    stop = src._collector.markers.all_bad(int(stop_s * ns))
-    await src.sink.emit(stop, server_ts_ns=stop.ts_ns, status_code=np.zeros(len(stop), np.uint32))
+    src.stats.connected = True
+    await src._emit_session_lost()  # the clean stop: every signal bad from now
     outbox.close()
+    assert (tmp_path / "c.bad-since").stat().st_mode & 0o777 == 0o600
 
     # the restarted gateway: a new process (fresh marker state), the same state directory
-    restarted_ns = time.time_ns()
     src2, outbox2 = _source(tmp_path)
     src2._collector.add_values([0], [dv(since_s)])  # unchanged: its old source timestamp
     await src2._flush()
     marks = m0_markers(outbox2)
     outbox2.close()
     assert [c for _, c in marks] == [0, 2, 0]
-    assert marks[1][0] == int(stop_s * ns)
-    # good again at the restart, not at the value's old source time (before the stop)
-    assert marks[2][0] >= restarted_ns
+    assert marks[0][0] == round(since_s * 1e6) * 1000
+    stop_ns = marks[1][0]
+    # good again right after the stop's marker, not at the value's old source time (which
+    # would leave the stop's bad marker in force)
+    assert stop_ns < marks[2][0] <= stop_ns + 1000
 
-    # what the KPI engine makes of these markers: NO_DATA only while the gateway was stopped
-    lo, hi = int(since_s * ns), time.time_ns() + 3600 * ns
+    # what the KPI engine makes of these markers: production all along
+    lo, hi = marks[0][0], stop_ns + 3600 * ns
     ts_m = np.array([t for t, _ in marks], np.int64)
     codes = np.array([c for _, c in marks], np.float64)
     state = Signal(np.array([lo], np.int64), np.array(["IN_CYCLE"], object))
@@ -249,6 +243,5 @@ async def test_restart_clears_the_marker_of_an_unchanged_signal(tmp_path: Path) 
     mtype = MachineTypeConfig.model_validate({"profile": "custom"})
     tl = machine_timeline(signals, mtype, PlannedTime.always(lo, hi), lo, hi, heartbeat_s=86400.0)
     seconds = tl.seconds_by_state()
-    stopped_s = (marks[2][0] - marks[1][0]) / ns
-    assert seconds[MachineState.NO_DATA] == pytest.approx(stopped_s, abs=1e-6)
-    assert seconds[MachineState.IN_CYCLE] == pytest.approx((hi - lo) / ns - stopped_s, abs=1e-6)
+    assert seconds[MachineState.NO_DATA] < 1e-5
+    assert seconds[MachineState.IN_CYCLE] == pytest.approx((hi - lo) / ns, abs=1e-5)

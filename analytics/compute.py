@@ -28,6 +28,7 @@ from analytics.oee import report_rows
 from analytics.states import StateClassifier
 from analytics.timeelements import TimeElementOptions
 from zhizao.errors import ConfigError
+from zhizao.schema import DATE_TAG
 from zhizao.site import MeterConfig, SiteModel
 
 __all__ = ["SiteComputer", "SiteData", "SiteResult", "Windows"]
@@ -331,7 +332,11 @@ class SiteComputer:
         fields["kgce"] = kgce
         fields["kgco2"] = kgco2
         site_tags = {"enterprise": self.site.enterprise, "site": self.site.site}
-        return w.start_ns, [{**site_tags, **t} for t in w.tags], fields
+        # plant day rows carry no ``date`` tag: one series per site (a tag per day would make a
+        # year of a district's factories hundreds of thousands of series, and InfluxDB's cost of
+        # a cross-site sum grows with series, not points); the timestamp is the local day start
+        return w.start_ns, [{**site_tags, **{k: v for k, v in t.items() if k != DATE_TAG}}
+                            for t in w.tags], fields  # fmt: skip
 
     def report(self, result: SiteResult) -> dict[str, object]:
         """JSON-ready: per machine and window, roll-ups per line/factory/district, plant energy."""

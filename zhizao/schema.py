@@ -68,7 +68,8 @@ MACHINE_TAG: Final = "machine"
 ASSET_TAGS: Final[tuple[str, ...]] = (ENTERPRISE_TAG, SITE_TAG, AREA_TAG, LINE_TAG, MACHINE_TAG)
 METER_TAG: Final = "meter"  # meter id on meter points
 SHIFT_TAG: Final = "shift"  # kpi_machine_shift: the shift's name
-DATE_TAG: Final = "date"  # kpi_*_shift and kpi_*_day: local date the window starts (YYYY-MM-DD)
+DATE_TAG: Final = "date"  # kpi_machine_shift and kpi_machine_day: local date the window starts
+# (YYYY-MM-DD); kpi_site_day has none: one series per site keeps cross-site sums cheap
 
 # -- KPI components -------------------------------------------------------------------------------
 KPI_PREFIX: Final = "kpi_"

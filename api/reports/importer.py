@@ -72,7 +72,10 @@ def import_reports(
     period: str | None = None,
     now: datetime | None = None,
 ) -> ImportResult:
-    """Import ``data`` (XLSX template or CSV) into ``site``'s reports (see the module doc)."""
+    """Import ``data`` (XLSX template or CSV) into ``site``'s reports (see the module doc).
+
+    Raises ``ConcurrentSubmission`` when another submission of one of the file's periods was
+    stored meanwhile; the caller rolls back, so nothing of the file is stored."""
     moment = now if now is not None else datetime.now(UTC)
     parsed = parse_upload(data, site, period)
     if any(i.field == "file" for i in parsed.issues) or (not parsed.rows and not parsed.issues):

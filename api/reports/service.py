@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.db.models import Report, ReportRevision, Site
@@ -28,6 +29,7 @@ from api.reports.validate import (
 )
 
 __all__ = [
+    "ConcurrentSubmission",
     "ReportSnapshot",
     "RevisionInfo",
     "SiteNotFound",
@@ -52,6 +54,19 @@ class ValidationFailed(Exception):
         self.errors = tuple(errors)
         self.warnings = tuple(warnings)
         super().__init__("; ".join(e.message for e in self.errors))
+
+
+class ConcurrentSubmission(Exception):
+    """Another submission of the same period was stored between this one's read and write
+    (the unique keys caught it); nothing of this one is stored. The caller rolls back."""
+
+    def __init__(self, site: str, period: str) -> None:
+        self.site = site
+        self.period = period
+        super().__init__(
+            f"another submission of {site}'s {period} report was stored at the same time; "
+            "read the current revision and submit again"
+        )
 
 
 class SiteNotFound(LookupError):
@@ -195,7 +210,8 @@ def submit_report(
 ) -> SubmitResult:
     """Validate and store ``values`` as the next revision of ``site``'s ``period`` report.
 
-    Raises ``ValidationFailed`` with every error (nothing stored), ``SiteNotFound``. A
+    Raises ``ValidationFailed`` with every error (nothing stored), ``SiteNotFound``,
+    ``ConcurrentSubmission`` (another submission of the period won; roll back). A
     correction (revision 2 onwards) needs a ``reason``. A submission equal to the current
     revision stores nothing (``created=False``). Warnings (month sums vs the annual report of
     the same year, suspicious figures) come back in the result. Flushes; the caller commits."""
@@ -226,22 +242,26 @@ def submit_report(
         raise ValidationFailed(
             [FieldIssue("reason", "say why the report is corrected (reason)", "missing")]
         )
-    if report is None:
-        report = Report(site_id=row.id, period_kind=p.kind, period=p.text, created_at=moment)
-        session.add(report)
+    try:
+        if report is None:
+            report = Report(site_id=row.id, period_kind=p.kind, period=p.text, created_at=moment)
+            session.add(report)
+            session.flush()
+        changed = _diff(previous.values if previous is not None else {}, checked.values)
+        rev = ReportRevision(
+            report_id=report.id,
+            revision=(previous.revision + 1) if previous is not None else 1,
+            values=checked.values,
+            author=author,
+            created_at=moment,
+            reason=reason,
+            changed=changed,
+        )
+        session.add(rev)
         session.flush()
-    changed = _diff(previous.values if previous is not None else {}, checked.values)
-    rev = ReportRevision(
-        report_id=report.id,
-        revision=(previous.revision + 1) if previous is not None else 1,
-        values=checked.values,
-        author=author,
-        created_at=moment,
-        reason=reason,
-        changed=changed,
-    )
-    session.add(rev)
-    session.flush()
+    except IntegrityError as exc:
+        # unique (site, period) or (report, revision): a concurrent submission won the race
+        raise ConcurrentSubmission(site, p.text) from exc
     return SubmitResult(_snapshot(site, report, rev), True, warnings, f"revision {rev.revision}")
 
 

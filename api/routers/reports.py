@@ -39,6 +39,7 @@ from api.reports.schemas import (
     SubmitOut,
 )
 from api.reports.service import (
+    ConcurrentSubmission,
     ValidationFailed,
     current_report,
     get_revision,
@@ -128,6 +129,9 @@ def report(request: Request, ctx: Aggregate, period: PeriodP) -> ReportOut:
     operation_id="put_report",
     summary="submit a period's report: a new revision (never an update in place)",
     response_model=SubmitOut,
+    responses={
+        409: {"description": "another submission of the period was stored at the same time"}
+    },
     openapi_extra={"x-zhizao-policy": "report"},
 )
 def put_report(request: Request, ctx: Write, period: PeriodP, body: ReportIn) -> SubmitOut:
@@ -148,6 +152,9 @@ def put_report(request: Request, ctx: Write, period: PeriodP, body: ReportIn) ->
                 422,
                 detail=[{"loc": _loc(e), "msg": e.message, "type": e.code} for e in exc.errors],
             ) from None
+        except ConcurrentSubmission as exc:
+            s.rollback()
+            raise HTTPException(409, detail=str(exc)) from None
         s.commit()
     return SubmitOut(
         created=result.created,
@@ -215,6 +222,7 @@ def template(ctx: Aggregate) -> Response:
     summary="import a filled template (XLSX) or a CSV; a file with errors stores nothing "
     "unless store_valid",
     response_model=ImportOut,
+    responses={409: {"description": "another submission of a period was stored at the same time"}},
     openapi_extra={"x-zhizao-policy": "report"},
 )
 def import_file(
@@ -238,15 +246,19 @@ def import_file(
         raise HTTPException(413, detail="the file is larger than 10 MiB; split it by year")
     name = file.filename or "upload"
     with get_state(request).session() as s:
-        result = import_reports(
-            s,
-            ctx.site,
-            data,
-            author=ctx.principal.name,
-            reason=reason.strip() or f"import of {name[:200]}",
-            store_valid=store_valid,
-            period=period,
-        )
+        try:
+            result = import_reports(
+                s,
+                ctx.site,
+                data,
+                author=ctx.principal.name,
+                reason=reason.strip() or f"import of {name[:200]}",
+                store_valid=store_valid,
+                period=period,
+            )
+        except ConcurrentSubmission as exc:
+            s.rollback()  # the whole file: nothing of it is stored
+            raise HTTPException(409, detail=str(exc)) from None
         if not result.ok and not store_valid:
             s.rollback()
             detail: list[dict[str, Any]] = [

@@ -16,10 +16,12 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 
 import numpy as np
 from numpy.typing import NDArray
 
+from analytics.calendar import zone
 from analytics.compute import SiteComputer, SiteResult
 from analytics.config import KpiConfig
 from analytics.green import CoefficientLibrary
@@ -27,8 +29,11 @@ from analytics.lineformat import component_batch
 from analytics.reader import SiteReader
 from ingest.influx import InfluxQLReader, InfluxWriter
 from zhizao.errors import ConfigError
+from zhizao.influxql import ident, tag_equals, time_range
 from zhizao.model import Batch, SeriesTable
 from zhizao.schema import (
+    ENTERPRISE_TAG,
+    SITE_TAG,
     kpi_machine_measurement,
     kpi_site_measurement,
 )
@@ -149,8 +154,63 @@ class KpiEngine:
                         report.notes.append(
                             f"components refused by the encoder: {written.rejected}"
                         )
+                if "day" in self.cfg.windows:
+                    months = await self._month_rollup(reader, computer, start, cutoff)
+                    if len(months):
+                        written = await writer.write_batch(self._table, months)
+                        report.points_written += written.lines_written
         self.last_end_ns = cutoff
         return report
+
+    async def _month_rollup(
+        self, reader: InfluxQLReader, computer: SiteComputer, start_ns: int, cutoff_ns: int
+    ) -> Batch:
+        """``kpi_site_month``: the plant-meter day rows of every local month this run touched,
+        summed (``days`` = day rows). Cross-site yearly figures (the commission's) then read
+        twelve points per site instead of 365; the month rows are rewritten whenever a day of
+        theirs is, so they always equal the sum of their days."""
+        site = computer.site
+        tzinfo = zone(site.timezone)
+        first = datetime.fromtimestamp(start_ns / S_NS, tzinfo).date().replace(day=1)
+        last = datetime.fromtimestamp(max(start_ns, cutoff_ns - 1) / S_NS, tzinfo).date()
+        bounds: list[tuple[int, int]] = []
+        m = first
+        while m <= last:  # months, not samples
+            nxt = date(m.year + (m.month == 12), m.month % 12 + 1, 1)
+            lo = int(datetime(m.year, m.month, 1, tzinfo=tzinfo).timestamp()) * S_NS
+            hi = int(datetime(nxt.year, nxt.month, 1, tzinfo=tzinfo).timestamp()) * S_NS
+            bounds.append((lo, hi))
+            m = nxt
+        prefix = self.cfg.measurement_prefix
+        where = tag_equals({SITE_TAG: site.site, ENTERPRISE_TAG: site.enterprise})
+        day = ident(kpi_site_measurement("day", prefix))
+        q = ";".join(
+            f"SELECT sum(*), count(kgce) FROM {day} WHERE {where} AND {time_range(lo, hi)}"
+            for lo, hi in bounds
+        )
+        series = await reader.query(q)
+        tags: list[dict[str, str]] = []
+        ts: list[int] = []
+        rows: list[dict[str, float]] = []
+        for s in series:
+            values = {
+                k[4:]: float(v[0])
+                for k, v in s.values.items()
+                if k.startswith("sum_") and len(v) and np.isfinite(v[0])
+            }
+            if not values:
+                continue
+            values["days"] = float(s.values["count"][0]) if "count" in s.values else 0.0
+            tags.append({ENTERPRISE_TAG: site.enterprise, SITE_TAG: site.site})
+            ts.append(bounds[s.statement_id][0])
+            rows.append(values)
+        if not rows:
+            return Batch.empty()
+        names = sorted({k for r in rows for k in r})
+        cols = {n: np.array([r.get(n, np.nan) for r in rows], np.float64) for n in names}
+        return component_batch(
+            self._table, kpi_site_measurement("month", prefix), tags, np.array(ts, np.int64), cols
+        )
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Run every ``schedule.interval_s`` until ``stop`` is set. A failed run (InfluxDB down)

@@ -118,5 +118,6 @@ def kpi_machine_measurement(window: str, prefix: str = KPI_PREFIX) -> str:
 
 
 def kpi_site_measurement(window: str, prefix: str = KPI_PREFIX) -> str:
-    """``kpi_site_hour``, ``kpi_site_day`` (plant meters: ``<medium>_<unit>``, kgce, kgco2)."""
+    """``kpi_site_hour``, ``kpi_site_day``, ``kpi_site_month`` (plant meters: ``<medium>_<unit>``,
+    kgce, kgco2; the month rows are sums of the day rows, with ``days``)."""
     return f"{prefix}site_{window}"

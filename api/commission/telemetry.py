@@ -1,9 +1,10 @@
-"""Yearly telemetry per factory for the commission: sums of the engine's ``kpi_site_day`` rows.
+"""Yearly telemetry per factory for the commission: sums of the engine's ``kpi_site_month`` rows.
 
 The commission never sees raw shop-floor data: what it gets from InfluxDB are the plant meters'
-day components (purchased energy per medium, water intake, kgce, kgCO2) that the KPI engine
-writes, summed by InfluxDB per site over each local calendar year. One statement per (time zone,
-year), all in one request, ``GROUP BY site``: the read is bounded by sites x years, not by days.
+components (purchased energy per medium, water intake, kgce, kgCO2) that the KPI engine writes
+per local day and sums per local month (``kpi_site_month``, with ``days`` = the day rows in it),
+summed by InfluxDB per site over each local calendar year. One statement per (time zone, year)
+and chunk of sites, all in one request, ``GROUP BY site``: twelve points per site and year.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class YearTelemetry:
     site: str
     year: int
     sums: Mapping[str, float]
-    days: int  # day rows present (365/366 = complete)
+    days: int  # day rows summed (365/366 = a complete year)
 
 
 def year_bounds_ns(year: int, timezone: str) -> tuple[int, int]:
@@ -47,7 +48,7 @@ def telemetry_statements(
     sites_by_tz: Mapping[str, Sequence[str]], years: Iterable[int], prefix: str = "kpi_"
 ) -> list[tuple[str, int, str]]:
     """(time zone, year, statement) for every chunk of sites."""
-    measurement = ident(kpi_site_measurement("day", prefix))
+    measurement = ident(kpi_site_measurement("month", prefix))
     out: list[tuple[str, int, str]] = []
     for year in sorted(set(years)):
         for tz_name, sites in sorted(sites_by_tz.items()):
@@ -56,7 +57,7 @@ def telemetry_statements(
             for i in range(0, len(ordered), SITES_PER_STATEMENT):
                 chunk = ordered[i : i + SITES_PER_STATEMENT]
                 q = (
-                    f"SELECT sum(*), count(kgce) FROM {measurement} WHERE "
+                    f"SELECT sum(*) FROM {measurement} WHERE "
                     f"{tag_in(SITE_TAG, chunk)} AND {time_range(lo, hi)} "
                     f"GROUP BY {ident(SITE_TAG)}"
                 )
@@ -87,7 +88,7 @@ async def yearly_telemetry(
             v = values[0]
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 continue
-            if col == "count":
+            if col == "sum_days":
                 days = int(v)
             elif col.startswith("sum_"):
                 sums[col[4:]] = float(v)

@@ -123,8 +123,8 @@ async def test_engine_writes_components_equal_to_the_pure_computation(
     report = await engine.run_once(now)
     start, cutoff = report.start_ns, report.end_ns
     assert cutoff == at("00:00", NEXT_DAY) and start == at("00:00")
-    # 2 machines x (24 hours + 1 shift + 1 day) + plant energy rows (24 hours + 1 day)
-    assert report.machine_windows == 2 * 26 and report.points_written == 2 * 26 + 25
+    # 2 machines x (24 hours + 1 shift + 1 day) + plant energy rows (24 hours + 1 day + 1 month)
+    assert report.machine_windows == 2 * 26 and report.points_written == 2 * 26 + 26
 
     day = rows(influx_db, "kpi_machine_day")
     assert len(day) == 2
@@ -144,6 +144,10 @@ async def test_engine_writes_components_equal_to_the_pure_computation(
     assert {v["shift"] for v in shift.values()} == {"day"} and len(shift) == 2
     site_day = rows(influx_db, "kpi_site_day")
     assert len(site_day) == 1
+    # the month row is the sum of the month's day rows
+    (month,) = rows(influx_db, "kpi_site_month").values()
+    assert month["time"] == at("00:00", date(2026, 3, 1))  # the local month start
+    assert month["days"] == 1 and month["electricity_kwh"] == 4800
     plant = next(iter(site_day.values()))
     assert plant["electricity_kwh"] == 4800 and plant["natural_gas_m3"] == 120
     assert plant["kgce"] == pytest.approx(4800 * 0.1229 + 120 * 1.2143, abs=1e-9)
@@ -225,7 +229,7 @@ async def test_cli_run_once(
     )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["points_written"] == 2 * 26 + 25
+    assert out["points_written"] == 2 * 26 + 26
     assert influx_db.count("kpi_machine_day") == 2
 
 

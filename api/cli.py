@@ -48,6 +48,18 @@ def register(subparsers: Any) -> None:
     _db(imp)
     imp.set_defaults(handler=_import_site)
 
+    cc = sub.add_parser(
+        "commission-config",
+        help="store a commission configuration YAML (cohorts, targets, factors) as a new revision",
+    )
+    cc.add_argument(
+        "config", metavar="COMMISSION.yaml", help="e.g. analytics/commission.sample.yaml"
+    )
+    cc.add_argument("--reason", required=True, help="why this revision (kept in its history)")
+    cc.add_argument("--author", default="cli", help="who stores it (default: cli)")
+    _db(cc)
+    cc.set_defaults(handler=_commission_config)
+
     token = sub.add_parser("token", help="create, list and revoke API tokens")
     tsub = token.add_subparsers(dest="token_command", metavar="ACTION")
     create = tsub.add_parser("create", help="create a token and print its secret (once)")
@@ -159,6 +171,20 @@ def _import_site(args: argparse.Namespace) -> int:
     ):
         for n in names:
             print(f"  {label} {n}")
+    return 0
+
+
+def _commission_config(args: argparse.Namespace) -> int:
+    from analytics.commission_config import load_commission_config
+    from api.commission.service import store_validated_config
+
+    cfg = load_commission_config(args.config)  # a ConfigError names the file and the key
+    with _session(args) as s:
+        rev, created = store_validated_config(s, cfg, author=args.author, reason=args.reason)
+    if created:
+        print(f"commission configuration revision {rev.revision} stored ({cfg.version})")
+    else:
+        print(f"commission configuration unchanged: revision {rev.revision} is the same document")
     return 0
 
 

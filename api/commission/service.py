@@ -45,6 +45,7 @@ __all__ = [
     "reported_inputs",
     "site_infos",
     "store_config",
+    "store_validated_config",
 ]
 
 TELEMETRY_TTL_S = 60.0  # yearly sums move slowly; the engine rewrites day rows every few minutes
@@ -115,6 +116,14 @@ def store_config(
         raise HTTPException(
             422, detail=[{"loc": loc, "msg": str(exc), "type": "value_error"}]
         ) from exc
+    return store_validated_config(session, cfg, author=author, reason=reason)
+
+
+def store_validated_config(
+    session: Session, cfg: CommissionConfig, *, author: str, reason: str
+) -> tuple[ConfigRevision, bool]:
+    """``store_config`` for a configuration already validated (``zhizao api commission-config``
+    loads it from YAML)."""
     current = session.scalars(
         select(CommissionConfigRevision).order_by(CommissionConfigRevision.revision.desc()).limit(1)
     ).first()

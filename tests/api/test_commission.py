@@ -293,3 +293,23 @@ def test_exports_match_the_api(server: ApiServer) -> None:
     assert float(cohort_csv["energy_intensity"]["value"]) == pytest.approx(
         _cohort_rows(table)["energy_intensity"]["value"], rel=1e-12
     )
+
+
+def test_commission_config_from_yaml_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from zhizao.cli import main
+
+    db = f"sqlite:///{tmp_path / 'api.sqlite'}"
+    args = ["api", "commission-config", str(DEFAULT_SAMPLE), "--db", db, "--reason", "first"]
+    assert main(args) == 0
+    assert "revision 1 stored" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "unchanged: revision 1" in capsys.readouterr().out
+    doc = yaml.safe_load(DEFAULT_SAMPLE.read_text(encoding="utf-8"))
+    doc["cohorts"][0]["base_year"] = "last year"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    assert main(["api", "commission-config", str(bad), "--db", db, "--reason", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "base_year" in err and "Traceback" not in err

@@ -295,3 +295,34 @@ def translator(lang: Lang) -> Callable[..., str]:
         return text.format(**values) if values else text
 
     return t
+
+
+# a report validation issue (``api.reports.validate.FieldIssue.code``) in Chinese: the sentence
+# says what to fix in the reader's language; the validator's own English sentence, which carries
+# the exact figures, follows in parentheses where it adds them
+_ISSUES_ZH: dict[str, str] = {
+    "type_error": "{label}须为数值（单位：{unit}）",
+    "value_error": "{label}须为有限数值",
+    "range": "{label}超出允许范围",
+    "integer": "{label}须为整数",
+    "missing": "{label}为必填项",
+    "unit": "{label}的单位不符，应为 {unit}",
+    "identity": "增加值与“工业总产值 − 中间投入 + 应交增值税”不符，请更正其中一项",
+    "future": "报告期尚未结束，不能提前报送",
+    "period": "报告期格式有误，应为 YYYY（年报）或 YYYY-MM（月报）",
+    "unknown_field": "{label}不是本表的字段",
+    "kind": "{label}不属于这类报表",
+    "length": "{label}过长（最多 256 个字符）",
+    "month_sum": "各月合计与年报不一致",
+    "suspicious": "{label}的数值可疑，请核对",
+}
+_DETAILED = frozenset({"range", "identity", "month_sum", "suspicious", "unit", "type_error"})
+
+
+def issue_text(code: str, message: str, lang: Lang, label: str = "", unit: str = "") -> str:
+    """The issue's sentence for ``lang`` (English: the validator's own)."""
+    template = _ISSUES_ZH.get(code) if lang == "zh" else None
+    if template is None:
+        return message
+    text = template.format(label=label or "该字段", unit=unit or "—")
+    return f"{text}（{message}）" if code in _DETAILED else text

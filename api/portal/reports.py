@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from api.auth import POLICIES, Policy, Principal, authorize
-from api.portal.i18n import translator
+from api.portal.i18n import issue_text, translator
 from api.portal.pages import (
     SESSION_COOKIE,
     error_page,
@@ -29,7 +29,7 @@ from api.portal.pages import (
     render,
 )
 from api.portal.router import require_session
-from api.reports.fields import ReportField, fields_for
+from api.reports.fields import FIELDS_BY_ID, ReportField, fields_for
 from api.reports.importer import import_reports
 from api.reports.service import (
     SiteNotFound,
@@ -246,11 +246,16 @@ async def report_submit(request: Request, site: str, period: str) -> Response:
                 by_field: dict[str, list[str]] = {}
                 general: list[str] = []
                 known = {f.id for f in fields_for(parse_period(period).kind)} | {"reason"}
+                lang = lang_of(request)
                 for e in exc.errors:
+                    f = FIELDS_BY_ID.get(e.field)
+                    text = issue_text(e.code, e.message, lang,
+                                      f.label_zh if f is not None else "",
+                                      f.unit if f is not None else "")  # fmt: skip
                     if e.field in known:
-                        by_field.setdefault(e.field, []).append(e.message)
+                        by_field.setdefault(e.field, []).append(text)
                     else:
-                        general.append(e.message)
+                        general.append(text)
                 return _report_page(
                     request,
                     principal,

@@ -176,3 +176,15 @@ def test_the_template_download_is_the_apis(portal_server: ApiServer) -> None:
     assert portal.status_code == api.status_code == 200
     assert portal.content[:2] == b"PK"
     assert portal.headers["content-type"] == api.headers["content-type"]
+
+
+def test_field_errors_are_in_chinese_on_a_chinese_page(portal_server: ApiServer) -> None:
+    with PortalUser(portal_server, headers={"Accept-Language": "zh-CN,zh;q=0.9"}) as user:
+        user.login("factory_admin")
+        page = user.get(f"{REPORTS}/2024")
+        bad = {**reportdata.ANNUAL, "average_headcount": -5, "rd_spend_10k_cny": "lots"}
+        r = user.http.post(f"{REPORTS}/2024", data=_form(bad, form_token(page.text)))
+        assert r.status_code == 422
+        head = _field_block(r.text, "average_headcount")
+        assert "超出允许范围" in head and "average_headcount must be at least 0" in head
+        assert "须为数值" in _field_block(r.text, "rd_spend_10k_cny")

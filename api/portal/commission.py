@@ -25,7 +25,12 @@ from api.portal.i18n import translator
 from api.portal.pages import error_page, html_error, lang_of, render
 from api.portal.router import require_session
 from api.reports.fields import FIELDS_BY_ID
-from api.routers.commission import get_factories, get_indicators, get_indicators_xlsx
+from api.routers.commission import (
+    get_factories,
+    get_indicators,
+    get_indicators_xlsx,
+    table_request,
+)
 from api.state import get_state
 
 __all__ = ["router"]
@@ -147,10 +152,7 @@ async def commission_table(
     cohort = (cohort or "").strip()[:64] or None
     try:
         cohorts = await asyncio.to_thread(_cohorts, request)
-        table = await get_indicators(
-            request, principal, cohort=cohort, year=y, statistical_rounding=None,
-            green_rule_set=None, as_of=None, config_revision=None,
-        )  # fmt: skip
+        table = await get_indicators(request, principal, table_request(cohort=cohort, year=y))
     except HTTPException as exc:
         return _table_error(request, exc, principal)
     query = urlencode({"cohort": table["cohort"], "year": table["year"]})
@@ -197,10 +199,7 @@ async def commission_district(
     district = district[:256]
     cohort = (cohort or "").strip()[:64] or None
     try:
-        table = await get_indicators(
-            request, principal, cohort=cohort, year=y, statistical_rounding=None,
-            green_rule_set=None, as_of=None, config_revision=None,
-        )  # fmt: skip
+        table = await get_indicators(request, principal, table_request(cohort=cohort, year=y))
         found = await get_factories(
             request, principal, cohort=cohort, year=y, district=district, as_of=None
         )
@@ -240,9 +239,8 @@ async def commission_xlsx(
         return html_error(request, 400, y, principal)
     try:
         response = await get_indicators_xlsx(
-            request, principal, cohort=(cohort or "").strip()[:64] or None, year=y,
-            statistical_rounding=None, green_rule_set=None, as_of=None, config_revision=None,
-        )  # fmt: skip
+            request, principal, table_request(cohort=(cohort or "").strip()[:64] or None, year=y)
+        )
     except HTTPException as exc:
         return _table_error(request, exc, principal)
     response.headers["Cache-Control"] = "no-store"

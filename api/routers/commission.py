@@ -75,15 +75,26 @@ AsOf = Annotated[
 ConfigRev = Annotated[int | None, Query(ge=1, le=2**31 - 1, description="a configuration revision")]
 
 
-def _request(
-    cohort: str | None,
-    year: int | None,
-    rounding: bool | None,
-    rule_set: str | None,
-    as_of: datetime | None,
-    config_revision: int | None,
+def table_request(
+    cohort: Cohort = None,
+    year: Year = None,
+    statistical_rounding: Rounding = None,
+    green_rule_set: RuleSet = None,
+    as_of: AsOf = None,
+    config_revision: ConfigRev = None,
 ) -> TableRequest:
-    return TableRequest(cohort, year or _default_year(), rounding, rule_set, as_of, config_revision)
+    """The table's query parameters, shared by the JSON, XLSX and CSV routes."""
+    return TableRequest(
+        cohort,
+        year or _default_year(),
+        statistical_rounding,
+        green_rule_set,
+        as_of,
+        config_revision,
+    )
+
+
+TableQuery = Annotated[TableRequest, Depends(table_request)]
 
 
 @router.get(
@@ -166,14 +177,8 @@ def get_definitions(_p: CommissionDep) -> list[dict[str, Any]]:
 async def get_indicators(
     request: Request,
     _p: CommissionDep,
-    cohort: Cohort = None,
-    year: Year = None,
-    statistical_rounding: Rounding = None,
-    green_rule_set: RuleSet = None,
-    as_of: AsOf = None,
-    config_revision: ConfigRev = None,
+    req: TableQuery,
 ) -> dict[str, Any]:
-    req = _request(cohort, year, statistical_rounding, green_rule_set, as_of, config_revision)
     return await indicator_table_json(request, req)
 
 
@@ -188,14 +193,8 @@ async def get_indicators(
 async def get_indicators_xlsx(
     request: Request,
     _p: CommissionDep,
-    cohort: Cohort = None,
-    year: Year = None,
-    statistical_rounding: Rounding = None,
-    green_rule_set: RuleSet = None,
-    as_of: AsOf = None,
-    config_revision: ConfigRev = None,
+    req: TableQuery,
 ) -> Response:
-    req = _request(cohort, year, statistical_rounding, green_rule_set, as_of, config_revision)
     table = await indicator_table_json(request, req)
     name = f"indicators-{table['cohort']}-{table['year']}.xlsx"
     return Response(
@@ -216,14 +215,8 @@ async def get_indicators_xlsx(
 async def get_indicators_csv(
     request: Request,
     _p: CommissionDep,
-    cohort: Cohort = None,
-    year: Year = None,
-    statistical_rounding: Rounding = None,
-    green_rule_set: RuleSet = None,
-    as_of: AsOf = None,
-    config_revision: ConfigRev = None,
+    req: TableQuery,
 ) -> Response:
-    req = _request(cohort, year, statistical_rounding, green_rule_set, as_of, config_revision)
     table = await indicator_table_json(request, req)
     name = f"indicators-{table['cohort']}-{table['year']}.csv"
     return Response(
@@ -248,7 +241,7 @@ async def get_factories(
     district: Annotated[str | None, Query(max_length=256)] = None,
     as_of: AsOf = None,
 ) -> dict[str, Any]:
-    req = _request(cohort, year, None, None, as_of, None)
+    req = TableRequest(cohort, year or _default_year(), None, None, as_of, None)
     table = await indicator_table_json(request, req)
     state = get_state(request)
     with state.session() as s:

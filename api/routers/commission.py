@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, cross_site_access
@@ -75,6 +75,17 @@ AsOf = Annotated[
 ConfigRev = Annotated[int | None, Query(ge=1, le=2**31 - 1, description="a configuration revision")]
 
 
+def _aware(as_of: datetime | None) -> datetime | None:
+    """``as_of`` spans factories in several time zones: it must say its own offset."""
+    if as_of is not None and as_of.tzinfo is None:
+        raise HTTPException(
+            422,
+            detail=[{"loc": ["query", "as_of"], "type": "value_error",
+                     "msg": "as_of needs a UTC offset, e.g. 2025-06-30T00:00:00+08:00"}],
+        )  # fmt: skip
+    return as_of
+
+
 def table_request(
     cohort: Cohort = None,
     year: Year = None,
@@ -89,7 +100,7 @@ def table_request(
         year or _default_year(),
         statistical_rounding,
         green_rule_set,
-        as_of,
+        _aware(as_of),
         config_revision,
     )
 
@@ -108,7 +119,7 @@ def get_config(
     request: Request, _p: CommissionDep, revision: ConfigRev = None, as_of: AsOf = None
 ) -> ConfigOut:
     with get_state(request).session() as s:
-        rev = load_config(s, revision=revision, as_of=as_of)
+        rev = load_config(s, revision=revision, as_of=_aware(as_of))
     return ConfigOut(
         revision=rev.revision, source=rev.source, version=rev.version, author=rev.author,
         reason=rev.reason, created_at=rev.created_at, document=dict(rev.document),
@@ -241,7 +252,7 @@ async def get_factories(
     district: Annotated[str | None, Query(max_length=256)] = None,
     as_of: AsOf = None,
 ) -> dict[str, Any]:
-    req = TableRequest(cohort, year or _default_year(), None, None, as_of, None)
+    req = TableRequest(cohort, year or _default_year(), None, None, _aware(as_of), None)
     table = await indicator_table_json(request, req)
     state = get_state(request)
     with state.session() as s:

@@ -265,6 +265,12 @@ def test_bad_configuration_is_refused_naming_the_field(server: ApiServer) -> Non
         assert r.json()["revision"] == 1
     missing = server.get("/api/v1/commission/indicators", "commission", cohort="nope", year=YEAR)
     assert missing.status_code == 422 and "nope" in missing.text
+    # a time without its offset is ambiguous across factories: refused, naming the field
+    for path in ("/api/v1/commission/indicators", "/api/v1/commission/config",
+                 "/api/v1/commission/factories"):  # fmt: skip
+        naive = server.get(path, "commission", cohort="wx", year=YEAR, as_of="2025-06-30T00:00")
+        assert naive.status_code == 422, (path, naive.text)
+        assert naive.json()["detail"][0]["loc"] == ["query", "as_of"]
 
 
 def test_exports_match_the_api(server: ApiServer) -> None:

@@ -11,11 +11,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.routing import Match
 
+from api.auth import PrincipalDep
 from api.db.session import upgrade
 from api.portal import mount_portal
 from api.routers import commission, health, kpis, machines, reports, sites, stream
@@ -53,6 +55,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             await state.reader.aclose()
             state.engine.dispose()
 
+    public_docs = settings.environment == "development"
     app = FastAPI(
         title="zhizao API",
         version=__version__,
@@ -62,7 +65,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
             "catalog (`GET /api/v1/kpis`). Authenticate with `Authorization: Bearer <token>`."
         ),
         lifespan=lifespan,
+        # the API's description is public only in development (a browsable /docs on a developer's
+        # machine); elsewhere every route but /healthz and /readyz needs a token, this one too
+        openapi_url="/openapi.json" if public_docs else None,
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
     )
+    if not public_docs:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        def openapi_document(_principal: PrincipalDep) -> dict[str, Any]:
+            return app.openapi()
 
     @app.middleware("http")
     async def count_requests(

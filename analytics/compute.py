@@ -410,10 +410,8 @@ def _union_windows(starts: list[I64], ends: list[I64], tags: list[dict[str, str]
     out_t: list[dict[str, str]] = []
     for i in order.tolist():  # one per shift window of a machine, not per sample
         lo, hi = int(s[i]), int(e[i])
-        if out_s and lo < out_e[-1]:
+        if out_s and lo < out_e[-1]:  # overlaps (or repeats) the previous one
             out_e[-1] = max(out_e[-1], hi)
-            continue
-        if out_s and lo == out_s[-1] and hi == out_e[-1]:
             continue
         out_s.append(lo)
         out_e.append(hi)

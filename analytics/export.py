@@ -39,11 +39,11 @@ def _value(v: Any) -> str | None:
 def export_rows(
     series: Iterable[ResultSeries], cfg: KpiConfig, site: SiteModel
 ) -> Iterator[tuple[str, str, str, str]]:
-    """CSV rows of stored series (each sample once: the carried-in ``last()`` repeats none)."""
+    """CSV rows of stored series. The carried-in ``last()`` statements end before the range
+    the others start at, so no sample comes twice."""
     signals = cfg.signals
     meter_measurements = {signals.measurement_of_meter(m.medium) for m in site.meters}
     dq = signals.data_quality.measurement if signals.data_quality is not None else None
-    seen: set[tuple[str, str, str, int]] = set()
     for s in series:
         asset = "/".join(s.tags[k] for k in ASSET_TAGS if s.tags.get(k))
         meter = s.tags.get(signals.meter_tag) if signals.meter_tag else None
@@ -56,11 +56,8 @@ def export_rows(
                 signal = f"{s.name}.{field}"
             for t, v in zip(s.time_ns.tolist(), col.tolist(), strict=True):
                 text = _value(v)
-                key = (asset, signal, field, t)
-                if text is None or key in seen:
-                    continue
-                seen.add(key)
-                yield str(t), asset, signal, text
+                if text is not None:
+                    yield str(t), asset, signal, text
 
 
 def write_csv(rows: Iterable[tuple[str, str, str, str]], out: TextIO) -> int:

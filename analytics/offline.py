@@ -102,10 +102,12 @@ class _Resolver:
         self.meters = {m.id: m for m in site.meters}
         # field -> measurements it is read from, and whether it is text (states, product)
         self.measurements: dict[str, set[str]] = defaultdict(set)
+        self.state_measurements: dict[str, set[str]] = defaultdict(set)
         self.text_fields: set[tuple[str, str]] = set()
         for plan in self.plans.values():
             for ref in plan.states:
                 self.measurements[ref.field].add(ref.measurement)
+                self.state_measurements[ref.field].add(ref.measurement)
                 self.text_fields.add((ref.measurement, ref.field))
             for role, ref in plan.roles.items():
                 self.measurements[ref.field].add(ref.measurement)
@@ -113,10 +115,6 @@ class _Resolver:
                     self.text_fields.add((ref.measurement, ref.field))
         for m in site.meters:
             self.measurements[m.signal].add(cfg.signals.measurement_of_meter(m.medium))
-        self.state_measurements: dict[str, set[str]] = defaultdict(set)
-        for plan in self.plans.values():
-            for ref in plan.states:
-                self.state_measurements[ref.field].add(ref.measurement)
 
     def tags(self, asset: str) -> dict[str, str] | None:
         path = asset.strip().strip("/")

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,8 @@ __all__ = [
     "emit",
     "make_data",
     "parse_args",
+    "percentile",
+    "start_api",
     "timed",
 ]
 
@@ -155,3 +160,38 @@ def timed() -> Iterator[Callable[[], float]]:
     end: list[float] = []
     yield lambda: (end[0] if end else time.perf_counter()) - start
     end.append(time.perf_counter())
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values`` (NaN when there are none)."""
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def start_api(tmp: Path, settings: dict[str, Any], port: int) -> subprocess.Popen[bytes]:
+    """``zhizao api run`` as its own process with ``settings`` (written to ``tmp/api.yaml``,
+    host 127.0.0.1 on ``port``), once ``/readyz`` answers 200. Stop it with
+    ``zhizao.localstack.stop_process_group``."""
+    import httpx
+    import yaml
+
+    path = tmp / "api.yaml"
+    doc = {"host": "127.0.0.1", "port": port, "log_level": "WARNING", **settings}
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    # the benchmark's own settings, not whatever ZHIZAO_API_* the shell holds
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZHIZAO_API_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zhizao.cli", "api", "run", "-c", str(path)],
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the API did not start (see its log above)")
+        time.sleep(0.1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -52,7 +51,7 @@ from api.routers.kpis import DEFAULT_KPIS  # noqa: E402
 from api.routers.machines import LIVE_KPIS, LIVE_LOOKBACK_NS  # noqa: E402
 from api.telemetry import planned_for  # noqa: E402
 from api.tokens import create_token  # noqa: E402
-from benchmarks._common import emit, log  # noqa: E402
+from benchmarks._common import emit, log, percentile, start_api  # noqa: E402
 from zhizao.influxql import ident, tag_equals  # noqa: E402
 from zhizao.localstack import InfluxServer, free_port, stop_process_group  # noqa: E402
 from zhizao.schema import CONNECTED_FIELD, CONNECTION_MEASUREMENT, GATEWAY_TAG, SOURCE_TAG  # noqa: E402
@@ -166,10 +165,6 @@ async def open_loop(
     return lat, time.perf_counter() - t0, errors
 
 
-def p(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument(
@@ -216,25 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             token, _ = create_token(s, name="bench", role="admin", site=None, expires_at=None)
             s.commit()
         port = free_port()
-        (tmp / "api.yaml").write_text(yaml.safe_dump({
-            "host": "127.0.0.1", "port": port, "database_url": db_url, "log_level": "WARNING",
-            "influx": {"url": influx.url, "database": db}, "kpi_config": str(tmp / "kpi.yaml"),
-        }), encoding="utf-8")  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ZHIZAO_API_")}
-        api_proc = subprocess.Popen(
-            [sys.executable, "-m", "zhizao.cli", "api", "run", "-c", str(tmp / "api.yaml")],
-            env=env, start_new_session=True,
-        )  # fmt: skip
+        api_proc = start_api(tmp, {
+            "database_url": db_url, "influx": {"url": influx.url, "database": db},
+            "kpi_config": str(tmp / "kpi.yaml"),
+        }, port)  # fmt: skip
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert api_proc.poll() is None and time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.1)
 
         machines = [m.id for _, _, m in site.machines()]
         live_at = end_ns - 3 * HOUR_NS  # 21:00, in the late shift
@@ -334,17 +315,17 @@ def main(argv: list[str] | None = None) -> int:
             "machines": len(machines),
             "days": days,
             "rate_per_s": rate,
-            "live_p50_ms": p(api_lat["live"], 50),
-            "live_p99_ms": p(api_lat["live"], 99),
-            "history_p99_ms": p(api_lat["history"], 99),
-            "timeline_p99_ms": p(api_lat["timeline"], 99),
+            "live_p50_ms": percentile(api_lat["live"], 50),
+            "live_p99_ms": percentile(api_lat["live"], 99),
+            "history_p99_ms": percentile(api_lat["history"], 99),
+            "timeline_p99_ms": percentile(api_lat["timeline"], 99),
             "requests_per_s": done / api_elapsed,
-            "api_p99_ms": p(all_api, 99),
-            "direct_p99_ms": p(all_direct, 99),
-            "direct_live_p99_ms": p(direct_lat["live"], 99),
-            "direct_history_p99_ms": p(direct_lat["history"], 99),
-            "direct_timeline_p99_ms": p(direct_lat["timeline"], 99),
-            "overhead_ratio": p(all_api, 99) / p(all_direct, 99),
+            "api_p99_ms": percentile(all_api, 99),
+            "direct_p99_ms": percentile(all_direct, 99),
+            "direct_live_p99_ms": percentile(direct_lat["live"], 99),
+            "direct_history_p99_ms": percentile(direct_lat["history"], 99),
+            "direct_timeline_p99_ms": percentile(direct_lat["timeline"], 99),
+            "overhead_ratio": percentile(all_api, 99) / percentile(all_direct, 99),
             "errors": api_err + direct_err,
             **{f"serial_{k}_ms": v for k, v in serial.items()},
         }

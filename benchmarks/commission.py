@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ from benchmarks._commission_pandas import (
     seed_indicators,
     table_parameters,
 )
+from benchmarks._common import log, percentile, start_api
 from zhizao.localstack import InfluxServer, free_port, stop_process_group
 from zhizao.site import SiteModel
 
@@ -60,10 +60,6 @@ TZ = ZoneInfo("Asia/Shanghai")
 NS = 1_000_000_000
 YEAR, BASE = 2025, 2015
 DISTRICTS = [f"district-{i:02d}" for i in range(16)]
-
-
-def log(msg: str) -> None:
-    print(f"# {msg}", file=sys.stderr, flush=True)
 
 
 def site_model(key: str, district: str) -> SiteModel:
@@ -189,10 +185,6 @@ def telemetry_lines(
     return lines, sums
 
 
-def p(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="100 factories, 3 report years (< 30 s)")
@@ -234,25 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         doc["cohorts"] = [{"id": "all", "name": "bench cohort", "base_year": BASE, "sites": keys}]
         doc["green_factory"]["industry_of_site"] = {}
         port = free_port()
-        (tmp / "api.yaml").write_text(yaml.safe_dump({
-            "host": "127.0.0.1", "port": port, "database_url": db_url, "log_level": "WARNING",
-            "influx": {"url": influx.url, "database": "bench"},
-        }), encoding="utf-8")  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ZHIZAO_API_")}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "zhizao.cli", "api", "run", "-c", str(tmp / "api.yaml")],
-            env=env, start_new_session=True,
-        )  # fmt: skip
+        proc = start_api(tmp, {
+            "database_url": db_url, "influx": {"url": influx.url, "database": "bench"},
+        }, port)  # fmt: skip
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.1)
         headers = {"Authorization": f"Bearer {token}"}
         params = {"cohort": "all", "year": str(YEAR)}
         with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
@@ -323,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         assert not api_problems, api_problems[:5]
         out = {
             "name": "commission",
-            "table_p99_ms": round(p(warm, 99), 2),
-            "table_p50_ms": round(p(warm, 50), 2),
+            "table_p99_ms": round(percentile(warm, 99), 2),
+            "table_p50_ms": round(percentile(warm, 50), 2),
             "table_cold_ms": round(cold_ms, 1),
             "table_recompute_ms": round(statistics.median(recompute), 1),
             "xlsx_s": round(statistics.median(xlsx), 3),

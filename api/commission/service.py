@@ -30,7 +30,8 @@ from analytics.indicators import IndicatorOptions, indicator_table
 from api.commission.panel import InputRevision, PanelInputs, SiteInfo, build_panel
 from api.commission.serialize import table_json
 from api.commission.telemetry import YearTelemetry, yearly_telemetry
-from api.db.models import CommissionConfigRevision, Site
+from api.db.models import CommissionConfigRevision, ReportRevision, Site
+from api.reports.service import annual_inputs
 from api.state import AppState, get_state
 from zhizao.errors import ConfigError
 
@@ -156,8 +157,6 @@ def site_infos(session: Session, keys: Sequence[str]) -> list[SiteInfo]:
 def reported_inputs(
     session: Session, keys: Sequence[str], years: Sequence[int], as_of: datetime | None
 ) -> dict[tuple[str, int], tuple[Mapping[str, Any], InputRevision]]:
-    from api.reports.service import annual_inputs  # the reports service owns their storage
-
     snaps = annual_inputs(session, list(keys), list(years), as_of)
     out: dict[tuple[str, int], tuple[Mapping[str, Any], InputRevision]] = {}
     for (site, year), snap in snaps.items():
@@ -170,8 +169,6 @@ def reported_inputs(
 
 
 def _reports_version(session: Session) -> tuple[int, int]:
-    from api.db.models import ReportRevision
-
     got = session.execute(select(func.max(ReportRevision.id), func.count())).one()
     return int(got[0] or 0), int(got[1] or 0)
 

@@ -2,8 +2,19 @@
 # Idempotent set-up for a Debian/Ubuntu machine: the servers the tests and the demo start
 # themselves (Mosquitto, InfluxDB 1.x, VictoriaMetrics) and a virtual environment with zhizao and
 # its dev tools. Safe to run again: it only installs what is missing.
+#
+#   deploy/setup.sh              servers (Debian packages) and the virtual environment
+#   deploy/setup.sh --venv-only  the virtual environment alone (no root, no apt): enough for
+#                                `make lint` and `make test-fast`, which start no server
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+VENV_ONLY=0
+case "${1:-}" in
+  "") ;;
+  --venv-only) VENV_ONLY=1 ;;
+  *) echo "setup: unknown option '$1'; use no option (servers and venv) or --venv-only" >&2; exit 2 ;;
+esac
 
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
@@ -17,6 +28,10 @@ if ! "$PY" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.jo
   APT_PACKAGES+=(python3-dev)
 fi
 
+# --venv-only installs nothing system-wide: without a C compiler the kernel falls back to numpy
+if [ "$VENV_ONLY" -eq 1 ]; then
+  APT_PACKAGES=()
+fi
 need=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
@@ -47,5 +62,9 @@ if [ ! -f "$stamp" ]; then
     || echo "setup: WARNING: the C line-protocol kernel did not build; the encoder falls back to numpy (about 3x slower)" >&2
   rm -f "$VENV"/.installed-*
   touch "$stamp"
+fi
+if [ "$VENV_ONLY" -eq 1 ]; then
+  echo "setup: ok, virtual environment only ($("$VENV/bin/python" --version))"
+  exit 0
 fi
 echo "setup: ok ($("$VENV/bin/python" --version), $(influxd version 2>/dev/null | head -1), mosquitto $(dpkg-query -W -f='${Version}' mosquitto))"

@@ -34,7 +34,7 @@ from benchmarks._common import emit, log
 from gateway.config import OpcUaSourceConfig, OutboxConfig
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
-from gateway.sources.opcua import OpcUaSource
+from gateway.sources.opcua.source import OpcUaSource
 from zhizao.localstack import free_port
 
 

@@ -20,13 +20,7 @@ import signal
 import time
 from typing import Any
 
-from gateway.config import (
-    GatewayConfig,
-    MqttSourceConfig,
-    MqttUplinkConfig,
-    OpcUaSourceConfig,
-    SparkplugSourceConfig,
-)
+from gateway.config import GatewayConfig, MqttUplinkConfig
 from gateway.health import (
     GatewayCollector,
     GatewayHealth,
@@ -37,6 +31,7 @@ from gateway.health import (
 from gateway.outbox import SqliteOutbox, private_dir
 from gateway.sink import OutboxSink
 from gateway.sources.base import Source
+from gateway.sources.registry import kind_of
 from gateway.uplink import InfluxUplink, MqttUplink
 from zhizao.errors import ConfigError
 
@@ -60,20 +55,10 @@ class GatewayApp:
             "gateway_id": ident.id,
             "state_dir": ident.state_dir,
         }
-        self.sources: list[Source] = []
-        for sc in config.sources:
-            if isinstance(sc, OpcUaSourceConfig):
-                from gateway.sources.opcua import OpcUaSource
-
-                self.sources.append(OpcUaSource(sc, self.sink, **common))
-            elif isinstance(sc, MqttSourceConfig):
-                from gateway.sources.mqtt import MqttSource
-
-                self.sources.append(MqttSource(sc, self.sink, **common))
-            elif isinstance(sc, SparkplugSourceConfig):
-                from gateway.sources.sparkplug import SparkplugHost
-
-                self.sources.append(SparkplugHost(sc, self.sink, **common))
+        # the registry names each kind's class; only the protocols configured are imported
+        self.sources: list[Source] = [
+            kind_of(sc).load()(sc, self.sink, **common) for sc in config.sources
+        ]
         self.uplink: MqttUplink | InfluxUplink
         if isinstance(config.uplink, MqttUplinkConfig):
             self.uplink = MqttUplink(config.uplink, self.outbox, ident)

@@ -343,7 +343,7 @@ async def _trusted_server_certificate(
     """The server certificate of ``endpoint`` if the gateway's trust rules accept it (trust
     directory or pinned fingerprint), or ``trust_once``; else ``SourceUnavailable`` naming the
     fingerprint. Credentials are sent only after this check."""
-    from gateway.sources.opcua import (
+    from gateway.sources.opcua.source import (
         _first_cert,
         _norm_fp,
         _trusted_fingerprints,

@@ -97,7 +97,7 @@ def test_gateway_extra_pulls_no_api_or_influx_client_packages(gateway_venv: Path
     for mod in ("fastapi", "sqlalchemy", "influxdb_client", "openpyxl", "uvicorn", "alembic"):
         res = _py(gateway_venv, f"import {mod}")
         assert res.returncode != 0 and "ModuleNotFoundError" in res.stderr, (mod, res.stderr)
-    for mod in ("asyncua", "paho.mqtt", "gateway.app", "gateway.sources.opcua"):
+    for mod in ("asyncua", "paho.mqtt", "gateway.app", "gateway.sources.opcua.source"):
         res = _py(gateway_venv, f"import {mod}")
         assert res.returncode == 0, (mod, res.stderr)
     res = _py(gateway_venv, "import zhizao, os; print(zhizao.__file__)")

@@ -14,7 +14,7 @@ from asyncua import Server, ua
 from gateway.config import OpcUaSourceConfig
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
-from gateway.sources.opcua import OpcUaSource
+from gateway.sources.opcua.source import OpcUaSource
 from tests.gateway.helpers import stored, wait_for
 from zhizao.cli import main
 from zhizao.localstack import free_port

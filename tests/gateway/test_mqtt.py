@@ -15,8 +15,8 @@ import pytest
 from gateway.config import MqttSourceConfig, SparkplugSourceConfig
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
-from gateway.sources.mqtt import MqttSource
-from gateway.sources.sparkplug import SparkplugHost
+from gateway.sources.mqtt.source import MqttSource
+from gateway.sources.sparkplug.source import SparkplugHost
 from tests.gateway.helpers import stored, wait_for
 from tests.gateway.mqtt_helpers import Publisher
 from zhizao.localstack import MosquittoServer

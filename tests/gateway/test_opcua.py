@@ -18,7 +18,7 @@ import pytest
 from gateway.config import OpcUaSourceConfig, OutboxConfig
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
-from gateway.sources.opcua import OpcUaSource, server_certificate_fingerprint
+from gateway.sources.opcua.source import OpcUaSource, server_certificate_fingerprint
 from tests.gateway.helpers import go, start_process, stored, wait_for
 from tests.gateway.opcua_server import BASE_TS, TestOpcUaServer, node_id
 from zhizao.localstack import free_port

@@ -16,7 +16,7 @@ from analytics.timeline import machine_timeline
 from gateway.config import OpcUaSourceConfig
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
-from gateway.sources.opcua import OpcUaSource
+from gateway.sources.opcua.source import OpcUaSource
 from tests.gateway.helpers import stored
 from zhizao.quality import Quality
 from zhizao.site import MachineState, MachineTypeConfig

@@ -115,7 +115,7 @@ def test_repr_of_gateway_config_holds_no_password() -> None:
 
 
 def test_opcua_private_key_readable_by_others_is_refused(tmp_path: Path) -> None:
-    from gateway.sources.opcua import check_private_key
+    from gateway.sources.opcua.source import check_private_key
 
     key = tmp_path / "client_key.pem"
     key.write_text("-----BEGIN PRIVATE KEY-----\n")

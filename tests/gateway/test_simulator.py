@@ -15,7 +15,7 @@ from asyncua.client.client import Client
 from gateway.config import OpcUaSourceConfig
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
-from gateway.sources.opcua import OpcUaSource
+from gateway.sources.opcua.source import OpcUaSource
 from simulator.config import SimConfig
 from simulator.opcua_server import server_certificate_paths
 from simulator.runner import FactorySimulator

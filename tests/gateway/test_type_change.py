@@ -10,7 +10,7 @@ import numpy as np
 from gateway.config import SparkplugSourceConfig
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
-from gateway.sources.sparkplug import SparkplugHost
+from gateway.sources.sparkplug.source import SparkplugHost
 from ingest.frames import FrameCodec, GatewayFrame
 from tests.gateway.helpers import stored
 from zhizao.config import parse_model

@@ -29,7 +29,7 @@ import pytest
 from gateway.config import SparkplugSourceConfig
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
-from gateway.sources.sparkplug import SparkplugHost
+from gateway.sources.sparkplug.source import SparkplugHost
 from ingest.sparkplug_codec import SparkplugCodec, SparkplugConfig
 from simulator.clock import SimClock
 from simulator.config import SimConfig

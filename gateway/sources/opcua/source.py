@@ -40,7 +40,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from numpy.typing import NDArray
 
-from gateway.config import OpcUaSourceConfig, OpcUaTagConfig, field_type, resolve_asset
+from gateway.configbase import field_type, resolve_asset
 from gateway.outbox import OutboxFull
 from gateway.sources.base import (
     QUALITY_MEASUREMENT,
@@ -50,6 +50,7 @@ from gateway.sources.base import (
     connection_key,
     emit_connection,
 )
+from gateway.sources.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from zhizao.errors import ConfigError, SourceUnavailable
 from zhizao.model import Batch, FieldType, SeriesKey
 from zhizao.private import write_private

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.config import MqttSourceConfig, MqttTopicConfig, field_type, resolve_asset
+from gateway.configbase import field_type, resolve_asset
 from gateway.mqtt_client import IncomingMessage, MqttConnection
 from gateway.outbox import OutboxFull
 from gateway.sources.base import SampleSink, SourceStats, connection_key, emit_connection
+from gateway.sources.mqtt.config import MqttSourceConfig, MqttTopicConfig
 from zhizao.errors import ConfigError, ValidationError
 from zhizao.model import Batch, FieldType, SeriesKey
 

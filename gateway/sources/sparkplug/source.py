@@ -32,10 +32,11 @@ import numpy as np
 import orjson
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from gateway.config import SparkplugSourceConfig, field_type, resolve_asset
+from gateway.configbase import field_type, resolve_asset
 from gateway.mqtt_client import IncomingMessage, MqttConnection
 from gateway.outbox import OutboxFull
 from gateway.sources.base import SampleSink, SourceStats, connection_key, emit_connection
+from gateway.sources.sparkplug.config import SparkplugSourceConfig
 from zhizao.errors import DecodeError, ValidationError
 from zhizao.model import Batch, SeriesKey
 from zhizao.quality import Quality

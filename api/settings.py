@@ -26,7 +26,7 @@ from zhizao.errors import ConfigError
 __all__ = ["DEFAULT_PORT", "ApiSettings", "LimitsConfig", "load_settings"]
 
 log = logging.getLogger(__name__)
-# gateway metrics 9108, ingest 9109, KPI engine 9110: one box can run everything
+# gateway 9131, ingest 9132, KPI engine 9133 (docs/PORTS.md): one box can run everything
 DEFAULT_PORT = 9130
 EXAMPLE_SECRETS = frozenset(
     {"", "change-me", "changeme", "example", "secret", "password", "admin", "zhizao"}

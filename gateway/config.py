@@ -123,7 +123,8 @@ class InfluxUplinkConfig(StrictModel):
 class MetricsConfig(StrictModel):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(default=9108, ge=0, le=65535, description="0 = pick a free port")
+    # docs/PORTS.md: each service has its own default, so they share one box
+    port: int = Field(default=9131, ge=0, le=65535, description="0 = pick a free port")
 
     _host_ok = field_validator("host")(classmethod(lambda cls, v: check_host(v)))
 

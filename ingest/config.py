@@ -104,7 +104,7 @@ class HealthConfig(StrictModel):
     """Prometheus ``/metrics`` and ``/healthz`` on a local port."""
 
     host: str = "127.0.0.1"
-    port: int = Field(9108, ge=0, le=65535, description="0 = no HTTP endpoint")
+    port: int = Field(9132, ge=0, le=65535, description="0 = no HTTP endpoint (docs/PORTS.md)")
 
     _host_ok = field_validator("host")(classmethod(lambda cls, v: check_host(v)))
     stale_write_s: float = Field(

@@ -3,6 +3,10 @@
 A missing server binary is a test failure, never a skip (``make setup`` installs them; CI=true
 runs must prove the real thing). Session-scoped servers are shared; tests that restart or kill a
 server ask ``server_factory`` for a private one.
+
+``make test-fast`` (``-m "not integration"``) needs no server, and two rules keep it so: a test
+that asks for a server fixture is marked ``integration`` whatever its own marks say, and a test
+without the mark that starts a server in its body fails, naming the mark it lacks.
 """
 
 from __future__ import annotations
@@ -28,6 +32,42 @@ from zhizao.localstack import (
 
 S = TypeVar("S", bound=LocalServer)
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# the fixtures that start a server (db_url's PostgreSQL case carries the mark itself)
+SERVER_FIXTURES = frozenset(
+    {
+        "influx_server",
+        "influx_db",
+        "mosquitto",
+        "victoria_metrics",
+        "postgres_server",
+        "server_factory",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects: the mark must be there when it does
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _servers_only_in_integration_tests(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("integration") is not None:
+        return
+    nodeid = request.node.nodeid
+
+    def refuse(server: LocalServer, *args: object, **kwargs: object) -> None:
+        pytest.fail(
+            f"{nodeid} starts {type(server).__name__} but is not marked integration: add "
+            "@pytest.mark.integration (make test-fast runs without servers)",
+            pytrace=False,
+        )
+
+    monkeypatch.setattr(LocalServer, "start", refuse)
 
 
 def _start(server: S) -> S:

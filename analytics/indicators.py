@@ -75,6 +75,7 @@ __all__ = [
     "get_indicator",
     "green_factory_metrics",
     "indicator_table",
+    "rank_factories",
 ]
 
 F64 = NDArray[np.float64]
@@ -82,7 +83,7 @@ Bool = NDArray[np.bool_]
 Obj = NDArray[np.object_]
 Aggregation = Literal["ratio", "total", "decline", "pp_change", "mean_of_rates", "imported"]
 Direction = Literal["at_least", "at_most"]
-Level = Literal["district", "park", "cohort"]
+Level = Literal["district", "park", "cohort", "factory"]
 
 # panel column -> medium of the coefficient library; the unit is the one the column names
 ENERGY_MEDIA: dict[str, tuple[str, str]] = {
@@ -1212,6 +1213,8 @@ class IndicatorTable:
     rows: tuple[IndicatorRow, ...]
     green: GreenFactoryTable
     unplaced_sites: tuple[str, ...]  # cohort sites without any panel row (no district known)
+    # each factory as its own group (IndicatorOptions.per_factory), for rankings
+    factory_rows: tuple[IndicatorRow, ...] = ()
 
     def row(self, level: Level, group: str, indicator: str) -> IndicatorRow:
         for r in self.rows:
@@ -1230,6 +1233,7 @@ class IndicatorOptions:
     base_year: int | None = None  # None: the cohort's base year
     indicators: tuple[str, ...] | None = None  # None: all of INDICATORS
     library: CoefficientLibrary | None = None  # None: analytics/coefficients.yaml
+    per_factory: bool = False  # also every indicator per factory (IndicatorTable.factory_rows)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -1507,6 +1511,12 @@ def indicator_table(
     rows: list[IndicatorRow] = []
     for defn in defs:
         rows.extend(_evaluate(defn, ctx, groupings))
+    factory_rows: list[IndicatorRow] = []
+    if options.per_factory:
+        # a factory is a group of one: its figure is its own numerator over its own denominator
+        by_factory = [_Grouping("factory", np.arange(ctx.m, dtype=np.int64), ctx.members)]
+        for defn in defs:
+            factory_rows.extend(_evaluate(defn, ctx, by_factory))
     c = ctx.conversion
     return IndicatorTable(
         ctx.cohort.id,
@@ -1520,7 +1530,30 @@ def indicator_table(
         tuple(rows),
         _green(ctx, district, options.green_rule_set),
         unplaced,
+        tuple(factory_rows),
     )
+
+
+def rank_factories(
+    rows: Sequence[IndicatorRow], indicator_id: str
+) -> list[tuple[int | None, IndicatorRow]]:
+    """One indicator's factory rows, best first in the indicator's direction (``at_least``:
+    highest first; ``at_most``: lowest first). Equal values share a rank (1, 2, 2, 4); a factory
+    without a value comes last with rank None and keeps its reason. Ties and the unranked are
+    ordered by site key, so the order is stable."""
+    defn = get_indicator(indicator_id)
+    mine = [r for r in rows if r.level == "factory" and r.indicator == indicator_id]
+    sign = -1.0 if defn.direction == "at_least" else 1.0
+    valued = sorted(
+        (r for r in mine if r.value is not None),
+        key=lambda r: (sign * float(r.value or 0), r.group),
+    )
+    out: list[tuple[int | None, IndicatorRow]] = []
+    for i, r in enumerate(valued):
+        same = i > 0 and valued[i - 1].value == r.value
+        out.append((out[-1][0] if same else i + 1, r))
+    out += [(None, r) for r in sorted((r for r in mine if r.value is None), key=lambda r: r.group)]
+    return out
 
 
 def chained_declines(

@@ -94,13 +94,47 @@ def iter_panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def queries(target: Mapping[str, Any]) -> list[str]:
-    """The query text(s) of a target (InfluxQL ``query`` or PromQL ``expr``)."""
-    return [str(target[k]) for k in ("query", "expr") if k in target]
+    """The query text(s) of a target (InfluxQL ``query``, PromQL ``expr``, or a JSON
+    datasource's URL and parameter values)."""
+    out = [str(target[k]) for k in ("query", "expr") if k in target]
+    if "url" in target:
+        out.append(str(target["url"]))
+        out += [str(p["value"]) for p in target.get("url_options", {}).get("params", [])]
+    return out
 
 
 def _variable_query(var: Mapping[str, Any]) -> str:
     q = var.get("query", "")
+    if isinstance(q, Mapping) and "infinityQuery" in q:
+        return " ".join(queries(q["infinityQuery"]))
     return str(q.get("query", "")) if isinstance(q, Mapping) else str(q)
+
+
+_FIELD_PATH = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*)?$")
+
+
+def _check_json_target(target: Mapping[str, Any]) -> list[str]:
+    """A JSON (Infinity) target reads the zhizao API with the backend parser and field paths
+    only: JSONata expressions would run in Grafana, outside the tested emulation."""
+    problems = []
+    if (target.get("type"), target.get("source"), target.get("parser")) != (
+        "json",
+        "url",
+        "backend",
+    ):
+        problems.append("a JSON target must be type json, source url, parser backend")
+    if not str(target.get("url", "")).startswith("/api/v1/"):
+        problems.append(
+            f"a JSON target must read the zhizao API (/api/v1/...): {target.get('url')}"
+        )
+    selectors = [str(target.get("root_selector", ""))]
+    selectors += [str(c.get("selector", "")) for c in target.get("columns", [])]
+    for sel in selectors:
+        if not _FIELD_PATH.match(sel):
+            problems.append(f"selector {sel!r} is not a field path")
+    if not target.get("columns"):
+        problems.append("a JSON target must name its columns")
+    return problems
 
 
 def _check_ratio(query: str) -> list[str]:
@@ -189,6 +223,12 @@ def dashboard_problems(
             p.append(f"{name}: {where}: datasource {ref} is not provisioned")
     defined: list[str] = []
     for var in dashboard.get("templating", {}).get("list", []):
+        q = var.get("query")
+        if isinstance(q, Mapping) and "infinityQuery" in q:
+            p += [
+                f"{name}: variable {var['name']}: {x}"
+                for x in _check_json_target(q["infinityQuery"])
+            ]
         used = set(_VAR.findall(_variable_query(var))) - BUILTIN_MACROS
         if used - set(defined):
             p.append(
@@ -204,6 +244,8 @@ def dashboard_problems(
         for t in panel.get("targets", []):
             if str(t.get("queryType", "")).lower() == "flux" or t.get("language") == "flux":
                 p.append(f"{title}: Flux query")
+            if t.get("datasource", {}).get("type") == "yesoreyeram-infinity-datasource":
+                p += [f"{title}: {x}" for x in _check_json_target(t)]
             for q in queries(t):
                 for bad in FORBIDDEN:
                     if bad in q:

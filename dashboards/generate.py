@@ -30,6 +30,7 @@ from zhizao.influxql import ident, literal, tz
 from zhizao.site import MachineState, MachineTypeConfig, SiteModel, load_site
 
 __all__ = [
+    "API_DS",
     "DASHBOARD_FILES",
     "INFLUX_DS",
     "OUT_DIR",
@@ -44,12 +45,17 @@ __all__ = [
 SCHEMA_VERSION = 42
 INFLUX_DS: dict[str, str] = {"type": "influxdb", "uid": "zhizao-influxdb"}
 PROMETHEUS_DS: dict[str, str] = {"type": "prometheus", "uid": "zhizao-victoriametrics"}
+# the API as a JSON datasource (Grafana's Infinity plugin): the commission's figures come from
+# factory reports in the API's database, and the API enforces the commission token's scope
+API_DS: dict[str, str] = {"type": "yesoreyeram-infinity-datasource", "uid": "zhizao-api"}
+COMMISSION_API = "/api/v1/commission"
 OUT_DIR = Path(__file__).resolve().parent / "generated"
 DASHBOARD_FILES = {
     "zhizao-line-live": "line-live.json",
     "zhizao-shift-report": "shift-report.json",
     "zhizao-green-factory": "green-factory.json",
     "zhizao-health": "health.json",
+    "zhizao-commission": "commission.json",
 }
 
 # units Grafana knows for the catalog's units (custom "suffix:" units where Grafana has none)
@@ -1256,6 +1262,240 @@ def health(site: SiteModel, scrape_interval: str) -> _Board:
     return b
 
 
+# -- commission (the API as a JSON datasource) ----------------------------------------------------
+
+# (JSON key, column title, Infinity column type); "met_<year>" is true/false/null, shown as text
+Column = tuple[str, str, str]
+_TARGET_COLUMNS: tuple[Column, ...] = (
+    ("target_2020", "2020 target", "number"),
+    ("met_2020", "2020 met", "string"),
+    ("target_2025", "2025 target", "number"),
+    ("met_2025", "2025 met", "string"),
+)
+_MET_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "true": {"text": "met", "color": "green", "index": 0},
+            "false": {"text": "not met", "color": "red", "index": 1},
+        },
+    },
+    {"type": "special", "options": {"match": "null", "result": {"text": "-", "index": 2}}},
+]
+
+
+def api_target(
+    ref: str,
+    path: str,
+    params: Sequence[tuple[str, str]],
+    columns: Sequence[Column],
+    root: str = "",
+) -> dict[str, Any]:
+    """An Infinity query: GET ``<datasource url><path>?params`` (Grafana variables substituted in
+    the values), the rows at ``root`` ("" = the answer is the array), one column per JSON key."""
+    return {
+        "refId": ref,
+        "datasource": API_DS,
+        "type": "json",
+        "source": "url",
+        "parser": "backend",
+        "format": "table",
+        "url": path,
+        "url_options": {
+            "method": "GET",
+            "params": [{"key": k, "value": v} for k, v in params],
+            "headers": [],
+        },
+        "root_selector": root,
+        "columns": [{"selector": k, "text": t, "type": ty} for k, t, ty in columns],
+        "filters": [],
+    }
+
+
+def _api_variable(
+    name: str, label: str, path: str, params: Sequence[tuple[str, str]], text: str, value: str
+) -> dict[str, Any]:
+    query = api_target(
+        name, path, params, ((text, "__text", "string"), (value, "__value", "string"))
+    )
+    shown = path + ("?" + "&".join(f"{k}={v}" for k, v in params) if params else "")
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": API_DS,
+        "query": {"queryType": "infinity", "refId": name, "infinityQuery": query, "query": ""},
+        "definition": shown,
+        "refresh": 1,
+        "sort": 0,  # the API's order (years newest first, indicators in the plan's order)
+        "multi": False,
+        "includeAll": False,
+        "current": {},
+        "options": [],
+        "hide": 0,
+    }
+
+
+def _column_overrides(columns: Sequence[Column], units: dict[str, str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for key, title, _ in columns:
+        props: list[dict[str, Any]] = []
+        if key.startswith("met_"):
+            props.append({"id": "mappings", "value": _MET_MAPPINGS})
+            props.append({"id": "custom.cellOptions", "value": {"type": "color-text"}})
+        if key == "coverage":
+            props.append({"id": "custom.cellOptions", "value": {"type": "gauge", "mode": "basic"}})
+            props += [{"id": "min", "value": 0}, {"id": "max", "value": 1}]
+        if key in units:
+            props.append({"id": "unit", "value": units[key]})
+        if props:
+            out.append({"matcher": {"id": "byName", "options": title}, "properties": props})
+    return out
+
+
+def _api_table(
+    title: str, description: str, target: dict[str, Any], units: dict[str, str]
+) -> dict[str, Any]:
+    columns = [(c["selector"], c["text"], c["type"]) for c in target["columns"]]
+    return _panel(
+        "table",
+        title,
+        description,
+        [target],
+        overrides=_column_overrides(columns, units),
+        options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+    )
+
+
+def commission(site: SiteModel) -> _Board:
+    """The commission's indicators from the API (never from InfluxDB: the figures combine factory
+    reports with yearly meter totals, and the commission must not read shop-floor data)."""
+    table = ("cohort", "$cohort"), ("year", "$year")
+    b = _Board(
+        "zhizao-commission",
+        "Commission: action-plan indicators",
+        "The Shanghai action plan's indicators per district and for the cohort against the 2020 "
+        "and 2025 targets, with coverage and a ranking of factories, from the zhizao API "
+        f"({COMMISSION_API}/...) with a commission token. Figures are sums of numerators over "
+        "sums of denominators of the factories that reported every input; a row over an "
+        "incomplete panel is flagged incomplete_panel. The time picker does not apply: the "
+        "figures are per calendar year ($year).",
+        site.timezone,
+        "now-1y",
+        "",
+        [
+            _api_variable("cohort", "cohort", f"{COMMISSION_API}/cohorts", (), "name", "id"),
+            _api_variable(
+                "year", "year", f"{COMMISSION_API}/years", (("cohort", "$cohort"),), "year", "year"
+            ),
+            _api_variable(
+                "indicator",
+                "indicator to rank by",
+                f"{COMMISSION_API}/indicator-definitions",
+                (),
+                "label_en",
+                "id",
+            ),
+        ],
+        ["commission", "indicators"],
+    )
+    head: tuple[Column, ...] = (
+        ("seed_number", "No.", "number"),
+        ("label_en", "Indicator", "string"),
+        ("label_zh", "指标", "string"),
+        ("value", "Value", "number"),
+        ("unit", "Unit", "string"),
+        ("kind", "Kind", "string"),
+    )
+    tail: tuple[Column, ...] = (
+        ("reported", "Reported", "number"),
+        ("factories", "Factories", "number"),
+        ("flags", "Flags", "string"),
+        ("reason", "Why no value", "string"),
+    )
+    rows = f"{COMMISSION_API}/indicator-rows"
+    b.add(
+        _api_table(
+            "Cohort: indicators vs the 2020 and 2025 targets",
+            "One row per indicator for the whole cohort in $year: the value (sum over sum over "
+            "the factories that reported every input; declines on the fixed panel of factories "
+            "complete in both years), its 2020 and 2025 targets and whether they are met "
+            "(at least / at most the target, by indicator), and how many factories it covers.",
+            api_target("A", rows, (*table, ("level", "cohort")), (*head, *_TARGET_COLUMNS, *tail)),
+            {"value": "none"},
+        ),
+        24,
+        12,
+    )
+    b.add(
+        _api_table(
+            "Districts: indicators vs the targets",
+            "The same indicators per district (sum over sum over the district's factories); a "
+            "district with nothing to compute shows why instead of a value.",
+            api_target(
+                "A",
+                rows,
+                (*table, ("level", "district")),
+                (("group", "District", "string"), *head, *_TARGET_COLUMNS, *tail),
+            ),
+            {"value": "none"},
+        ),
+        24,
+        14,
+    )
+    b.add(
+        _api_table(
+            "Coverage: who reported",
+            "Per indicator: the cohort's factories that reported every input the indicator needs "
+            "(for declines: in the year and the base year), the share, and who is missing.",
+            api_target(
+                "A",
+                rows,
+                (*table, ("level", "cohort")),
+                (
+                    ("label_en", "Indicator", "string"),
+                    ("reported", "Reported", "number"),
+                    ("factories", "Factories", "number"),
+                    ("coverage", "Coverage", "number"),
+                    ("missing", "Missing", "string"),
+                    ("base_year", "Base year", "number"),
+                ),
+            ),
+            {"coverage": "percentunit"},
+        ),
+        12,
+        12,
+    )
+    b.add(
+        _api_table(
+            "Factories ranked by $indicator",
+            "The cohort's factories ranked by the chosen indicator in $year, best first in the "
+            "indicator's direction (highest first where a target is a minimum, lowest first "
+            "where it is a maximum); equal values share a rank; factories without a figure come "
+            "last with the reason.",
+            api_target(
+                "A",
+                f"{COMMISSION_API}/ranking",
+                (*table, ("indicator", "$indicator")),
+                (
+                    ("rank", "Rank", "number"),
+                    ("name", "Factory", "string"),
+                    ("district", "District", "string"),
+                    ("value", "Value", "number"),
+                    ("unit", "Unit", "string"),
+                    ("flags", "Flags", "string"),
+                    ("reason", "Why no value", "string"),
+                ),
+                root="rows",
+            ),
+            {"value": "none"},
+        ),
+        12,
+        12,
+    )
+    return b
+
+
 @dataclass(frozen=True, slots=True)
 class Generated:
     """The dashboards (uid -> JSON) and, per dashboard, the panels that may legitimately show
@@ -1275,6 +1515,7 @@ def generate(
         shift_report(site),
         green_factory(site, energy),
         health(site, scrape_interval),
+        commission(site),
     ]
     return Generated(
         {b.uid: b.json() for b in boards},

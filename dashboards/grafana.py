@@ -24,6 +24,7 @@ __all__ = [
     "calculate_interval",
     "interpolate_influxql",
     "interpolate_promql",
+    "interpolate_text",
     "interval_to_ms",
     "panel_resolution",
     "rate_interval_ms",
@@ -175,6 +176,20 @@ def interpolate_influxql(
     q = q.replace("$interval", interval.text)
     q = q.replace("$__interval_ms", str(interval.ms))
     return q.replace("$__interval", interval.text)
+
+
+def interpolate_text(text: str, variables: Mapping[str, Sequence[str]]) -> str:
+    """Variables in a plain text (a JSON datasource's URL and query parameters): a
+    single-valued variable becomes its value as it is (Grafana's default format; the datasource
+    URL-encodes the parameters afterwards). Multi-value variables have no plain form here."""
+    for name in sorted(variables, key=len, reverse=True):
+        if "$" + name not in text and "${" + name + "}" not in text:
+            continue
+        values = list(variables[name])
+        if len(values) != 1:
+            raise ValueError(f"${name} has {len(values)} values; a URL needs exactly one")
+        text = text.replace("${" + name + "}", values[0]).replace("$" + name, values[0])
+    return text
 
 
 def interpolate_promql(

@@ -1,12 +1,16 @@
 """Run a dashboard's queries as Grafana would on a refresh: variables first (each with its parents'
 values), then every panel's targets concurrently, after Grafana's macro substitution
-(``dashboards.grafana``), against a real InfluxDB (InfluxQL ``/query``) and a Prometheus API
-(VictoriaMetrics ``/api/v1/query_range``). Used by the query tests and the benchmark.
+(``dashboards.grafana``), against a real InfluxDB (InfluxQL ``/query``), a Prometheus API
+(VictoriaMetrics ``/api/v1/query_range``) and the zhizao API as Grafana's Infinity JSON
+datasource reads it (GET with the datasource's bearer token, rows at ``root_selector``, one column
+per ``selector``; the dashboards use field paths only, which ``checks`` enforces, so the
+selection is the plugin's). Used by the query tests and the benchmark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -52,6 +56,8 @@ class QueryContext:
     from_ms: int
     to_ms: int
     prometheus_url: str | None = None
+    api_url: str | None = None  # the Infinity datasource's URL (the zhizao API)
+    api_token: str | None = None  # its bearer token (a commission token)
     viewport_px: int = grafana.VIEWPORT_PX
     timeout_s: float = 60.0
 
@@ -66,7 +72,7 @@ class QueryResult:
     panel: str
     panel_type: str
     ref: str
-    kind: str  # "influxql" or "promql"
+    kind: str  # "influxql", "promql" or "json" (Infinity)
     query: str
     series: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -135,6 +141,71 @@ async def _prom(
     return list(body["data"]["result"])
 
 
+INFINITY = "yesoreyeram-infinity-datasource"
+
+
+def _select(obj: Any, path: str) -> Any:
+    """A field path (``a.b.0``) into parsed JSON; missing -> None."""
+    if not path:
+        return obj
+    for part in path.split("."):
+        if isinstance(obj, Mapping):
+            obj = obj.get(part)
+        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+            obj = obj[int(part)]
+        else:
+            return None
+    return obj
+
+
+def _cast(value: Any, kind: str) -> Any:
+    """A JSON value as the plugin's column type makes it (null stays null)."""
+    if value is None:
+        return None
+    if kind == "number":
+        return (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+async def _json_api(
+    client: httpx.AsyncClient,
+    ctx: QueryContext,
+    target: Mapping[str, Any],
+    variables: Mapping[str, Sequence[str]],
+) -> tuple[str, list[dict[str, Any]]]:
+    if not ctx.api_url:
+        raise RuntimeError("no API URL for a JSON (Infinity) target")
+    path = grafana.interpolate_text(str(target["url"]), variables)
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        (str(p["key"]), grafana.interpolate_text(str(p["value"]), variables))
+        for p in target.get("url_options", {}).get("params", [])
+    ]
+    headers = {"Authorization": f"Bearer {ctx.api_token}"} if ctx.api_token else {}
+    resp = await client.get(
+        ctx.api_url.rstrip("/") + path,
+        params=params,
+        headers=headers,
+        timeout=ctx.timeout_s,
+    )
+    shown = str(resp.request.url)
+    if resp.status_code != 200:
+        raise RuntimeError(f"the API answered {resp.status_code} to {shown}: {resp.text[:300]}")
+    rows = _select(resp.json(), str(target.get("root_selector", "")))
+    if isinstance(rows, Mapping):
+        rows = [rows]
+    if not isinstance(rows, list):
+        raise RuntimeError(f"{shown}: no rows at {target.get('root_selector')!r}")
+    cols = list(target.get("columns", []))
+    values = [[_cast(_select(r, str(c["selector"])), str(c["type"])) for c in cols] for r in rows]
+    return shown, [
+        {"name": str(target.get("refId")), "columns": [c["text"] for c in cols], "values": values}
+    ]
+
+
 async def resolve_variables(
     board: Mapping[str, Any],
     ctx: QueryContext,
@@ -150,7 +221,11 @@ async def resolve_variables(
         name = str(var["name"])
         q = var.get("query", "")
         text = str(q.get("query", "")) if isinstance(q, Mapping) else str(q)
-        if var.get("datasource", {}).get("type") == "prometheus":
+        if var.get("datasource", {}).get("type") == INFINITY:
+            _, series = await _json_api(client, ctx, q["infinityQuery"], values)
+            cols = series[0]["columns"]
+            options = [str(row[cols.index("__value")]) for row in series[0]["values"]]
+        elif var.get("datasource", {}).get("type") == "prometheus":
             m = _LABEL_VALUES.match(text.strip())
             if not m or not ctx.prometheus_url:
                 raise RuntimeError(f"variable {name}: cannot run {text!r}")
@@ -197,6 +272,8 @@ async def _run_target(
         ctx.to_ms - ctx.from_ms, grafana.panel_resolution(panel, ctx.viewport_px), low
     )
     prom = ds.get("type") == "prometheus"
+    if ds.get("type") == INFINITY:
+        return await _run_json_target(client, ctx, board, panel, target, variables)
     raw = str(target["expr"] if prom else target["query"])
     if prom:
         query = grafana.interpolate_promql(
@@ -229,6 +306,32 @@ async def _run_target(
             res.series = await _prom(client, ctx, query, iv.ms / 1000)
         else:
             res.series = await _influx(client, ctx, query)
+    except (RuntimeError, httpx.HTTPError, ValueError) as exc:
+        res.error = str(exc)
+    res.elapsed_s = time.perf_counter() - t0
+    return res
+
+
+async def _run_json_target(
+    client: httpx.AsyncClient,
+    ctx: QueryContext,
+    board: Mapping[str, Any],
+    panel: Mapping[str, Any],
+    target: Mapping[str, Any],
+    variables: Mapping[str, Sequence[str]],
+) -> QueryResult:
+    res = QueryResult(
+        str(board.get("uid")),
+        int(panel["id"]),
+        grafana.interpolate_text(str(panel.get("title")), variables),
+        str(panel.get("type")),
+        str(target.get("refId")),
+        "json",
+        str(target.get("url")),
+    )
+    t0 = time.perf_counter()
+    try:
+        res.query, res.series = await _json_api(client, ctx, target, variables)
     except (RuntimeError, httpx.HTTPError, ValueError) as exc:
         res.error = str(exc)
     res.elapsed_s = time.perf_counter() - t0

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from analytics.indicators import INDICATORS, IndicatorRow, IndicatorTable
-from api.commission.panel import PanelInputs
+from analytics.indicators import (
+    INDICATORS,
+    IndicatorRow,
+    IndicatorTable,
+    get_indicator,
+    rank_factories,
+)
+from api.commission.panel import PanelInputs, SiteInfo
 
-__all__ = ["definitions", "finite", "row_json", "table_json"]
+__all__ = ["definitions", "finite", "flat_row", "ranking_json", "row_json", "table_json"]
 
 
 def finite(obj: Any) -> Any:
@@ -112,4 +118,64 @@ def table_json(
             }
             for rev in inputs.revisions
         ],
+    }
+
+
+def flat_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One indicator row (``row_json``) with scalar fields only, for tables that cannot unnest
+    (Grafana's JSON datasource, spreadsheets): ``target_<year>`` and ``met_<year>`` per target
+    year, coverage as counts and a share, lists joined with ", "."""
+    cov = row["coverage"]
+    out: dict[str, Any] = {
+        k: row[k]
+        for k in ("level", "group", "indicator", "seed_number", "label_en", "label_zh", "unit")
+    }
+    out |= {
+        "kind": row["kind"],
+        "variant": row["variant"],
+        "value": row["value"],
+        "complete": row["complete"],
+        "factories": cov["factories"],
+        "reported": cov["reported"],
+        "coverage": cov["reported"] / cov["factories"] if cov["factories"] else None,
+        "missing": ", ".join(cov["missing"]),
+        "base_year": cov["base_year"],
+        "flags": ", ".join(row["flags"]),
+        "reason": row["reason"],
+    }
+    for t in row["targets"]:
+        out[f"target_{t['year']}"] = t["value"]
+        out[f"target_{t['year']}_text"] = t["text"]
+        out[f"met_{t['year']}"] = t["met"]
+    return out
+
+
+def ranking_json(
+    factory_rows: Sequence[IndicatorRow], sites: Mapping[str, SiteInfo], indicator_id: str
+) -> dict[str, Any]:
+    """The cohort's factories ranked by one indicator, best first (see ``rank_factories``)."""
+    defn = get_indicator(indicator_id)
+    rows = []
+    for rank, r in rank_factories(factory_rows, indicator_id):
+        info = sites.get(r.group)
+        rows.append(
+            {
+                "rank": rank,
+                "site": r.group,
+                "name": info.name if info else r.group,
+                "district": info.district if info else "",
+                "value": finite(r.value),
+                "unit": r.unit,
+                "complete": r.coverage.complete,
+                "flags": ", ".join(r.flags),
+                "reason": r.reason,
+            }
+        )
+    return {
+        "indicator": defn.id,
+        "label_en": defn.label_en,
+        "label_zh": defn.label_zh,
+        "unit": defn.unit,
+        "direction": defn.direction,
+        "rows": rows,
     }

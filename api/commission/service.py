@@ -43,6 +43,7 @@ __all__ = [
     "config_revisions",
     "indicator_table_json",
     "load_config",
+    "public_table",
     "reported_inputs",
     "site_infos",
     "store_config",
@@ -221,6 +222,10 @@ async def _telemetry(
     return got
 
 
+FACTORY_ROWS = "_factory_rows"  # keys of the cached table that the API does not show
+SITES = "_sites"
+
+
 @dataclass(frozen=True, slots=True)
 class TableRequest:
     cohort: str | None
@@ -242,7 +247,9 @@ def _compute(
 ) -> dict[str, Any]:
     inputs: PanelInputs = build_panel(sites, years, reports, telemetry)
     options = IndicatorOptions(
-        statistical_rounding=req.statistical_rounding, green_rule_set=req.green_rule_set
+        statistical_rounding=req.statistical_rounding,
+        green_rule_set=req.green_rule_set,
+        per_factory=True,
     )
     try:
         table = indicator_table(inputs.panel, rev.config, cohort_id, req.year, options)
@@ -251,7 +258,16 @@ def _compute(
     out = table_json(table, inputs, rev.revision)
     out["as_of"] = req.as_of.isoformat() if req.as_of is not None else None
     out["unknown_sites"] = sorted(set(rev.config.cohort(cohort_id).sites) - {s.key for s in sites})
+    # for rankings (not part of the public table: see public_table)
+    out[FACTORY_ROWS] = table.factory_rows
+    out[SITES] = {s.key: s for s in sites}
     return out
+
+
+def public_table(table: Mapping[str, Any]) -> dict[str, Any]:
+    """The indicator table as the API shows it: without the per-factory rows kept for
+    rankings (a district's table must not grow with the number of factories)."""
+    return {k: v for k, v in table.items() if k not in (FACTORY_ROWS, SITES)}
 
 
 async def indicator_table_json(request: Request, req: TableRequest) -> dict[str, Any]:

@@ -5,20 +5,24 @@ inputs (never raw telemetry), and exports. Commission and admin tokens only."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from analytics.indicators import get_indicator
 from api.auth import Principal, cross_site_access
 from api.commission.export import indicator_csv, indicator_xlsx
-from api.commission.serialize import definitions
+from api.commission.serialize import definitions, flat_row, ranking_json
 from api.commission.service import (
+    FACTORY_ROWS,
+    SITES,
     CommissionCache,
     TableRequest,
     config_revisions,
     indicator_table_json,
     load_config,
+    public_table,
     reported_inputs,
     site_infos,
     store_config,
@@ -190,7 +194,99 @@ async def get_indicators(
     _p: CommissionDep,
     req: TableQuery,
 ) -> dict[str, Any]:
-    return await indicator_table_json(request, req)
+    return public_table(await indicator_table_json(request, req))
+
+
+IndicatorId = Annotated[str, Query(min_length=1, max_length=64, description="indicator id")]
+
+
+def _known_indicator(indicator: str | None) -> str | None:
+    if indicator is None:
+        return None
+    try:
+        return get_indicator(indicator).id
+    except KeyError as exc:
+        raise HTTPException(
+            422,
+            detail=[{"loc": ["query", "indicator"], "msg": str(exc.args[0]),
+                     "type": "value_error"}],
+        ) from exc  # fmt: skip
+
+
+@router.get(
+    "/commission/indicator-rows",
+    operation_id="commission_indicator_rows",
+    summary="the indicator table as flat rows (one object of scalars per row), for Grafana's "
+    "JSON datasource and other tools that cannot unnest",
+    openapi_extra=POLICY,
+)
+async def get_indicator_rows(
+    request: Request,
+    _p: CommissionDep,
+    req: TableQuery,
+    level: Annotated[Literal["district", "park", "cohort"] | None, Query()] = None,
+    indicator: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+) -> list[dict[str, Any]]:
+    wanted = _known_indicator(indicator)
+    table = await indicator_table_json(request, req)
+    return [
+        flat_row(r)
+        for r in table["rows"]
+        if (level is None or r["level"] == level) and (wanted is None or r["indicator"] == wanted)
+    ]
+
+
+@router.get(
+    "/commission/ranking",
+    operation_id="commission_ranking",
+    summary="the cohort's factories ranked by one indicator, best first in the indicator's "
+    "direction; factories without a figure last, with the reason",
+    openapi_extra=POLICY,
+)
+async def get_ranking(
+    request: Request, _p: CommissionDep, req: TableQuery, indicator: IndicatorId
+) -> dict[str, Any]:
+    wanted = _known_indicator(indicator)
+    assert wanted is not None
+    table = await indicator_table_json(request, req)
+    out = ranking_json(table[FACTORY_ROWS], table[SITES], wanted)
+    return {"cohort": table["cohort"], "year": table["year"], **out}
+
+
+@router.get(
+    "/commission/cohorts",
+    operation_id="commission_cohorts",
+    summary="the configured cohorts: id, name, base year, number of factories",
+    openapi_extra=POLICY,
+)
+def get_cohorts(request: Request, _p: CommissionDep) -> list[dict[str, Any]]:
+    with get_state(request).session() as s:
+        rev = load_config(s)
+    return [
+        {"id": c.id, "name": c.name, "base_year": c.base_year, "factories": len(c.sites)}
+        for c in rev.config.cohorts
+    ]
+
+
+@router.get(
+    "/commission/years",
+    operation_id="commission_years",
+    summary="the years a cohort can be reported for, newest first: from the last complete "
+    "year back to its base year",
+    openapi_extra=POLICY,
+)
+def get_years(request: Request, _p: CommissionDep, cohort: Cohort = None) -> list[dict[str, int]]:
+    with get_state(request).session() as s:
+        rev = load_config(s)
+    cohort_id = cohort or rev.config.cohorts[0].id
+    try:
+        base = rev.config.cohort(cohort_id).base_year
+    except KeyError as exc:
+        raise HTTPException(
+            422,
+            detail=[{"loc": ["query", "cohort"], "msg": str(exc.args[0]), "type": "value_error"}],
+        ) from exc
+    return [{"year": y} for y in range(max(_default_year(), base), base - 1, -1)]
 
 
 @router.get(

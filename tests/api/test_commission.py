@@ -319,3 +319,50 @@ def test_commission_config_from_yaml_on_the_command_line(
     assert main(["api", "commission-config", str(bad), "--db", db, "--reason", "x"]) == 2
     err = capsys.readouterr().err
     assert "base_year" in err and "Traceback" not in err
+
+
+def test_ranking_rows_cohorts_and_years(server: ApiServer) -> None:
+    """The routes the Commission dashboard reads: a ranking in the indicator's direction with
+    shared ranks for equal values, flat rows equal to the table's, the cohorts and their years."""
+    rd = {GREEN: (1.0, 100.0), B1: (2.0, 200.0), C1: (50.0, 1_000.0)}  # 1 %, 1 % (tie), 5 %
+    for site, (spend, revenue) in rd.items():
+        values = {**(REPORT_2025 if site == GREEN else {"value_added_current_10k_cny": 10.0,
+                                                         "price_index": 1.0}),
+                  "rd_spend_10k_cny": spend, "main_business_revenue_10k_cny": revenue}  # fmt: skip
+        assert _put_report(server, "admin", site, str(YEAR), values, "R&D").status_code == 200
+    got = server.json("/api/v1/commission/ranking", "commission", cohort="panel", year=YEAR,
+                      indicator="rd_intensity")  # fmt: skip
+    assert got["direction"] == "at_least"
+    assert [(r["rank"], r["site"]) for r in got["rows"]] == [(1, C1), (2, B1), (2, GREEN)]
+    assert [r["value"] for r in got["rows"]] == pytest.approx([5.0, 1.0, 1.0], rel=1e-12)
+    lower = server.json("/api/v1/commission/ranking", "commission", cohort="panel", year=YEAR,
+                        indicator="energy_intensity")  # fmt: skip
+    assert lower["direction"] == "at_most"
+    assert [(r["rank"], r["site"]) for r in lower["rows"]] == [(1, GREEN), (None, B1), (None, C1)]
+    assert "reported every input" in lower["rows"][1]["reason"]
+    bad = server.get("/api/v1/commission/ranking", "commission", indicator="oee")
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "indicator"]
+    assert server.get("/api/v1/commission/ranking", "engineer", indicator="rd_intensity"
+                      ).status_code == 403  # fmt: skip
+    # flat rows are the table's rows, scalars only; the table itself carries no factory rows
+    table = server.json("/api/v1/commission/indicators", "commission", cohort="panel", year=YEAR)
+    assert not [k for k in table if k.startswith("_")]
+    flat = server.json("/api/v1/commission/indicator-rows", "commission", cohort="panel",
+                       year=YEAR, level="district")  # fmt: skip
+    district_rows = [r for r in table["rows"] if r["level"] == "district"]
+    assert [(r["group"], r["indicator"], r["value"]) for r in flat] == [
+        (r["group"], r["indicator"], r["value"]) for r in district_rows
+    ]
+    assert all(not isinstance(v, dict | list) for r in flat for v in r.values())
+    waste = next(r for r in flat if r["indicator"] == "solid_waste_utilization"
+                 and r["group"] == "Pudong")  # fmt: skip
+    assert waste["met_2025"] is False and waste["target_2025"] == 97.0
+    assert server.get("/api/v1/commission/indicator-rows", "commission",
+                      level="machine").status_code == 422  # fmt: skip
+    cohorts = server.json("/api/v1/commission/cohorts", "commission")
+    assert [(c["id"], c["factories"], c["base_year"]) for c in cohorts] == [
+        ("wx", 1, BASE), ("panel", 3, BASE)]  # fmt: skip
+    years = [y["year"] for y in server.json("/api/v1/commission/years", "commission",
+                                            cohort="panel")]  # fmt: skip
+    assert years[0] == max(datetime.now(TZ).year - 1, BASE) and years[-1] == BASE
+    assert years == sorted(years, reverse=True) and YEAR in years

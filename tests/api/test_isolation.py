@@ -68,6 +68,7 @@ PARAMS = {
     "fmt": "csv",
     "period": "2025",
     "n": 1,
+    "indicator": "rd_intensity",
 }
 
 

@@ -41,13 +41,20 @@ def test_committed_files_are_what_the_generator_writes(tmp_path: Path) -> None:
 
 
 def test_every_rule_holds(boards: dict[str, dict[str, Any]]) -> None:
-    assert len(boards) == 4
+    assert len(boards) == 5
     assert checks.all_problems() == []
 
 
 def test_variables_are_chained_by_their_parents(boards: dict[str, dict[str, Any]]) -> None:
     for name, board in boards.items():
         variables = {v["name"]: v for v in board["templating"]["list"]}
+        if board["uid"] == "zhizao-commission":
+            # the commission sees cohorts and years, never a site's machines
+            assert list(variables) == ["cohort", "year", "indicator"], name
+            assert variables["year"]["query"]["infinityQuery"]["url_options"]["params"] == [
+                {"key": "cohort", "value": "$cohort"}
+            ]
+            continue
         assert "site" in variables, name
         if board["uid"] == "zhizao-health":
             continue
@@ -156,11 +163,15 @@ def test_units_datasources_ids_and_calculations_are_checked(
 def test_provisioning_defines_the_datasources_the_dashboards_use() -> None:
     ds = yaml.safe_load((PROVISIONING / "datasources" / "zhizao.yaml").read_text())
     by_uid = {d["uid"]: d for d in ds["datasources"]}
-    assert set(by_uid) == {"zhizao-influxdb", "zhizao-victoriametrics"}
+    assert set(by_uid) == {"zhizao-influxdb", "zhizao-victoriametrics", "zhizao-api"}
     influx = by_uid["zhizao-influxdb"]
     assert influx["type"] == "influxdb" and influx["jsonData"]["version"] == "InfluxQL"
     assert influx["jsonData"]["dbName"] == "${ZHIZAO_INFLUXDB_DATABASE}"
     assert by_uid["zhizao-victoriametrics"]["type"] == "prometheus"
+    api = by_uid["zhizao-api"]
+    assert api["jsonData"]["auth_method"] == "bearerToken"
+    assert api["secureJsonData"]["bearerToken"] == "${ZHIZAO_COMMISSION_TOKEN}"
+    assert api["jsonData"]["allowedHosts"] == [api["url"]]  # the token goes to the API only
     assert ds["apiVersion"] == 1
     providers = yaml.safe_load((PROVISIONING / "dashboards" / "zhizao.yaml").read_text())
     (provider,) = providers["providers"]
@@ -168,4 +179,22 @@ def test_provisioning_defines_the_datasources_the_dashboards_use() -> None:
     assert checks.provisioned_datasources() == {
         "zhizao-influxdb": "influxdb",
         "zhizao-victoriametrics": "prometheus",
+        "zhizao-api": "yesoreyeram-infinity-datasource",
     }
+
+
+def test_json_targets_are_checked(boards: dict[str, dict[str, Any]]) -> None:
+    board = _by_uid(boards, "zhizao-commission")
+    assert _problems(board) == []
+    ranking = next(p for p in board["panels"] if p["title"].startswith("Factories ranked"))
+    target = ranking["targets"][0]
+    target["root_selector"] = 'rows[district="Pudong"]'  # JSONata: outside the emulation
+    target["url"] = "https://example.org/indicators"
+    target["url_options"]["params"].append({"key": "district", "value": "$district"})
+    problems = _problems(board)
+    assert any("is not a field path" in p for p in problems), problems
+    assert any("must read the zhizao API" in p for p in problems), problems
+    assert any("undefined variables ['district']" in p for p in problems), problems
+    var = board["templating"]["list"][1]["query"]["infinityQuery"]
+    var["url_options"]["params"][0]["value"] = "$indicator"  # defined only after $year
+    assert any("uses ['indicator'] before" in p for p in _problems(board)), _problems(board)

@@ -50,6 +50,7 @@ from zhizao.influxql import ident, idents, literal, tag_equals  # noqa: E402
 from zhizao.localstack import (  # noqa: E402
     InfluxServer,
     MosquittoServer,
+    VictoriaMetricsServer,
     free_port,
     stop_process_group,
 )
@@ -126,6 +127,7 @@ class DemoStack:
     start_ns: int
     influx: InfluxServer
     mosquitto: MosquittoServer
+    metrics: VictoriaMetricsServer | None = None  # scrapes the services' /metrics
     paths: dict[str, Path] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
@@ -176,6 +178,8 @@ class DemoStack:
         for p in procs.values():
             stop_process_group(p.proc, signal.SIGTERM, 20.0)
         self.procs.clear()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.mosquitto.stop()
         self.influx.stop()
 
@@ -808,6 +812,37 @@ def start_api(stack: DemoStack, port: int = 0, timeout_s: float = 60.0) -> str:
     return token
 
 
+SCRAPE_INTERVAL = "5s"
+
+
+def scrape_config(stack: DemoStack) -> dict[str, Any]:
+    """VictoriaMetrics' scrape targets: the gateway's and ingest's /metrics, and the API's (which
+    needs a token: the demo's, read from its 0600 file, never written into this file)."""
+
+    def job(name: str, port: int, **extra: Any) -> dict[str, Any]:
+        return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}], **extra}
+
+    jobs = [
+        job("gateway", stack.ports["gateway_metrics"]),
+        job("ingest", stack.ports["ingest_metrics"]),
+    ]
+    if "api" in stack.ports:
+        token_file = str(stack.options.data_dir / "api-token")
+        jobs.append(job("api", stack.ports["api"], bearer_token_file=token_file))
+    return {"global": {"scrape_interval": SCRAPE_INTERVAL}, "scrape_configs": jobs}
+
+
+def start_metrics(stack: DemoStack, timeout_s: float = 60.0) -> str:
+    """VictoriaMetrics on loopback scraping the services (the health dashboard's datasource)."""
+    d = stack.options.data_dir / "victoriametrics"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "scrape.yaml"
+    write_yaml(path, scrape_config(stack), "VictoriaMetrics scrape targets")
+    stack.metrics = VictoriaMetricsServer(data_dir=d, scrape_config=path)
+    stack.metrics.start(timeout_s=timeout_s)
+    return stack.metrics.url
+
+
 def _api_up(stack: DemoStack) -> bool:
     for path in ("/api/v1/healthz", "/healthz"):
         try:
@@ -971,6 +1006,7 @@ def run(args: argparse.Namespace) -> int:
     finished = False  # ended by --duration (then the summary line), not by Ctrl-C
     try:
         token = start_api(stack, args.api_port)
+        metrics_url = start_metrics(stack)
         base = api_url(stack)
         header = "\n".join(
             [
@@ -981,8 +1017,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{stack.site.site}/kpis/history?level=line&grouping=hour&from=...&to=...",
                 f"portal  {base}/portal/",
                 f"MQTT    {stack.mosquitto.url} (gateway frames: zhizao/v1/#)",
+                f"metrics {metrics_url} (VictoriaMetrics scraping the gateway, ingest and the "
+                f"API every {SCRAPE_INTERVAL}; PromQL: {metrics_url}/api/v1/query?query=up)",
                 "Grafana: point a Grafana at the provisioning in dashboards/ (see "
-                "dashboards/README.md) with the InfluxDB above as its data source",
+                "dashboards/README.md): ZHIZAO_INFLUXDB_URL and ZHIZAO_PROMETHEUS_URL are the "
+                "InfluxDB and metrics addresses above, ZHIZAO_API_URL the API's",
             ]
         )
         print(header, flush=True)
@@ -1013,7 +1052,7 @@ def run(args: argparse.Namespace) -> int:
         finished = True
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
-    except (ComponentDied, subprocess.CalledProcessError, TimeoutError) as exc:
+    except (ComponentDied, subprocess.CalledProcessError, TimeoutError, RuntimeError) as exc:
         print(f"zhizao demo: {exc}", file=sys.stderr)
         rc = 1
     result: dict[str, Any] | None = None

@@ -300,6 +300,9 @@ class VictoriaMetricsServer(LocalServer):
     """VictoriaMetrics single node: a second implementation of ``/api/v2/write``."""
 
     name: str = "victoria-metrics"
+    # a Prometheus scrape configuration (scrape_configs): VictoriaMetrics then scrapes the
+    # services' /metrics itself, as the deployed stack does
+    scrape_config: Path | None = None
 
     @property
     def url(self) -> str:
@@ -307,7 +310,7 @@ class VictoriaMetricsServer(LocalServer):
 
     def command(self) -> list[str]:
         assert self.data_dir is not None
-        return [
+        cmd = [
             which("victoria-metrics", "/usr/bin"),
             f"-httpListenAddr={LOOPBACK}:{self.port}",
             f"-storageDataPath={self.data_dir}/vm",
@@ -315,6 +318,9 @@ class VictoriaMetricsServer(LocalServer):
             "-search.disableCache",
             "-loggerLevel=ERROR",
         ]
+        if self.scrape_config is not None:
+            cmd.append(f"-promscrape.config={self.scrape_config}")
+        return cmd
 
     def ready(self) -> bool:
         return _port_open(self.port) and _http_ok(f"{self.url}/health")

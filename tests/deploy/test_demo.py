@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,8 +86,16 @@ def test_ctrl_c_stops_every_component_and_frees_every_port(tmp_path: Path) -> No
         text = "".join(out)
         assert " OEE " in text, text[-3000:]
         ports = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)}
-        assert len(ports) >= 3, text  # InfluxDB, the API, Mosquitto
+        assert len(ports) >= 4, text  # InfluxDB, the API, Mosquitto, VictoriaMetrics
         assert all(_listening(p) for p in ports), ports
+        # VictoriaMetrics scrapes the gateway, ingest and the API (with the demo's token)
+        (vm,) = re.findall(r"metrics (http://127\.0\.0\.1:\d+)", text)
+        up: dict[str, float] = {}
+        while time.monotonic() < deadline and len(up) < 3:
+            got = httpx.get(f"{vm}/api/v1/query", params={"query": "up"}, timeout=5).json()
+            up = {r["metric"]["job"]: float(r["value"][1]) for r in got["data"]["result"]}
+            time.sleep(1)
+        assert up == {"gateway": 1.0, "ingest": 1.0, "api": 1.0}, up
         children = _descendants(proc.pid)
         assert len(children) >= 5, children  # servers, simulator, gateway, ingest, API
         proc.send_signal(signal.SIGINT)

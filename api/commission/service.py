@@ -234,6 +234,7 @@ class TableRequest:
     green_rule_set: str | None = None
     as_of: datetime | None = None
     config_revision: int | None = None
+    rank_by: str | None = None  # an indicator id: compute it per factory (for a ranking) only
 
 
 def _compute(
@@ -246,10 +247,12 @@ def _compute(
     years: list[int],
 ) -> dict[str, Any]:
     inputs: PanelInputs = build_panel(sites, years, reports, telemetry)
+    # a ranking needs one indicator per factory; the table needs every indicator per group
     options = IndicatorOptions(
         statistical_rounding=req.statistical_rounding,
         green_rule_set=req.green_rule_set,
-        per_factory=True,
+        indicators=None if req.rank_by is None else (req.rank_by,),
+        per_factory=req.rank_by is not None,
     )
     try:
         table = indicator_table(inputs.panel, rev.config, cohort_id, req.year, options)

@@ -4,6 +4,7 @@ inputs (never raw telemetry), and exports. Commission and admin tokens only."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -248,7 +249,7 @@ async def get_ranking(
 ) -> dict[str, Any]:
     wanted = _known_indicator(indicator)
     assert wanted is not None
-    table = await indicator_table_json(request, req)
+    table = await indicator_table_json(request, dataclasses.replace(req, rank_by=wanted))
     out = ranking_json(table[FACTORY_ROWS], table[SITES], wanted)
     return {"cohort": table["cohort"], "year": table["year"], **out}
 

@@ -133,4 +133,9 @@ class IngestConfig(StrictModel):
     )
     json_topics: JsonTopicConfig | None = Field(None, description="per-tag JSON input; none = off")
     sparkplug: SparkplugConfig | None = Field(None, description="Sparkplug B input; none = off")
+    quality_markers: bool = Field(
+        True,
+        description="write data_quality markers at the quality transitions of every input "
+        "(Sparkplug deaths, JSON quality, frame quality), so the KPI engine books NO_DATA",
+    )
     health: HealthConfig = Field(default_factory=lambda: HealthConfig.model_validate({}))

@@ -14,6 +14,7 @@ paho's network thread hands each message to ``on_message`` (a callable that must
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -56,9 +57,17 @@ class MqttConsumer:
         config: MqttConsumerConfig,
         topics: list[str],
         on_message: Callable[[InMessage], None],
+        *,
+        control_topics: list[str] | None = None,
+        presence: tuple[str, bytes] | None = None,
     ) -> None:
+        """``control_topics`` are subscribed at QoS 0 (nothing to acknowledge, so they never
+        wait behind data). ``presence``: a retained (topic, payload) published on every connect
+        and cleared on stop, or by the broker through the will when the process dies."""
         self.config = config
         self.topics = topics
+        self.control_topics = control_topics or []
+        self.presence = presence
         self._on_message = on_message
         self.connected = threading.Event()
         self.connects = 0
@@ -76,6 +85,8 @@ class MqttConsumer:
             )
         if config.tls:
             c.tls_set(ca_certs=config.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        if presence is not None:
+            c.will_set(presence[0], None, qos=1, retain=True)
         c.reconnect_delay_set(min_delay=1, max_delay=max(1, int(config.reconnect_max_s)))
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected
@@ -96,7 +107,12 @@ class MqttConsumer:
             return
         # the session may already hold the subscriptions; subscribing again is harmless and
         # covers a session that expired while ingest was away
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.topics])
+        client.subscribe(
+            [(t, SubscribeOptions(qos=1)) for t in self.topics]
+            + [(t, SubscribeOptions(qos=0)) for t in self.control_topics]
+        )
+        if self.presence is not None:
+            client.publish(self.presence[0], self.presence[1], qos=1, retain=True)
         self.connects += 1
         if self._lost_logged:
             log.warning("MQTT connection to %s:%d restored", self.config.host, self.config.port)
@@ -169,5 +185,9 @@ class MqttConsumer:
 
     def stop(self) -> None:
         """Disconnect cleanly; the broker keeps the session (and unacknowledged messages)."""
+        if self.presence is not None and self.connected.is_set():
+            info = self._client.publish(self.presence[0], None, qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=2.0)
         self._client.disconnect()
         self._client.loop_stop()

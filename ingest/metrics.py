@@ -46,6 +46,16 @@ class IngestMetrics:
         self.samples_rejected = Counter(
             "zhizao_ingest_samples_rejected", "samples quarantined", ["reason"], registry=r
         )
+        self.quality_markers = Counter(
+            "zhizao_ingest_quality_markers",
+            "data-quality markers written (quality transitions of any input)",
+            registry=r,
+        )
+        self.rebirths_sent = Counter(
+            "zhizao_ingest_sparkplug_rebirths_sent",
+            "Sparkplug rebirth requests (NCMD Node Control/Rebirth) sent",
+            registry=r,
+        )
         self.messages_acked = Counter(
             "zhizao_ingest_messages_acked", "messages acknowledged to the broker", registry=r
         )

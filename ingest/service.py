@@ -21,6 +21,7 @@ import contextlib
 import logging
 import signal
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,20 +48,15 @@ from ingest.influx.writer import WriterStats
 from ingest.json_codec import JsonTagCodec
 from ingest.lineprotocol import DEFAULT_KERNEL, REJECT_REASONS
 from ingest.metrics import HealthServer, IngestMetrics
+from ingest.quality_markers import QualityMarkers
 from ingest.quarantine import QuarantineStore
 from ingest.sparkplug_codec import SparkplugCodec
 from ingest.validation import SAMPLE_REASONS, FrameDeduplicator, SampleValidator
 from zhizao.errors import ConfigError, PartialWriteError, QueryError, SinkError, ValidationError
 from zhizao.influxql import ident
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
-from zhizao.sparkplug import (
-    REBIRTH_METRIC,
-    DataType,
-    MessageType,
-    SparkplugTopic,
-    pb,
-    set_metric_value,
-)
+from zhizao.sparkplug import NAMESPACE
+from zhizao.sparkplug_host import is_rebirth_request, rebirth_command, rebirth_target
 
 __all__ = ["IngestPipeline", "IngestService", "Prepared"]
 
@@ -85,6 +81,7 @@ class Prepared:
     messages_in: dict[str, int] = field(default_factory=dict)  # by codec
     accepted: int = 0  # raw samples accepted (increments not included)
     newest_frame_ns: int = 0  # creation time of the newest frame (0: none, or not sent)
+    markers: int = 0  # data-quality markers added (at the end of ``batch``)
 
 
 class IngestPipeline:
@@ -102,7 +99,13 @@ class IngestPipeline:
         self.metrics = metrics
         self.frames = FrameDecoder(self.table)
         self.json = JsonTagCodec(config.json_topics, self.table) if config.json_topics else None
-        self.sparkplug = SparkplugCodec(config.sparkplug, self.table) if config.sparkplug else None
+        # a process on a shared subscription sees only its share of the DATA: no seq check
+        self.sparkplug = (
+            SparkplugCodec(config.sparkplug, self.table, check_seq=not config.mqtt.group)
+            if config.sparkplug
+            else None
+        )
+        self.markers = QualityMarkers(self.table) if config.quality_markers else None
         self.validator = SampleValidator(config.validation)
         self.dedup = FrameDeduplicator(config.validation.duplicate_window)
         self.counters = CounterTracker(config.counters)
@@ -124,6 +127,22 @@ class IngestPipeline:
             # births and deaths carry alias state every process needs: not shared
             subs += [t for t in self.sparkplug.subscriptions() if "BIRTH" in t or "DEATH" in t]
             subs += [shared(t) for t in self.sparkplug.subscriptions() if "DATA" in t]
+        return subs
+
+    def presence_prefix(self) -> str:
+        """Topic prefix of the group members' presence ("" without Sparkplug or a group)."""
+        group = self.config.mqtt.group
+        if self.sparkplug is None or not group:
+            return ""
+        return f"{self.frame_prefix}/ingest/{group}/members/"
+
+    def control_subscriptions(self) -> list[str]:
+        """Subscribed at QoS 0 without sharing: rebirth requests of every host, members."""
+        if self.sparkplug is None:
+            return []
+        subs = [f"{NAMESPACE}/{self.sparkplug.config.group_filter}/NCMD/+"]
+        if self.presence_prefix():
+            subs.append(self.presence_prefix() + "+")
         return subs
 
     def codec_of(self, topic: str) -> str | None:
@@ -194,7 +213,7 @@ class IngestPipeline:
                 decoded = self.json.decode_many(sub_topics, sub_payloads)
             else:
                 assert self.sparkplug is not None
-                decoded = self.sparkplug.decode_many(sub_topics, sub_payloads)
+                decoded = self.sparkplug.decode_many(sub_topics, sub_payloads, now_ns)
             prep.messages_in[codec] = len(positions)
             for local, err in decoded.errors:
                 self._reject_message(sub_topics[local], sub_payloads[local], err.reason, str(err))
@@ -268,6 +287,10 @@ class IngestPipeline:
         else:  # the common case: no copy
             accepted = batch
         prep.accepted = len(accepted)
+        marks = None
+        if self.markers is not None:
+            marks, cause = self.markers.transitions(accepted, now_ns)
+            marks_of = message_of[cause]
         if self.counters.specs:
             gw_col = np.concatenate([g for g, _ in frame_ids])
             seq_col = np.concatenate([q for _, q in frame_ids])
@@ -275,6 +298,10 @@ class IngestPipeline:
                 gw_col, seq_col = gw_col[ok], seq_col[ok]
             accepted, rows = self.counters.with_increments(self.table, accepted, gw_col, seq_col)
             message_of = message_of[rows]
+        if marks is not None and len(marks):
+            accepted = Batch.concat([accepted, marks])
+            message_of = np.concatenate((message_of, marks_of))
+            prep.markers = len(marks)
         prep.batch = accepted
         prep.message_of = message_of
         if self.metrics is not None:
@@ -282,6 +309,8 @@ class IngestPipeline:
                 self.metrics.messages_in.labels(codec).inc(n)
             for codec, n in prep.samples_in.items():
                 self.metrics.samples_in.labels(codec).inc(n)
+            if prep.markers:
+                self.metrics.quality_markers.inc(prep.markers)
             self.metrics.counter_out_of_order.set(self.counters.out_of_order)
             self.metrics.counter_unknown_previous.set(self.counters.unknown_previous)
         return prep
@@ -324,6 +353,7 @@ class IngestPipeline:
             merged.frame_sessions += p.frame_sessions
             merged.confirm += p.confirm
             merged.accepted += p.accepted
+            merged.markers += p.markers
             merged.newest_frame_ns = max(merged.newest_frame_ns, p.newest_frame_ns)
             for codec, n in p.samples_in.items():
                 merged.samples_in[codec] = merged.samples_in.get(codec, 0) + n
@@ -495,6 +525,7 @@ class IngestService:
         self.metrics.inflight.set_function(lambda: len(self._unacked))
         self.metrics.consumer_lag.set_function(self._oldest_unacked_s)
         self.rebirths_sent = 0
+        self.members: set[str] = set()  # client ids of the group's processes seen on the broker
         self.quarantine_error = ""  # why the quarantine cannot be written now ("" = it can)
         self.writer: InfluxWriter | None = None
         self.metrics.registry.register(_WriterCollector(self))
@@ -506,6 +537,8 @@ class IngestService:
         self._loop.call_soon_threadsafe(self._arrive, msg)
 
     def _arrive(self, msg: InMessage) -> None:
+        if msg.qos == 0 and self._control(msg):
+            return
         points = peek_sample_count(msg.payload) if msg.topic.endswith("/frames") else 1
         self._inbox.append((msg, points))
         self._unacked.append(msg.received_s)
@@ -594,20 +627,44 @@ class IngestService:
             await queue.put((msgs, prep))
 
     def _request_rebirths(self) -> None:
+        """Send the rebirth requests due: one per node per hold-off across every process of the
+        group (the requests of others are seen on the broker, and one process owns each node)."""
         sp = self.pipeline.sparkplug
-        if sp is None or not sp.rebirth_needed or self.consumer is None:
+        if sp is None or self.consumer is None:
             return
-        for group, node in sorted(sp.rebirth_needed):
-            payload = pb.Payload()
-            payload.timestamp = int(time.time() * 1000)
-            metric = payload.metrics.add()
-            metric.name = REBIRTH_METRIC
-            metric.timestamp = payload.timestamp
-            set_metric_value(metric, DataType.Boolean, True)
-            topic = SparkplugTopic(group, MessageType.NCMD, node).format()
-            self.consumer.publish(topic, payload.SerializeToString(), qos=0)
+        for group, node in sorted(sp.host.rebirths_due(time.monotonic(), self._owns)):
+            topic, payload = rebirth_command(group, node, int(time.time() * 1000))
+            self.consumer.publish(topic, payload, qos=0)
             self.rebirths_sent += 1
-        sp.rebirth_needed.clear()
+            self.metrics.rebirths_sent.inc()
+
+    def _owns(self, group: str, node: str) -> bool:
+        """Whether this process asks ``node`` for rebirths: the group's members (presence
+        messages on the broker) share the nodes out by a hash, so N processes send one."""
+        if not self.config.mqtt.group:
+            return True
+        me = self.config.mqtt.client_id
+        members = sorted(self.members | {me})
+        return members[zlib.crc32(f"{group}/{node}".encode()) % len(members)] == me
+
+    def _control(self, msg: InMessage) -> bool:
+        """Presence of the group's members and rebirth requests on the broker (QoS 0, never
+        acknowledged nor batched); False: not a control message."""
+        presence = self.pipeline.presence_prefix()
+        if presence and msg.topic.startswith(presence):
+            member = msg.topic[len(presence) :]
+            if msg.payload:
+                self.members.add(member)
+            else:
+                self.members.discard(member)
+            return True
+        target = rebirth_target(msg.topic)
+        sp = self.pipeline.sparkplug
+        if target is not None and sp is not None:
+            if is_rebirth_request(msg.payload):
+                sp.host.observe_rebirth(*target, time.monotonic())
+            return True
+        return False
 
     async def _write_loop(
         self, queue: asyncio.Queue[tuple[list[InMessage], Prepared]], writer: InfluxWriter
@@ -695,6 +752,8 @@ class IngestService:
                     prep, rows[report.rejected_index], report.rejected_reason
                 )
             written = len(batch) - len(report.rejected_index)
+            if prep.markers:  # data-quality markers are counted on their own
+                written -= int((rows >= len(prep.batch) - prep.markers).sum())
             self.samples_written += written
             self.metrics.samples_written.inc(written)
             break
@@ -820,7 +879,14 @@ class IngestService:
         stop = stop or asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        consumer = MqttConsumer(self.config.mqtt, self.pipeline.subscriptions(), self._on_message)
+        presence = self.pipeline.presence_prefix()
+        consumer = MqttConsumer(
+            self.config.mqtt,
+            self.pipeline.subscriptions(),
+            self._on_message,
+            control_topics=self.pipeline.control_subscriptions(),
+            presence=(presence + self.config.mqtt.client_id, b"1") if presence else None,
+        )
         consumer.on_connect_change = self._connect_changed
         self.consumer = consumer
         if self.config.quarantine.dead_letter_topic:

@@ -1,43 +1,49 @@
-"""Sparkplug B NBIRTH/DBIRTH/NDATA/DDATA into batches, with the birth-certificate alias state.
+"""Sparkplug B straight into ingest: ``zhizao.sparkplug_host`` adapted to the input layer.
 
-A birth certificate maps metric aliases to names and datatypes; later DATA messages may carry
-only aliases. The state is kept per edge node (NBIRTH) and per device (DBIRTH); a death clears it.
-A DATA message from a node or device whose birth this process has not seen cannot be decoded
-(reason ``no_birth``); its edge node is listed in ``rebirth_needed`` so the service can ask for a
-rebirth (NCMD ``Node Control/Rebirth``), which is what Sparkplug host applications do.
+The host state machine (births, aliases, seq, bdSeq, deaths to STALE, rebirth hold-off) and the
+metric-to-series policy are the gateway's: the same edge node stores the same series whether it
+reaches InfluxDB through a gateway or directly. What ingest adds: a message that cannot be
+delivered whole is quarantined whole (reasons below, so it can be replayed), and the sequence
+check is off on a shared subscription (each process sees only its share of the DATA messages).
 
-Samples: measurement ``sparkplug`` (configurable), tags ``group``, ``node`` and ``device``
-(when a device), field = the metric name; the metric timestamp (ms), else the payload's.
+Samples: a metric in the tag map (``metrics``) goes to its ISA-95 asset; any other one, with
+``unmapped: auto``, to measurement ``sparkplug`` (``measurement``) tagged with the default asset
+plus ``group``, ``edge_node`` and ``device``, field = the metric name in lower_snake.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
-from google.protobuf.message import DecodeError as ProtobufDecodeError
 from pydantic import Field
 
 from ingest.frames import DecodedFrames, RefusedKeys, sample_dtypes
+from zhizao.assets import AssetSpec
 from zhizao.config import StrictModel
 from zhizao.errors import DecodeError
-from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
-from zhizao.sparkplug import (
-    BDSEQ_METRIC,
-    INT64_MAX,
-    INT64_MIN,
-    NAMESPACE,
-    DataType,
-    MessageType,
-    SparkplugTopic,
-    field_type_of,
-    metric_value,
-    pb,
+from zhizao.model import Batch, FieldType, SeriesTable
+from zhizao.schema import SPARKPLUG
+from zhizao.sparkplug import NAMESPACE
+from zhizao.sparkplug_host import (
+    DEFAULT_REBIRTH_HOLDOFF_S,
+    HostIssue,
+    SparkplugHostState,
+    SparkplugMetricMap,
+    SparkplugSeriesPolicy,
 )
 
 __all__ = ["SPARKPLUG_DECODE_REASONS", "SparkplugCodec", "SparkplugConfig"]
 
+# the host's reasons as ingest's quarantine reasons (one name per cause across inputs)
+_REASON = {
+    "malformed_payload": "bad_protobuf",
+    "data_before_birth": "no_birth",
+    "birth_before_node_birth": "no_birth",
+    "int_out_of_range": "type_mismatch",
+}
 SPARKPLUG_DECODE_REASONS: tuple[str, ...] = (
     "bad_topic",
     "bad_protobuf",
@@ -45,62 +51,74 @@ SPARKPLUG_DECODE_REASONS: tuple[str, ...] = (
     "unknown_alias",
     "type_mismatch",
     "unsupported_datatype",
+    "type_change",
+    "bad_timestamp",
 )
-
-_SKIPPED = {DataType.Bytes, DataType.File, DataType.DataSet, DataType.Template}
-
-
-def _check_text(msg: pb.Payload, topic: str) -> None:
-    """proto2 strings are not UTF-8 checked on parse: protobuf hands out bytes for broken ones."""
-    for m in msg.metrics:
-        if not isinstance(m.name, str) or (
-            m.WhichOneof("value") == "string_value" and not isinstance(m.string_value, str)
-        ):
-            raise DecodeError(
-                "bad_protobuf", "Sparkplug metric name or string is not valid UTF-8", detail=topic
-            )
-
-
-def _bd_seq(msg: pb.Payload) -> int | None:
-    for m in msg.metrics:
-        if m.name == BDSEQ_METRIC:
-            value = metric_value(m, int(m.datatype) or int(DataType.Int64))
-            return int(value) if isinstance(value, int) else None
-    return None
+_MESSAGES = {
+    "bad_topic": "not a Sparkplug B topic",
+    "bad_protobuf": "Sparkplug payload is not a protobuf Payload",
+    "no_birth": "Sparkplug DATA before its birth certificate; rebirth requested",
+    "unknown_alias": "Sparkplug metric alias not in the birth certificate; rebirth requested",
+    "type_mismatch": "Sparkplug metric value does not match its datatype or int64",
+    "unsupported_datatype": "Sparkplug metric datatype not supported",
+    "type_change": "Sparkplug metric re-born with another datatype than its series",
+    "bad_timestamp": "Sparkplug timestamp beyond the year 2262 (int64 nanoseconds)",
+}
 
 
 class SparkplugConfig(StrictModel):
-    """Sparkplug B input."""
+    """Sparkplug B input (the tag map has the keys of the gateway's Sparkplug source)."""
 
     group_filter: str = Field("+", description="group id to subscribe to ('+' = all)")
-    measurement: str = Field("sparkplug", description="InfluxDB measurement of Sparkplug metrics")
-
-
-@dataclass
-class _Alias:
-    name: str
-    datatype: int
-
-
-@dataclass
-class _Birth:
-    aliases: dict[int, _Alias] = field(default_factory=dict)
-    datatypes: dict[str, int] = field(default_factory=dict)  # by name
-    bd_seq: int | None = None  # NBIRTH's bdSeq: an NDEATH must carry the same to count
+    enterprise: str | None = Field(None, description="enterprise of auto-mapped metrics")
+    site: str | None = Field(None, description="site of auto-mapped metrics")
+    metrics: list[SparkplugMetricMap] = Field(
+        default_factory=list, description="metric -> ISA-95 asset, measurement, signal, type"
+    )
+    unmapped: Literal["auto", "drop"] = Field(
+        "auto", description="metrics not in `metrics`: 'auto' stores them, 'drop' counts them"
+    )
+    unmapped_asset: AssetSpec | None = Field(
+        None, description="asset of auto-mapped metrics; default enterprise/site"
+    )
+    measurement: str = Field(SPARKPLUG, description="InfluxDB measurement of auto-mapped metrics")
+    rebirth_holdoff_s: float = Field(
+        DEFAULT_REBIRTH_HOLDOFF_S, gt=0, description="at most one rebirth request per node per"
+    )
 
 
 class SparkplugCodec:
     """Decodes Sparkplug B messages in arrival order; keeps birth state between calls."""
 
-    def __init__(self, config: SparkplugConfig, table: SeriesTable) -> None:
+    def __init__(
+        self, config: SparkplugConfig, table: SeriesTable, *, check_seq: bool = False
+    ) -> None:
         self.config = config
         self.table = table
-        self._births: dict[tuple[str, str, str | None], _Birth] = {}
-        self._series: dict[tuple[str, str, str | None, str, FieldType], int] = {}
-        self.rebirth_needed: set[tuple[str, str]] = set()  # (group, node); the caller clears it
-        self.skipped_metrics = 0  # metrics of types not ingested (bytes, datasets, templates)
-        self.stale_deaths = 0  # NDEATHs of an older session (bdSeq mismatch), ignored
         self.refused = RefusedKeys()
+        policy = SparkplugSeriesPolicy.from_config(
+            config.metrics,
+            unmapped=config.unmapped,
+            unmapped_asset=config.unmapped_asset,
+            enterprise=config.enterprise,
+            site=config.site,
+            measurement=config.measurement,
+        )
+        self.host = SparkplugHostState(
+            policy,
+            lambda key: self.refused.series_of(self.table, key),
+            check_seq=check_seq,
+            strict=True,
+            rebirth_holdoff_s=config.rebirth_holdoff_s,
+        )
+        self.skipped_metrics = 0  # metrics of types not stored (bytes, datasets, templates)
+        self.stale_deaths = 0  # NDEATHs of an older session (bdSeq mismatch), ignored
+        self.counted: dict[str, int] = {}  # issues that refuse nothing, by reason
+
+    @property
+    def rebirth_needed(self) -> set[tuple[str, str]]:
+        """(group, node) this codec wants a rebirth of (the service sends them)."""
+        return self.host.rebirth_wanted
 
     def subscriptions(self) -> list[str]:
         g = self.config.group_filter
@@ -113,39 +131,42 @@ class SparkplugCodec:
     def matches(topic: str) -> bool:
         return topic.startswith(NAMESPACE + "/")
 
-    def _series_of(self, t: SparkplugTopic, name: str, ftype: FieldType) -> int:
-        ck = (t.group_id, t.edge_node_id, t.device_id, name, ftype)
-        s = self._series.get(ck)
-        if s is None:
-            tags = {"group": t.group_id, "node": t.edge_node_id}
-            if t.device_id is not None:
-                tags["device"] = t.device_id
-            key = SeriesKey.make(self.config.measurement, tags, name, ftype)
-            s = self.refused.series_of(self.table, key)
-            self._series[ck] = s
-        return s
+    def _error(self, topic: str, issues: list[HostIssue]) -> DecodeError | None:
+        refusing = [i for i in issues if i.refuses]
+        for i in issues:
+            if not i.refuses:
+                self.counted[i.reason] = self.counted.get(i.reason, 0) + i.count
+                if i.reason == "stale_death":
+                    self.stale_deaths += 1
+                elif i.reason == "not_stored_datatype":
+                    self.skipped_metrics += i.count
+        if not refusing:
+            return None
+        reason = _REASON.get(refusing[0].reason, refusing[0].reason)
+        return DecodeError(reason, _MESSAGES.get(reason, reason), detail=refusing[0].detail)
 
     def decode_many(
-        self, topics: Sequence[str], payloads: Sequence[bytes | bytearray | memoryview]
+        self,
+        topics: Sequence[str],
+        payloads: Sequence[bytes | bytearray | memoryview],
+        now_ns: int | None = None,
     ) -> DecodedFrames:
-        series: list[int] = []
-        ts_ms: list[int] = []
-        values: list[object] = []
+        """Decode in arrival order; a message without a timestamp takes ``now_ns``."""
+        arrival_ns = time.time_ns() if now_ns is None else now_ns
         frame_of: list[int] = []
         ok: list[int] = []
         errors: list[tuple[int, DecodeError]] = []
+        before = 0
         for pos, (topic, payload) in enumerate(zip(topics, payloads, strict=True)):
-            try:
-                rows = self._decode_one(topic, bytes(payload))
-            except DecodeError as exc:
-                errors.append((pos, exc))
+            err = self._error(topic, self.host.handle(topic, bytes(payload), arrival_ns))
+            if err is not None:
+                errors.append((pos, err))
                 continue
-            for s, ts, v in rows:
-                series.append(s)
-                ts_ms.append(ts)
-                values.append(v)
-                frame_of.append(pos)
+            n = len(self.host.series)
+            frame_of += [pos] * (n - before)
+            before = n
             ok.append(pos)
+        series, ts_ns, values, quality = self.host.take()
         n = len(series)
         s_arr = np.asarray(series, np.int32)
         dtypes = sample_dtypes(self.table, self.refused.keys, s_arr)
@@ -166,10 +187,10 @@ class SparkplugCodec:
             strs[is_s] = vals[is_s]
         batch = Batch(
             s_arr,
-            np.asarray(ts_ms, np.int64) * 1_000_000,
+            np.asarray(ts_ns, np.int64),
             f64,
             i64,
-            np.zeros(n, np.uint8),
+            np.asarray(quality, np.uint8),
             strs,
         )
         return DecodedFrames(
@@ -182,99 +203,3 @@ class SparkplugCodec:
             errors,
             list(self.refused.keys),
         )
-
-    def _decode_one(self, topic: str, payload: bytes) -> list[tuple[int, int, object]]:
-        t = SparkplugTopic.parse(topic)
-        mtype = t.message_type
-        if mtype in (MessageType.STATE, MessageType.NCMD, MessageType.DCMD):
-            return []
-        msg = pb.Payload()
-        try:
-            msg.ParseFromString(payload)
-        except ProtobufDecodeError as exc:
-            raise DecodeError(
-                "bad_protobuf", "Sparkplug payload is not a protobuf Payload", detail=str(exc)
-            ) from exc
-        _check_text(msg, topic)
-        node_key = (t.group_id, t.edge_node_id, None)
-        own_key = (t.group_id, t.edge_node_id, t.device_id)
-        if mtype is MessageType.NDEATH:
-            node = self._births.get(node_key)
-            death_bd = _bd_seq(msg)
-            if node is not None and None not in (node.bd_seq, death_bd) and node.bd_seq != death_bd:
-                # the will message of an older session, delivered after the new NBIRTH: stale
-                self.stale_deaths += 1
-                return []
-            for k in [k for k in self._births if k[:2] == node_key[:2]]:
-                del self._births[k]
-            return []
-        if mtype is MessageType.DDEATH:
-            self._births.pop(own_key, None)
-            return []
-        birth: _Birth | None
-        if mtype in (MessageType.NBIRTH, MessageType.DBIRTH):
-            if mtype is MessageType.NBIRTH:
-                # a new node session: every device birth of the old one is void
-                for k in [k for k in self._births if k[:2] == node_key[:2]]:
-                    del self._births[k]
-            birth = _Birth(bd_seq=_bd_seq(msg) if mtype is MessageType.NBIRTH else None)
-            for m in msg.metrics:
-                if m.HasField("alias"):
-                    birth.aliases[int(m.alias)] = _Alias(m.name, int(m.datatype))
-                birth.datatypes[m.name] = int(m.datatype)
-            self._births[own_key] = birth
-        else:
-            birth = self._births.get(own_key)
-            if birth is None or (t.device_id is not None and node_key not in self._births):
-                self.rebirth_needed.add((t.group_id, t.edge_node_id))
-                raise DecodeError(
-                    "no_birth",
-                    "Sparkplug DATA before its birth certificate; rebirth requested",
-                    detail=topic,
-                )
-        payload_ts = int(msg.timestamp) if msg.HasField("timestamp") else None
-        rows: list[tuple[int, int, object]] = []
-        for m in msg.metrics:
-            if m.name:
-                name = m.name
-                dt = int(m.datatype) if m.HasField("datatype") else birth.datatypes.get(name, 0)
-            elif m.HasField("alias"):
-                alias = birth.aliases.get(int(m.alias))
-                if alias is None:
-                    self.rebirth_needed.add((t.group_id, t.edge_node_id))
-                    raise DecodeError(
-                        "unknown_alias",
-                        "Sparkplug metric alias not in the birth certificate",
-                        detail=f"{topic}: alias {m.alias}",
-                    )
-                name, dt = alias.name, alias.datatype
-            else:
-                raise DecodeError(
-                    "unknown_alias", "Sparkplug metric has neither name nor alias", detail=topic
-                )
-            if name.startswith(("Node Control/", "Device Control/")) or name == "bdSeq":
-                continue
-            ftype = field_type_of(dt)
-            if ftype is None:
-                if dt in _SKIPPED:
-                    self.skipped_metrics += 1
-                    continue
-                raise DecodeError(
-                    "unsupported_datatype",
-                    "Sparkplug metric datatype not supported",
-                    detail=f"{name}: {dt}",
-                )
-            value = metric_value(m, dt)
-            if value is None:  # is_null: no sample
-                continue
-            ts = int(m.timestamp) if m.HasField("timestamp") else payload_ts
-            if ts is None:
-                raise DecodeError(
-                    "bad_protobuf", "Sparkplug metric has no timestamp", detail=f"{topic}: {name}"
-                )
-            if ftype is FieldType.INT and not INT64_MIN <= int(value) <= INT64_MAX:
-                raise DecodeError(
-                    "type_mismatch", "Sparkplug UInt64 value does not fit int64", detail=name
-                )
-            rows.append((self._series_of(t, name, ftype), ts, value))
-        return rows

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from zhizao.errors import ConfigError
 
-__all__ = ["LEVELS", "AssetPath"]
+__all__ = ["LEVELS", "AssetPath", "AssetSpec", "resolve_asset"]
 
 LEVELS: tuple[str, ...] = ("enterprise", "site", "area", "line", "cell", "machine")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -80,3 +80,22 @@ class AssetPath:
         values = {lvl: getattr(self, lvl) for lvl in LEVELS}
         values[level] = name
         return AssetPath(**values)
+
+
+# an asset in a configuration file: a positional path, or a mapping of levels
+AssetSpec = str | dict[str, str]
+
+
+def resolve_asset(spec: AssetSpec, enterprise: str | None, site: str | None) -> AssetPath:
+    """An asset from config: a positional path ``enterprise/site/area/line/cell/machine`` or a
+    mapping of levels (``{area: hall1, line: line1, machine: cnc-01}``) where enterprise and site
+    default to the given ones. The mapping form lets a machine hang directly under a line."""
+    if isinstance(spec, str):
+        return AssetPath.parse(spec)
+    levels: dict[str, str | None] = {"enterprise": enterprise, "site": site, **spec}
+    unknown = set(levels) - set(LEVELS)
+    if unknown:
+        raise ConfigError(
+            f"unknown asset level(s) {sorted(unknown)}", expected=f"levels {', '.join(LEVELS)}"
+        )
+    return AssetPath(**levels)  # type: ignore[arg-type]  # a missing level is refused there

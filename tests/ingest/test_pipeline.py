@@ -19,6 +19,7 @@ from ingest.validation import FrameDeduplicator
 from tests.ingest._support import make_config, make_frames
 from zhizao.config import load_model
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
+from zhizao.quality import Quality
 from zhizao.sparkplug import DataType, MessageType, SparkplugTopic, pb, set_metric_value
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def pipeline(tmp_path: Path, **sections: Any) -> IngestPipeline:
         tmp_path,
         json_topics={"prefix": "factory"},
         sparkplug={"measurement": "sparkplug"},
-        **sections,
+        **{"quality_markers": False, **sections},
     )
     return IngestPipeline(cfg, QuarantineStore(cfg.quarantine))
 
@@ -393,6 +394,8 @@ def test_sparkplug_stale_death_of_an_old_session_is_ignored(tmp_path: Path) -> N
         (t[MessageType.NDATA], data),
     ]
     prep = p.prepare([m[0] for m in msgs], [m[1] for m in msgs], now_ns=NOW_NS)
-    assert prep.batch.values_for(p.table).tolist() == [1.0, 2.0, 3.0]
+    # the real death restates the last value as STALE (the old session's will changes nothing)
+    assert prep.batch.values_for(p.table).tolist() == [1.0, 2.0, 3.0, 3.0]
+    assert prep.batch.quality.tolist() == [0, 0, 0, Quality.STALE]
     assert p.sparkplug is not None and p.sparkplug.stale_deaths == 1
     assert [r["reason"] for r in records(p)] == ["no_birth"]  # only after the real death

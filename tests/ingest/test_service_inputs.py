@@ -130,7 +130,7 @@ def test_json_and_sparkplug_through_broker(
         "machine": "m3",
     }
     assert s["values"][0][1:] == [67.5, 10]
-    res = influx_db.query('SELECT "temp_c", "count" FROM "spb" WHERE "node" = \'edge1\'')
+    res = influx_db.query('SELECT "temp_c", "count" FROM "spb" WHERE "edge_node" = \'edge1\'')
     assert [v[1:] for v in res["results"][0]["series"][0]["values"]] == [[20.5, 7], [21.0, 9]]
 
 

@@ -38,7 +38,7 @@ from simulator.scenario import build_scenario
 from tests.gateway.helpers import stored, wait_for
 from tests.gateway.mqtt_helpers import Publisher
 from zhizao.localstack import MosquittoServer
-from zhizao.model import FieldType, SeriesKey, SeriesTable
+from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 from zhizao.quality import Quality
 from zhizao.sparkplug import (
     BDSEQ_METRIC,
@@ -286,31 +286,37 @@ async def test_pysparkplug_edge_node_is_decoded_by_gateway_host_and_ingest_codec
         assert len(spb_series) == len(all_specs)
         assert np.isin(batch.series, spb_series).sum() == 3 * len(all_specs)
 
-        # --- ingest's codec, on the same raw messages
+        # --- ingest's codec, on the same raw messages: the same series, values, times and
+        # qualities as the gateway's host (one state machine, one metric-to-series policy)
         table = SeriesTable()
-        codec = SparkplugCodec(SparkplugConfig.model_validate({}), table)
+        codec = SparkplugCodec(
+            SparkplugConfig.model_validate({"enterprise": "acme", "site": "s1"}), table
+        )
         decoded = codec.decode_many(topics, [b for _, b in messages])
         assert decoded.errors == [] and decoded.ok == [0, 1, 2, 3, 4]
         assert codec.rebirth_needed == set() and codec.stale_deaths == 0
         assert codec.skipped_metrics == 0
         cvalues = decoded.batch.values_for(table)
-        for spec in all_specs:
-            tags = {"group": group, "node": node}
-            if spec in DEVICE_METRICS:
-                tags["device"] = device
-            idx_or_none = table.find(
-                SeriesKey.make("sparkplug", tags, spec.name, _ftype(spec.datatype))
+
+        def rows(
+            keys: list[SeriesKey], b: Batch, vals: np.ndarray[Any, Any]
+        ) -> list[tuple[Any, ...]]:
+            return sorted(
+                (keys[s].measurement, keys[s].tags, keys[s].field, keys[s].dtype, t, repr(v), q)
+                for s, t, v, q in zip(
+                    b.series.tolist(),
+                    b.ts_ns.tolist(),
+                    vals.tolist(),
+                    b.quality.tolist(),
+                    strict=True,
+                )
+                if keys[s].measurement == "sparkplug"
             )
-            assert idx_or_none is not None, spec.name
-            mask = decoded.batch.series == idx_or_none
-            assert cvalues[mask].tolist() == [spec.birth, spec.data], spec.name
-            assert (decoded.batch.ts_ns[mask] // 1_000_000).tolist() == [
-                spec.ts_ms("birth"),
-                spec.ts_ms("data"),
-            ], spec.name
-        assert len(decoded.batch) == 2 * len(all_specs)
+
+        assert rows(table.keys, decoded.batch, cvalues) == rows(keys, batch, values)
+        assert len(decoded.batch) == 3 * len(all_specs)
         assert np.array_equal(
-            decoded.frame_index, np.repeat([0, 1, 2, 3], [6, 10, 6, 10]).astype(np.int64)
+            decoded.frame_index, np.repeat([0, 1, 2, 3, 4], [6, 10, 6, 10, 16]).astype(np.int64)
         )
     finally:
         recorder.close()
@@ -515,6 +521,7 @@ async def test_pysparkplug_clean_disconnect_death_has_the_next_bdseq_and_is_igno
         decoded = codec.decode_many([t for t, _ in messages], [b for _, b in messages])
         assert decoded.errors == [] and codec.stale_deaths == 1
         assert len(decoded.batch) == 2 * n_specs
+        assert (decoded.batch.quality == Quality.GOOD).all()  # nothing marked STALE
     finally:
         recorder.close()
         state.close()

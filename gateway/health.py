@@ -93,15 +93,23 @@ class GatewayCollector(Collector):
             "messages or values not turned into samples, by reason",
             labels=[*src, "reason"],
         )
+        task_failures = CounterMetricFamily(
+            "zhizao_gateway_source_task_failures",
+            "supervised tasks of a source (poll, flush, watchdog, markers, receive) that failed "
+            "and ended its session",
+            labels=[*src, "task"],
+        )
         for s in self.sources:
             lv = [s.name, s.kind]
+            for task, n in s.task_failures.items():
+                task_failures.add_metric([*lv, task], n)
             connected.add_metric(lv, float(s.connected))
             last.add_metric(lv, s.last_sample_ns / 1e9)
             samples.add_metric(lv, s.samples)
             reconnects.add_metric(lv, s.reconnects)
             for reason, n in s.rejected.items():
                 rejected.add_metric([*lv, reason], n)
-        yield from (connected, last, samples, reconnects, rejected)
+        yield from (connected, last, samples, reconnects, rejected, task_failures)
         o = self.outbox.snapshot()
         yield GaugeMetricFamily("zhizao_gateway_outbox_samples", "samples stored", value=o.samples)
         yield GaugeMetricFamily(

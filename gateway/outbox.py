@@ -82,10 +82,20 @@ CLOCK_STEP_S = 5.0
 
 
 class OutboxFull(SinkError):
-    """The outbox refused a chunk (policy ``refuse_new``); the samples were not stored."""
+    """The outbox refused a chunk; the samples were not stored. ``reason``: ``outbox_full`` (a
+    bound under ``refuse_new``, or every stored chunk in flight) or ``disk_full`` (the file
+    system refused the write and no room could be made)."""
 
-    def __init__(self, message: str, *, refused: int, detail: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        refused: int,
+        detail: str | None = None,
+        reason: str = "outbox_full",
+    ) -> None:
         self.refused = refused
+        self.reason = reason
         super().__init__(message, retryable=True, detail=detail)
 
 
@@ -388,6 +398,7 @@ class SqliteOutbox:
                 "outbox cannot be written (the file system refused it): new samples refused",
                 refused=n,
                 detail=self.stats.storage_error,
+                reason="disk_full",
             )
 
     def _drop_for_disk(self, need_bytes: int) -> int:

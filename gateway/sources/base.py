@@ -83,6 +83,8 @@ class SourceStats:
     last_error: str = ""
     # reason -> count of messages/values that were not turned into samples
     rejected: Counter[str] = field(default_factory=Counter)
+    # task -> failures of a supervised task (``gateway.sources.runtime``) that ended a session
+    task_failures: Counter[str] = field(default_factory=Counter)
     since_ns: int = field(default_factory=time.time_ns)
 
     def reject(self, reason: str, count: int = 1) -> None:
@@ -99,6 +101,7 @@ class SourceStats:
             "connect_failures": self.connect_failures,
             "last_error": self.last_error,
             "rejected": dict(self.rejected),
+            "task_failures": dict(self.task_failures),
         }
 
 

@@ -17,8 +17,12 @@ from pathlib import Path
 from types import TracebackType
 
 from asyncua import Server, ua
+from asyncua.common.callback import Callback, CallbackService, CallbackType, ServerItemCallback
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 NS_URI = "urn:zhizao:test:plant"
@@ -55,12 +59,16 @@ class TestOpcUaServer:
         username: str | None = None,
         password: str | None = None,
         max_items_per_call: int | None = None,
+        max_nodes_per_read: int | None = None,
     ) -> None:
         self.port = port
         self.n_vars = n_vars
         self.secure_dir = secure_dir
         self.username, self.password = username, password
         self.max_items_per_call = max_items_per_call
+        self.max_nodes_per_read = max_nodes_per_read
+        self.read_sizes: list[int] = []  # nodes per Read request of the clients, in order
+        self.fail_next_reads = 0  # the next N client Reads of plant variables fail
         self.server: Server | None = None
         self.nodes: list[ua.NodeId] = []
 
@@ -112,9 +120,33 @@ class TestOpcUaServer:
                 )
             )
             await node.write_value(ua.Variant(self.max_items_per_call, ua.VariantType.UInt32))
+        if self.max_nodes_per_read is not None:
+            node = server.get_node(
+                f"i={ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead}"
+            )
+            await node.write_value(ua.Variant(self.max_nodes_per_read, ua.VariantType.UInt32))
+        # asyncua publishes the operation limits but does not enforce them: this does, like a
+        # real server, with a ServiceFault for the whole request
+        server.iserver.callback_service.addListener(
+            CallbackType.PreRead,  # type: ignore[arg-type]  # asyncua passes its enum here too
+            self._pre_read,
+        )
         await server.start()
         self.server = server
         return self
+
+    def _pre_read(self, event: Callback, _dispatcher: CallbackService) -> None:
+        if not isinstance(event, ServerItemCallback) or not event.is_external:
+            return
+        nodes = event.request_params.NodesToRead
+        plant = [n for n in nodes if n.NodeId.NamespaceIndex == 2]
+        if plant:
+            self.read_sizes.append(len(nodes))
+        if self.max_nodes_per_read is not None and len(nodes) > self.max_nodes_per_read:
+            raise ServiceError(StatusCodes.BadTooManyOperations)
+        if plant and self.fail_next_reads > 0:
+            self.fail_next_reads -= 1
+            raise ServiceError(StatusCodes.BadInternalError)
 
     async def write_round(self, k: int, *, first: int = 0, count: int | None = None) -> None:
         """Value ``k`` with source timestamp BASE_TS + k ms into variables [first, first+count)."""

@@ -13,7 +13,7 @@ with its reason (``unknown_topic``, ``malformed_json``, ``missing_value``, ``wro
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import math
 import re
@@ -26,9 +26,9 @@ import orjson
 
 from gateway.configbase import field_type, resolve_asset
 from gateway.mqtt_client import IncomingMessage, MqttConnection
-from gateway.outbox import OutboxFull
-from gateway.sources.base import SampleSink, SourceStats, connection_key, emit_connection
+from gateway.sources.base import Backoff, SampleSink, SourceStats
 from gateway.sources.mqtt.config import MqttSourceConfig, MqttTopicConfig
+from gateway.sources.runtime import SourceRuntime, TaskFailed
 from zhizao.errors import ConfigError, ValidationError
 from zhizao.model import Batch, FieldType, SeriesKey
 
@@ -193,8 +193,8 @@ class MqttSource:
         self.sink = sink
         self.stats = SourceStats(config.name, "mqtt")
         self.matcher = TopicMatcher(config.topics, sink, enterprise, site)
-        self._conn_series = sink.series_index(
-            connection_key(enterprise, site, gateway_id, config.name)
+        self.runtime = SourceRuntime(
+            self.stats, sink, log, enterprise=enterprise, site=site, gateway_id=gateway_id
         )
         client_id = config.broker.client_id or f"zhizao-{gateway_id}-{config.name}"
         self.connection = MqttConnection(
@@ -203,32 +203,53 @@ class MqttSource:
             subscriptions=[(t.subscription, t.qos) for t in config.topics],
             manual_ack=True,
         )
+        self._backoff = Backoff(config.broker.reconnect_min_s, config.broker.reconnect_max_s)
         self._logged_reasons: set[str] = set()
+        self._was_connected = False
+        self.sessions = 0
 
     async def run(self) -> None:
-        queue: asyncio.Queue[IncomingMessage] = asyncio.Queue()
-        self.connection.start(asyncio.get_running_loop(), queue)
-        was_connected = False
-        try:
-            while True:
-                batch_msgs = await self._collect(queue)
-                now_connected = self.connection.connected.is_set()
-                if self.connection.last_error:  # e.g. the broker refused our credentials
-                    self.stats.last_error = self.connection.last_error
-                    self.stats.connect_failures = self.connection.failures
-                if now_connected != was_connected:
-                    self.stats.connected = now_connected
-                    self.stats.reconnects = max(0, self.connection.connects - 1)
-                    await emit_connection(self.sink, self._conn_series, now_connected)
-                    was_connected = now_connected
-                if batch_msgs:
-                    await self._process(batch_msgs)
-        finally:
-            self.connection.stop()
-            if was_connected:
-                with contextlib.suppress(Exception):
-                    await emit_connection(self.sink, self._conn_series, False)
-            self.stats.connected = False
+        """Sessions of the broker connection; paho reconnects within one by itself. A failing
+        receive task ends the session: the connection is dropped and opened again after a
+        backoff, so the broker redelivers every message that was not acknowledged."""
+        while True:
+            queue: asyncio.Queue[IncomingMessage] = asyncio.Queue()
+            self.connection.start(asyncio.get_running_loop(), queue)
+            self.sessions += 1
+            try:
+                await self.runtime.supervise(
+                    [("receive", functools.partial(self._receive, queue))],
+                    recovered_after_s=max(1.0, 5 * self.config.flush_interval_s),
+                )
+            except TaskFailed as exc:
+                self.stats.last_error = str(exc)  # logged once and counted by the runtime
+            finally:
+                self.connection.stop()
+                if self._was_connected:
+                    self._was_connected = False
+                    self.stats.connected = False
+                    await self.runtime.guarded(
+                        "markers", functools.partial(self.runtime.connection, False)
+                    )
+                self.stats.connected = False
+            await asyncio.sleep(self._backoff.next_delay_s())
+
+    async def _receive(self, queue: asyncio.Queue[IncomingMessage]) -> None:
+        while True:
+            batch_msgs = await self._collect(queue)
+            now_connected = self.connection.connected.is_set()
+            if self.connection.last_error:  # e.g. the broker refused our credentials
+                self.stats.last_error = self.connection.last_error
+                self.stats.connect_failures = self.connection.failures
+            if now_connected != self._was_connected:
+                self.stats.connected = now_connected
+                self.stats.reconnects = max(0, self.connection.connects - 1)
+                await self.runtime.connection(now_connected)
+                self._was_connected = now_connected
+                if now_connected:
+                    self._backoff.reset()
+            if batch_msgs:
+                await self._process(batch_msgs)
 
     async def _collect(self, queue: asyncio.Queue[IncomingMessage]) -> list[IncomingMessage]:
         """Whatever arrived within one flush interval (at least the wait for one message)."""
@@ -273,14 +294,9 @@ class MqttSource:
             vals = np.empty(len(values), dtype=object)
             vals[:] = values
             batch = Batch.build(self.sink.table, series, ts, vals)
-            # OutboxFull: counted by the outbox; the broker still gets its PUBACK (policy decided)
-            try:
-                await self.sink.emit(batch)
-            except OutboxFull:
-                pass  # refused samples are not "samples stored from the source"
-            else:
-                self.stats.samples += len(batch)
-                self.stats.last_sample_ns = max(ts)
+            # stored, or refused by the outbox and counted by reason (outbox_full, disk_full):
+            # either way the broker gets its PUBACK (the drop policy decided)
+            await self.runtime.emit(batch)
         # stored (or rejected with a reason): only now may the broker forget them
         for msg in msgs:
             self.connection.ack(msg.mid, msg.qos)

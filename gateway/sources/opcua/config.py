@@ -61,6 +61,11 @@ class OpcUaSourceConfig(SourceConfigBase):
     max_items_per_call: int = Field(
         default=0, ge=0, description="0 = read OperationLimits/MaxMonitoredItemsPerCall"
     )
+    max_nodes_per_read: int = Field(
+        default=0,
+        ge=0,
+        description="polled reads per call; 0 = read OperationLimits/MaxNodesPerRead",
+    )
     watchdog_interval_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
     session_timeout_s: float = Field(default=3600.0, gt=0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -36,24 +37,23 @@ from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from numpy.typing import NDArray
 
 from gateway.configbase import field_type, resolve_asset
-from gateway.outbox import OutboxFull
-from gateway.sources.base import (
-    QUALITY_MEASUREMENT,
-    Backoff,
-    SampleSink,
-    SourceStats,
-    connection_key,
-    emit_connection,
-)
+from gateway.sources.base import QUALITY_MEASUREMENT, Backoff, SampleSink, SourceStats
 from gateway.sources.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
+from gateway.sources.runtime import (
+    QualityMarkers,
+    SourceRuntime,
+    TaskFailed,
+    Work,
+    is_connection_loss,
+)
 from zhizao.errors import ConfigError, SourceUnavailable
 from zhizao.model import Batch, FieldType, SeriesKey
-from zhizao.private import write_private
 from zhizao.quality import Quality, quality_from_opcua_status
 
 __all__ = ["OpcUaSource", "server_certificate_fingerprint"]
@@ -70,7 +70,6 @@ _MODES = {
     "Sign": ua.MessageSecurityMode.Sign,
 }
 _NO_SOURCE_TS = -1.0
-_UNKNOWN_MARK = 255  # no marker written since the gateway started: the first sample writes one
 
 
 def _first_cert(der: bytes) -> bytes:
@@ -147,6 +146,30 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+_SESSION_GONE = frozenset(
+    {
+        StatusCodes.BadSessionClosed,
+        StatusCodes.BadSessionIdInvalid,
+        StatusCodes.BadSessionNotActivated,
+        StatusCodes.BadConnectionClosed,
+        StatusCodes.BadSecureChannelClosed,
+        StatusCodes.BadSecureChannelIdInvalid,
+        StatusCodes.BadServerNotConnected,
+        StatusCodes.BadCommunicationError,
+        StatusCodes.BadTimeout,
+        StatusCodes.BadShutdown,
+    }
+)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The server or the session went away (an outage), as opposed to a task's own failure
+    (a refused request such as BadTooManyOperations, a full outbox file system, a bug)."""
+    if isinstance(exc, UaStatusCodeError):
+        return exc.code in _SESSION_GONE
+    return is_connection_loss(exc)
+
+
 class _Slots:
     """Tag slots: slot i <-> client handle i + 1 <-> series index <-> dtype."""
 
@@ -176,88 +199,13 @@ class _Slots:
         self.dtypes = np.array(dtypes, np.uint8)
 
 
-class _QualityMarkers:
-    """Per-slot data-quality state; only transitions become ``data_quality`` samples.
-
-    A signal that goes Bad (or Uncertain, or delivers no value) writes its ``Quality`` code at
-    the sample's timestamp, a good value afterwards writes 0: a KPI engine reading the markers
-    sees the outage as an interval. State starts unknown, so the first sample of every signal
-    after a gateway start writes its marker. A stopped gateway's last markers (bad, at the
-    stop: ``bad_since_ns``, kept in the state directory) lie after the old source timestamp of a
-    value that has not changed since, so a good first value older than them is marked good just
-    after them: the device vouches that the value held, and a restart can never leave an
-    unchanged signal marked bad until its next change.
-    """
-
-    def __init__(self, slots: _Slots, bad_since_ns: int = 0) -> None:
-        self.slots = slots
-        n = len(slots.tags)
-        self.code = np.full(n, _UNKNOWN_MARK, np.uint8)
-        # time of each slot's last marker; before the first, the previous process's last bad
-        # markers (0 when there were none)
-        self.ts_ns = np.full(n, bad_since_ns, np.int64)
-
-    def transitions(
-        self,
-        slot: NDArray[np.int64],
-        ts_ns: NDArray[np.int64],
-        srv_ns: NDArray[np.int64],
-        code: NDArray[np.uint8],
-    ) -> Batch:
-        """Markers for the samples of one drain (arrival order kept per slot)."""
-        order = np.argsort(slot, kind="stable")
-        s, t, sv, c = slot[order], ts_ns[order], srv_ns[order], code[order]
-        first = np.concatenate(([True], s[1:] != s[:-1]))
-        prev = np.empty_like(c)
-        prev[1:] = c[:-1]
-        prev[first] = self.code[s[first]]
-        ci = np.flatnonzero(c != prev)
-        if not ci.size:
-            return Batch.empty()
-        cs, ct, cc = s[ci], t[ci], c[ci]
-        cfirst = np.concatenate(([True], cs[1:] != cs[:-1]))
-        prev_ts = np.empty_like(ct)
-        prev_ts[1:] = ct[:-1]
-        prev_ts[cfirst] = self.ts_ns[cs[cfirst]]
-        # a good value re-sent after an outage keeps its old source timestamp (it did not
-        # change): the signal is good again when it is seen, at the server's time
-        stale_ts = (cc == Quality.GOOD) & (ct <= prev_ts)
-        mts = np.where(stale_ts, np.maximum(sv[ci], prev_ts + 1), ct)
-        clast = np.concatenate((cs[1:] != cs[:-1], [True]))
-        self.code[cs[clast]] = cc[clast]
-        self.ts_ns[cs[clast]] = mts[clast]
-        return self._batch(cs, mts, cc)
-
-    def all_bad(self, ts_ns: int) -> Batch:
-        """The session is gone: every signal not already bad is bad from ``ts_ns``."""
-        s = np.flatnonzero(self.code != Quality.BAD)
-        if not s.size:
-            return Batch.empty()
-        ts = np.maximum(np.int64(ts_ns), self.ts_ns[s] + 1)
-        self.code[s] = Quality.BAD
-        self.ts_ns[s] = ts
-        return self._batch(s, ts, np.full(len(s), Quality.BAD, np.uint8))
-
-    def _batch(
-        self, slot: NDArray[np.int64], ts_ns: NDArray[np.int64], code: NDArray[np.uint8]
-    ) -> Batch:
-        n = len(slot)
-        return Batch(
-            series=self.slots.quality_series[slot],
-            ts_ns=np.asarray(ts_ns, np.int64),
-            value_f64=np.zeros(n, np.float64),
-            value_i64=code.astype(np.int64),
-            quality=np.zeros(n, np.uint8),  # the marker itself is a good sample
-        )
-
-
 class _Collector:
     """Flat lists of decoded notifications; ``drain`` makes them columnar."""
 
-    def __init__(self, slots: _Slots, stats: SourceStats, bad_since_ns: int = 0) -> None:
+    def __init__(self, slots: _Slots, stats: SourceStats, markers: QualityMarkers) -> None:
         self.slots = slots
         self.stats = stats
-        self.markers = _QualityMarkers(slots, bad_since_ns)
+        self.markers = markers
         self._slot: list[int] = []
         self._value: list[Any] = []
         self._src: list[float] = []
@@ -437,13 +385,22 @@ class OpcUaSource:
         self.state_dir = state_dir
         self.stats = SourceStats(config.name, "opcua")
         self._slots = _Slots(sink, config.tags, enterprise, site)
-        self._bad_since_file = state_dir / f"{config.name}.bad-since"
-        self._collector = _Collector(self._slots, self.stats, self._read_bad_since())
-        self._conn_series = sink.series_index(
-            connection_key(enterprise, site, gateway_id, config.name)
+        # the time of the last all-bad markers survives a restart (see QualityMarkers)
+        markers = QualityMarkers(self._slots.quality_series, state_dir / f"{config.name}.bad-since")
+        self._collector = _Collector(self._slots, self.stats, markers)
+        self.runtime = SourceRuntime(
+            self.stats,
+            sink,
+            log,
+            enterprise=enterprise,
+            site=site,
+            gateway_id=gateway_id,
+            connection_lost=_connection_lost,
+            markers=markers,
         )
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self.items_per_call_used = 0  # what the last session batched CreateMonitoredItems by
+        self.nodes_per_read_used = 0  # what the last session's polled reads were cut to
         self.monitored_items = 0
         self.bad_nodes: dict[str, str] = {}
         self._outage_logged = False
@@ -457,6 +414,8 @@ class OpcUaSource:
                 await self._session()
             except asyncio.CancelledError:
                 raise
+            except TaskFailed as exc:
+                self.stats.last_error = str(exc)  # logged once and counted by the runtime
             except Exception as exc:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 if not self._outage_logged:
@@ -470,39 +429,31 @@ class OpcUaSource:
                     )
                     self._outage_logged = True
             finally:
-                await self._flush()
+                # what the session received is stored before anything else happens
+                await self.runtime.guarded("flush", self._flush)
                 if self.stats.connected:
                     self.stats.connected = False
-                    await self._emit_connection(False)
-                    await self._emit_session_lost()
+                    # each marker on its own: one that fails must not cost the other
+                    await self.runtime.guarded(
+                        "markers", functools.partial(self._emit_connection, False)
+                    )
+                    await self.runtime.guarded("markers", self._emit_session_lost)
             delay = self._backoff.next_delay_s()
             await asyncio.sleep(delay)
 
-    def _read_bad_since(self) -> int:
-        """When the previous process marked every signal bad (its stop), or 0."""
-        try:
-            return max(0, int(self._bad_since_file.read_text(encoding="utf-8").strip()))
-        except (OSError, ValueError):
-            return 0
-
     async def _emit_connection(self, connected: bool) -> None:
-        with contextlib.suppress(Exception):
-            await emit_connection(self.sink, self._conn_series, connected)
+        await self.runtime.connection(connected)
 
     async def _emit_session_lost(self) -> None:
         """Every signal of the source is bad from now on, until it delivers a good value again
         (the KPI engine reads per-signal markers, not the source-level connection series)."""
-        now_ns = time.time_ns()
-        markers = self._collector.markers.all_bad(now_ns)
-        with contextlib.suppress(OSError):  # a full disk must not stop the source
-            write_private(self._bad_since_file, str(now_ns))
+        markers = self._collector.markers.all_bad(time.time_ns())
         if len(markers):
-            with contextlib.suppress(Exception):
-                await self.sink.emit(
-                    markers,
-                    server_ts_ns=markers.ts_ns,
-                    status_code=np.zeros(len(markers), np.uint32),
-                )
+            await self.runtime.emit(
+                markers,
+                server_ts_ns=markers.ts_ns,
+                status_code=np.zeros(len(markers), np.uint32),
+            )
 
     async def _session(self) -> None:
         cfg = self.config
@@ -516,11 +467,13 @@ class OpcUaSource:
         except BaseException:
             self.stats.connect_failures += 1
             raise
-        tasks: list[asyncio.Task[None]] = []
         try:
             sub = await self._subscribe(client)
-            tasks.append(asyncio.create_task(self._flush_loop(), name=f"{self.name}-flush"))
-            tasks.extend(self._start_polling(client))
+            tasks: list[tuple[str, Work]] = [
+                ("flush", self._flush_loop),
+                ("watchdog", functools.partial(self._watchdog, client, sub)),
+            ]
+            tasks.extend(await self._polling(client))
             if self._outage_logged:
                 log.warning("OPC UA source %s: connected again to %s", self.name, cfg.endpoint)
                 self._outage_logged = False
@@ -528,14 +481,13 @@ class OpcUaSource:
             self.sessions += 1
             self.stats.reconnects = self.sessions - 1
             self._backoff.reset()
-            await self._emit_connection(True)
-            await self._watchdog(client, sub)
+            # every task is a child of one TaskGroup: the first that fails ends the session
+            await self.runtime.supervise(
+                tasks,
+                on_start=[("markers", functools.partial(self._emit_connection, True))],
+                recovered_after_s=max(cfg.watchdog_interval_s, 3 * cfg.flush_interval_s),
+            )
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), timeout=2.0)
 
@@ -592,17 +544,30 @@ class OpcUaSource:
             )
         await client.set_security(policy, str(cert_file), str(key_file), None, server_der, mode)
 
+    async def _operation_limit(self, client: Client, object_id: int, default: int) -> int:
+        """A value of Server/ServerCapabilities/OperationLimits; 0 means "no limit" (1000 then)
+        and a server without the node gets ``default`` (conservative, like S7-1200 profiles)."""
+        try:
+            limit = int(await client.get_node(f"i={object_id}").read_value() or 0)
+        except Exception:
+            return default
+        return limit if limit > 0 else 1000
+
     async def _items_per_call(self, client: Client) -> int:
         if self.config.max_items_per_call:
             return self.config.max_items_per_call
-        try:
-            node = client.get_node(
-                f"i={ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall}"
-            )
-            limit = int(await node.read_value() or 0)
-        except Exception:  # servers without the node: conservative, like S7-1200 profiles
-            limit = 100
-        return limit if limit > 0 else 1000
+        return await self._operation_limit(
+            client,
+            ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+            100,
+        )
+
+    async def _nodes_per_read(self, client: Client) -> int:
+        if self.config.max_nodes_per_read:
+            return self.config.max_nodes_per_read
+        return await self._operation_limit(
+            client, ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead, 100
+        )
 
     async def _subscribe(self, client: Client) -> _BulkSubscription | None:
         cfg = self.config
@@ -666,21 +631,31 @@ class OpcUaSource:
         self.monitored_items = created
         return sub
 
-    def _start_polling(self, client: Client) -> list[asyncio.Task[None]]:
+    async def _polling(self, client: Client) -> list[tuple[str, Work]]:
+        """One ``poll`` task per poll interval; reads are cut to the server's MaxNodesPerRead."""
         groups: dict[float, list[int]] = {}
         for slot, tag in enumerate(self._slots.tags):
             if tag.mode == "poll":
                 groups.setdefault(tag.poll_interval_s, []).append(slot)
+        if not groups:
+            return []
+        per_read = await self._nodes_per_read(client)
+        self.nodes_per_read_used = per_read
         return [
-            asyncio.create_task(self._poll(client, interval, slots), name=f"{self.name}-poll")
+            ("poll", functools.partial(self._poll, client, interval, slots, per_read))
             for interval, slots in groups.items()
         ]
 
-    async def _poll(self, client: Client, interval_s: float, slots: list[int]) -> None:
+    async def _poll(
+        self, client: Client, interval_s: float, slots: list[int], per_read: int
+    ) -> None:
         nodes = [client.get_node(self._slots.tags[s].node) for s in slots]
         last: dict[int, tuple[Any, Any]] = {}
         while True:
-            values = await client.read_attributes(nodes)
+            values: list[ua.DataValue] = []
+            # a Read with more nodes than the server's limit is refused whole (BadTooManyOperations)
+            for start in range(0, len(nodes), per_read):
+                values.extend(await client.read_attributes(nodes[start : start + per_read]))
             fresh_slots: list[int] = []
             fresh: list[ua.DataValue] = []
             for slot, dv in zip(slots, values, strict=True):
@@ -732,28 +707,19 @@ class OpcUaSource:
 
     async def _flush(self) -> None:
         drained = self._collector.drain()
-        if drained is None:
-            return
-        batch, srv_ns, status = drained
-        # InfoType DataValue (0x400) + Overflow (0x80): the server's queue for that item overflowed
-        # and it discarded values; counted and logged, so a too-small queue_size is never silent
-        overflow = int(np.count_nonzero((status & 0x480) == 0x480))
-        if overflow:
-            if not self.stats.rejected.get("server_queue_overflow"):
-                log.warning(
-                    "OPC UA source %s: the server discarded values (queue overflow); raise "
-                    "queue_size or lower sampling",
-                    self.name,
-                )
-            self.stats.reject("server_queue_overflow", overflow)
-        if len(batch) == 0:
-            return
-        try:
-            await self.sink.emit(batch, server_ts_ns=srv_ns, status_code=status)
-        except OutboxFull:
-            return  # counted and logged by the outbox (policy refuse_new)
-        # the statistics count device samples; data-quality markers are the gateway's own
-        data = ~np.isin(batch.series, self._slots.quality_series)
-        if data.any():
-            self.stats.samples += int(np.count_nonzero(data))
-            self.stats.last_sample_ns = int(batch.ts_ns[data].max())
+        if drained is not None:
+            status = drained[2]
+            # InfoType DataValue (0x400) + Overflow (0x80): the server's queue for that item
+            # overflowed and it discarded values; counted and logged, so a too-small queue_size
+            # is never silent
+            overflow = int(np.count_nonzero((status & 0x480) == 0x480))
+            if overflow:
+                if not self.stats.rejected.get("server_queue_overflow"):
+                    log.warning(
+                        "OPC UA source %s: the server discarded values (queue overflow); raise "
+                        "queue_size or lower sampling",
+                        self.name,
+                    )
+                self.stats.reject("server_queue_overflow", overflow)
+        # counted by the runtime: device samples stored, or refused by the outbox with a reason
+        await self.runtime.flush(drained)

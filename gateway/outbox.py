@@ -732,13 +732,33 @@ class SqliteOutbox:
 
         Raises ``sqlite3.Error`` when the file system refuses the update: a number is never
         handed out unless it is stored (a reused number would be taken for a duplicate)."""
+        return self.reserve_seq(1, name)[0]
+
+    def reserve_seq(self, count: int, name: str = "frame_seq") -> tuple[int, int]:
+        """Reserve ``count`` numbers of a persistent counter at once: ``(first, last)``, stored
+        (one commit) before they are handed out, so a restart continues after ``last`` (numbers
+        reserved and not used are skipped, never repeated). Raises ``sqlite3.Error`` when the
+        file system refuses the update."""
+        if count < 1:
+            raise ValueError("reserve_seq: count must be at least 1")
         with self._lock:
             self._db.execute(
-                "INSERT INTO meta VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
-                (name,),
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
+                (name, count, count),
             )
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
-            return int(row[0])
+            last = int(row[0])
+            return last - count + 1, last
+
+    def unreserve_seq(self, reserved_last: int, used_last: int, name: str = "frame_seq") -> bool:
+        """Give back the unused end of the last reservation (a clean stop), so the next process
+        continues right after ``used_last``. Only when nothing was reserved since; True if done."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = ? AND value = ?",
+                (used_last, name, reserved_last),
+            )
+            return cur.rowcount == 1
 
     @property
     def depth_samples(self) -> int:

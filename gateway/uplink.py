@@ -12,6 +12,12 @@ MQTT flow control: every ``publish`` return code is checked. paho does not raise
 is full (``MQTT_ERR_QUEUE_SIZE``) or the connection is down (``MQTT_ERR_NO_CONN``); both put the
 chunks back and wait. At most ``max_inflight_frames`` frames are unacknowledged at a time, and a
 frame without PUBACK after ``ack_timeout_s`` is released and re-sent.
+
+Off the event loop: outbox reads (``take``), acknowledgements and expiry run in a worker thread
+(``asyncio.to_thread``), and frame sequence numbers come from blocks reserved in the outbox
+(``SequenceBlocks``: one commit per ``SEQ_BLOCK`` frames instead of an fsync per frame). A clean
+stop gives the unused end of the block back; after a crash the next process starts after the
+block, so numbers are skipped (ingest counts them in ``zhizao_ingest_frame_gaps``), never repeated.
 """
 
 from __future__ import annotations
@@ -41,11 +47,12 @@ from zhizao.model import Batch
 if TYPE_CHECKING:
     from ingest.influx import InfluxWriter
 
-__all__ = ["InfluxUplink", "MqttUplink", "UplinkStats", "take_next"]
+__all__ = ["SEQ_BLOCK", "InfluxUplink", "MqttUplink", "SequenceBlocks", "UplinkStats", "take_next"]
 
 log = logging.getLogger(__name__)
 _IDLE_S = 0.05
 _EXPIRE_EVERY_S = 10.0
+SEQ_BLOCK = 1000  # frame sequence numbers reserved per commit
 
 
 @dataclass
@@ -103,6 +110,47 @@ def take_next(outbox: SqliteOutbox, max_samples: int) -> list[OutboxChunk]:
     return chunks
 
 
+class SequenceBlocks:
+    """Frame sequence numbers from blocks reserved in the outbox (see the module docstring).
+
+    Blocking (SQLite): called from the uplink's worker thread, one caller at a time."""
+
+    def __init__(self, outbox: SqliteOutbox, block: int = SEQ_BLOCK, name: str = "frame_seq"):
+        self.outbox = outbox
+        self.block = block
+        self.name = name
+        self._next = 1
+        self._last = 0  # end of the current block (0: none reserved yet)
+        self.reservations = 0
+
+    def next(self) -> int:
+        """The next number; reserves a new block first when the current one is used up.
+        Raises ``sqlite3.Error`` when that reservation cannot be stored."""
+        if self._next > self._last:
+            self._next, self._last = self.outbox.reserve_seq(self.block, self.name)
+            self.reservations += 1
+        seq = self._next
+        self._next += 1
+        return seq
+
+    def give_back(self) -> None:
+        """A clean stop: the next process continues right after the last number used."""
+        if (
+            self._last
+            and self._next <= self._last
+            and self.outbox.unreserve_seq(self._last, self._next - 1, self.name)
+        ):
+            self._last = self._next - 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    chunk_ids: list[int]
+    samples: int
+    seq: int
+    payload: bytes
+
+
 @dataclass
 class _Inflight:
     chunk_ids: list[int]
@@ -140,6 +188,7 @@ class MqttUplink:
             subscriptions=[(self.confirm_topic, 1)] if self.end_to_end else [],
             max_queued_messages=config.max_inflight_frames,
         )
+        self.seqs = SequenceBlocks(outbox)
         self._inflight: dict[int, _Inflight] = {}  # mid -> frame awaiting PUBACK
         self._sent: dict[int, _Inflight] = {}  # seq -> frame awaiting ingest's confirmation
         self._early: set[int] = set()  # seqs confirmed before their PUBACK was seen
@@ -180,49 +229,56 @@ class MqttUplink:
                 ):
                     await self._nap()
                     continue
-                chunks = take_next(self.outbox, self.config.max_samples_per_frame)
-                if not chunks:
-                    await self._nap()
-                    continue
-                if not self._publish(chunks):
+                # SQLite reads, the sequence block and the encoding stay off the event loop
+                frame = await asyncio.to_thread(self._next_frame)
+                if frame is None or not self._publish(frame):
                     await self._nap()
         finally:
-            self.outbox.release(
-                [
-                    cid
-                    for f in (*self._inflight.values(), *self._sent.values())
-                    for cid in f.chunk_ids
-                ]
-            )
+            # every chunk this uplink holds, including one taken by a worker thread whose
+            # result a cancellation discarded (the uplink is the outbox's only reader)
+            self.outbox.release_all()
             self._inflight.clear()
             self._sent.clear()
             self.connection.stop()
+            with contextlib.suppress(sqlite3.Error):  # a full disk: the numbers are skipped
+                self.seqs.give_back()
 
     async def _nap(self) -> None:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), _IDLE_S)
 
-    def _publish(self, chunks: list[OutboxChunk]) -> bool:
+    def _next_frame(self) -> _Frame | None:
+        """The next frame from the outbox, numbered and encoded (worker thread), or None."""
+        chunks = take_next(self.outbox, self.config.max_samples_per_frame)
+        if not chunks:
+            return None
         ids = [c.chunk_id for c in chunks]
-        batch = Batch.concat([c.batch for c in chunks])
         try:
-            seq = self.outbox.next_seq()
+            seq = self.seqs.next()
         except sqlite3.Error as exc:
             # the sequence number cannot be stored (a full disk): never send an unstored one
             self.outbox.release(ids)
             self.stats.publish_errors["outbox_write_failed"] += 1
             self.stats.last_error = f"frame sequence number not stored: {exc}"
-            return False
-        frame = GatewayFrame.from_table(
-            self.identity.id,
-            seq,
-            self.outbox.table,
-            batch,
-            time.time_ns(),
-            session=self.outbox.session,
-        )
-        payload = FrameCodec.encode(frame)
+            return None
+        try:
+            batch = Batch.concat([c.batch for c in chunks])
+            frame = GatewayFrame.from_table(
+                self.identity.id,
+                seq,
+                self.outbox.table,
+                batch,
+                time.time_ns(),
+                session=self.outbox.session,
+            )
+            return _Frame(ids, len(batch), seq, FrameCodec.encode(frame))
+        except BaseException:
+            self.outbox.release(ids)
+            raise
+
+    def _publish(self, frame: _Frame) -> bool:
+        ids, payload, seq = frame.chunk_ids, frame.payload, frame.seq
         rc, mid = self.connection.publish(self.topic, payload, qos=1)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.outbox.release(ids)
@@ -233,9 +289,9 @@ class MqttUplink:
                 self._logged_rc.add(name)
                 log.warning("uplink publish refused by the MQTT client (%s); will retry", name)
             return False
-        self._inflight[mid] = _Inflight(ids, len(batch), time.monotonic(), seq)
+        self._inflight[mid] = _Inflight(ids, frame.samples, time.monotonic(), seq)
         self.stats.frames_sent += 1
-        self.stats.samples_sent += len(batch)
+        self.stats.samples_sent += frame.samples
         self.stats.inflight_frames = len(self._inflight)
         return True
 
@@ -358,7 +414,9 @@ class InfluxUplink:
                 if time.monotonic() - last_expire > _EXPIRE_EVERY_S:
                     await asyncio.to_thread(self.outbox.expire)
                     last_expire = time.monotonic()
-                chunks = take_next(self.outbox, self.config.max_samples_per_write)
+                chunks = await asyncio.to_thread(
+                    take_next, self.outbox, self.config.max_samples_per_write
+                )
                 if not chunks:
                     await asyncio.sleep(_IDLE_S)
                     continue

@@ -1,30 +1,41 @@
-"""Health: Prometheus metrics on a local port and the status file behind ``zhizao gateway status``.
+"""Health: ``/metrics`` and ``/healthz`` on a local port, and the status file behind
+``zhizao gateway status``.
 
 Metrics are produced at scrape time from the sources', outbox's and uplink's own counters (a
 custom collector on a private registry), so the hot paths never touch a metric object.
+``/healthz`` answers 200 while every source is connected and the outbox can be written, else 503,
+both with a JSON body whose ``reasons`` say what is wrong ("outbox: ... database or disk is
+full", "source cnc-hall1 is not connected: ..."). An uplink outage is not unhealthy: the outbox
+holds the samples until it is back (its state is in the body and in the metrics).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.outbox import SqliteOutbox
 from gateway.sources.base import SourceStats
 from gateway.uplink import UplinkStats
+from zhizao.errors import ConfigError
 
 __all__ = [
     "GatewayCollector",
     "GatewayHealth",
+    "MetricsServer",
+    "healthz",
     "read_status",
     "serve_metrics",
     "status_snapshot",
@@ -57,6 +68,31 @@ class GatewayHealth:
         return out
 
 
+def healthz(
+    sources: Sequence[SourceStats], outbox: SqliteOutbox, uplink: UplinkStats
+) -> tuple[bool, dict[str, Any]]:
+    """(healthy, JSON body) of ``/healthz``: every source connected and the outbox writable."""
+    reasons: list[str] = []
+    o = outbox.stats
+    if o.storage_error:
+        reasons.append(f"outbox cannot be written: {o.storage_error}")
+    for s in sources:
+        if not s.connected:
+            why = f": {s.last_error}" if s.last_error else ""
+            reasons.append(f"source {s.name} is not connected{why}")
+    body = {
+        "reasons": reasons,
+        "sources": {s.name: {"connected": s.connected, "kind": s.kind} for s in sources},
+        "outbox": {
+            "writable": not o.storage_error,
+            "samples": outbox.depth_samples,
+            "refused_disk_full": o.refused_disk_full,
+        },
+        "uplink": {"connected": uplink.connected, "kind": uplink.kind},
+    }
+    return not reasons, body
+
+
 class GatewayCollector(Collector):
     def __init__(
         self,
@@ -71,6 +107,9 @@ class GatewayCollector(Collector):
         self.outbox = outbox
         self.uplink = uplink
         self.health = health or GatewayHealth()
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        return healthz(self.sources, self.outbox, self.uplink)
 
     def collect(self) -> Iterator[Any]:
         src = ["source", "kind"]
@@ -152,6 +191,12 @@ class GatewayCollector(Collector):
             "outbox writes the file system refused",
             value=o.storage_errors,
         )
+        healthy, _ = healthz(self.sources, self.outbox, self.uplink)
+        yield GaugeMetricFamily(
+            "zhizao_gateway_healthy",
+            "1 while /healthz answers 200 (sources connected, outbox writable), else 0",
+            value=float(healthy),
+        )
         h = self.health
         yield GaugeMetricFamily(
             "zhizao_gateway_status_file_ok",
@@ -221,12 +266,70 @@ class GatewayCollector(Collector):
         yield errors
 
 
-def serve_metrics(host: str, port: int, collector: GatewayCollector) -> tuple[Any, int]:
-    """Start the metrics HTTP server on a private registry; returns (server, bound port)."""
+class MetricsServer:
+    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON; 200 healthy, 503 not) on a
+    thread of its own."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        health: Callable[[], tuple[bool, dict[str, Any]]],
+    ) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/metrics"):
+                    body, ctype, status = generate_latest(registry), CONTENT_TYPE_LATEST, 200
+                elif self.path.startswith("/healthz"):
+                    ok, detail = health()
+                    doc = {"status": "ok" if ok else "unhealthy", **detail}
+                    body, ctype = json.dumps(doc).encode(), "application/json"
+                    status = 200 if ok else 503
+                else:
+                    body, ctype, status = b"not found: /metrics or /healthz\n", "text/plain", 404
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # a scrape every few seconds would flood the log
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="gateway-metrics", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def server_port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def serve_metrics(host: str, port: int, collector: GatewayCollector) -> tuple[MetricsServer, int]:
+    """Serve ``/metrics`` and ``/healthz`` (see ``MetricsServer``); returns (server, bound port).
+    A port in use is a ``ConfigError`` naming it (another service on the box, docs/PORTS.md)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server, int(server.server_port)
+    try:
+        server = MetricsServer(host, port, registry, collector.healthz)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise ConfigError(
+            f"the gateway cannot serve /metrics and /healthz on {host}:{port}: "
+            f"{exc.strerror or exc}",
+            key="metrics.port",
+            expected="a free port (defaults per service: docs/PORTS.md), or 0 for any free port",
+        ) from exc
+    return server, server.server_port
 
 
 def status_snapshot(

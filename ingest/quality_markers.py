@@ -11,7 +11,7 @@ every accepted sample whatever its codec, so a Sparkplug node death (STALE), a p
 * a good value re-sent after an outage with its old timestamp (not newer than the bad marker) is
   good again when it arrived (``arrival_ns``), as the gateway does with the server's time.
 
-Markers are not marked themselves. The state is per process: with N processes on one shared
+Markers are not marked themselves, nor the gateway's ``gateway_connection`` series. The state is per process: with N processes on one shared
 subscription a signal's samples are spread over them, so exact markers need the signals
 partitioned (``mqtt.frame_filter``), as exact counter increments do. Sparkplug births and deaths
 reach every process, so Sparkplug outages are marked by all of them alike.
@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from zhizao.errors import ValidationError
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 from zhizao.quality import Quality
-from zhizao.schema import MEASUREMENT_TAG, QUALITY_MEASUREMENT
+from zhizao.schema import CONNECTION_MEASUREMENT, MEASUREMENT_TAG, QUALITY_MEASUREMENT
 
 __all__ = ["QualityMarkers"]
 
@@ -52,8 +52,8 @@ class QualityMarkers:
             keys = self.table.keys[start:]
             marks = np.full(len(keys), _NO_MARKER, np.int32)
             for i, key in enumerate(keys):
-                if key.measurement == self.measurement:
-                    continue
+                if key.measurement in (self.measurement, CONNECTION_MEASUREMENT):
+                    continue  # markers, and the gateway's session series, are not signals
                 tags = {**key.tag_dict, MEASUREMENT_TAG: key.measurement}
                 try:
                     marks[i] = self.table.add(

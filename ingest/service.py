@@ -143,6 +143,7 @@ class IngestPipeline:
         subs = [f"{NAMESPACE}/{self.sparkplug.config.group_filter}/NCMD/+"]
         if self.presence_prefix():
             subs.append(self.presence_prefix() + "+")
+            subs.append(self.presence_prefix().replace("/members/", "/rebirth/") + "#")
         return subs
 
     def codec_of(self, topic: str) -> str | None:
@@ -632,11 +633,15 @@ class IngestService:
         sp = self.pipeline.sparkplug
         if sp is None or self.consumer is None:
             return
-        for group, node in sorted(sp.host.rebirths_due(time.monotonic(), self._owns)):
+        plan = sp.host.rebirths_due(time.monotonic(), self._owns)
+        for group, node in sorted(plan.send):
             topic, payload = rebirth_command(group, node, int(time.time() * 1000))
             self.consumer.publish(topic, payload, qos=0)
             self.rebirths_sent += 1
             self.metrics.rebirths_sent.inc()
+        for group, node in sorted(plan.forward):
+            # the owner may never get this node's data (the broker deals messages round robin)
+            self.consumer.publish(f"{self._wish_prefix()}{group}/{node}", b"1", qos=0)
 
     def _owns(self, group: str, node: str) -> bool:
         """Whether this process asks ``node`` for rebirths: the group's members (presence
@@ -646,6 +651,11 @@ class IngestService:
         me = self.config.mqtt.client_id
         members = sorted(self.members | {me})
         return members[zlib.crc32(f"{group}/{node}".encode()) % len(members)] == me
+
+    def _wish_prefix(self) -> str:
+        """Topic prefix of rebirth wishes forwarded to a node's owner ("" without a group)."""
+        presence = self.pipeline.presence_prefix()
+        return presence.replace("/members/", "/rebirth/") if presence else ""
 
     def _control(self, msg: InMessage) -> bool:
         """Presence of the group's members and rebirth requests on the broker (QoS 0, never
@@ -658,8 +668,15 @@ class IngestService:
             else:
                 self.members.discard(member)
             return True
-        target = rebirth_target(msg.topic)
         sp = self.pipeline.sparkplug
+        wish = self._wish_prefix()
+        if wish and sp is not None and msg.topic.startswith(wish):
+            group, _, node = msg.topic[len(wish) :].partition("/")
+            if self._owns(group, node):
+                sp.host.want_rebirth(group, node)
+                self._request_rebirths()
+            return True
+        target = rebirth_target(msg.topic)
         if target is not None and sp is not None:
             if is_rebirth_request(msg.payload):
                 sp.host.observe_rebirth(*target, time.monotonic())

@@ -17,8 +17,9 @@ Sparkplug 3.0 specification:
   restate the last value of each of the node's or device's series with quality STALE at the
   death time, so the quality markers turn the outage into NO_DATA and nothing is invented.
 * Rebirth requests: at most one per node per ``rebirth_holdoff_s``, counting the requests other
-  hosts were seen to send (``observe_rebirth``), and only for the nodes this host ``owns`` (N
-  ingest processes on one shared subscription elect one owner per node).
+  hosts were seen to send (``observe_rebirth``). With ``owns`` (N ingest processes on one shared
+  subscription share the nodes out) a host sends only for its own nodes and forwards its wish for
+  the others to their owner (``want_rebirth`` there), at most once per hold-off too.
 
 Series: a metric listed in the tag map (``SparkplugMetricMap``: edge node, device, metric ->
 asset, measurement, signal, type, the same keys as every other source's tag map) goes to its
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_REBIRTH_HOLDOFF_S",
     "HostIssue",
     "MetricTarget",
+    "RebirthPlan",
     "SparkplugHostState",
     "SparkplugMetricMap",
     "SparkplugSeriesPolicy",
@@ -194,6 +196,14 @@ class HostIssue:
 
 
 @dataclass(slots=True)
+class RebirthPlan:
+    """Rebirth requests to send, and wishes to forward to the nodes' owners."""
+
+    send: list[tuple[str, str]] = field(default_factory=list)
+    forward: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Metric:
     name: str
     datatype: int
@@ -287,23 +297,26 @@ class SparkplugHostState:
         n.last_rebirth_s = now_s
         n.rebirth_wanted = False
 
+    def want_rebirth(self, group: str, node: str) -> None:
+        """Another process of the group wants a rebirth of ``node``, which this host owns."""
+        self.nodes.setdefault((group, node), _Node()).rebirth_wanted = True
+
     def rebirths_due(
         self, now_s: float, owns: Callable[[str, str], bool] | None = None
-    ) -> list[tuple[str, str]]:
-        """Nodes to send a rebirth request to now (their hold-off restarts); a node still in its
-        hold-off, or owned by another host, is forgotten until its next bad message."""
-        due = []
+    ) -> RebirthPlan:
+        """The nodes to ask for a rebirth now (``send``), and those owned by another host of
+        the group to tell their owner about (``forward``); either restarts the node's hold-off.
+        A node still in its hold-off is forgotten until its next bad message."""
+        plan = RebirthPlan()
         for key, n in self.nodes.items():
             if not n.rebirth_wanted:
                 continue
             n.rebirth_wanted = False
             if n.last_rebirth_s is not None and now_s - n.last_rebirth_s < self.rebirth_holdoff_s:
                 continue
-            if owns is not None and not owns(*key):
-                continue
             n.last_rebirth_s = now_s
-            due.append(key)
-        return due
+            (plan.send if owns is None or owns(*key) else plan.forward).append(key)
+        return plan
 
     # ------------------------------------------------------------------ messages in
     def handle(self, topic_text: str, payload: bytes, arrival_ns: int) -> list[HostIssue]:

@@ -195,7 +195,7 @@ class SparkplugHost:
         self._ts += ts
         self._values += values
         self._quality += quality
-        for group, node in self.state.rebirths_due(time.monotonic()):
+        for group, node in self.state.rebirths_due(time.monotonic()).send:
             topic, cmd = rebirth_command(group, node, int(time.time() * 1000))
             self.connection.publish(topic, cmd, qos=0)
             self.rebirth_requests += 1

@@ -81,6 +81,7 @@ __all__ = [
 ]
 
 DATABASE = "zhizao"
+SPARKPLUG_HOST_ID = "zhizao-demo-gateway"  # the gateway's Sparkplug source is the primary host
 ZHIZAO = (sys.executable, "-m", "zhizao.cli")  # the zhizao command of this interpreter
 GATEWAY_ID = "gw-demo"
 NS_PER_S = 1_000_000_000
@@ -365,6 +366,7 @@ def gateway_config(
                 "name": "utilities",
                 "broker": {**broker, "client_id": f"{GATEWAY_ID}-spb"},
                 "group_id": group,
+                "host_id": SPARKPLUG_HOST_ID,  # the simulated node waits for this host's STATE
                 "metrics": spb_metrics,
                 "unmapped": "auto",  # power, pressure, running -> measurement "sparkplug"
                 "unmapped_asset": {"area": "utilities", "machine": device},
@@ -539,6 +541,8 @@ def start_stack(options: DemoOptions, *, timeout_s: float = 90.0) -> DemoStack:
             endpoint,
             "--mqtt-url",
             mosquitto.url,
+            "--sparkplug-host-id",
+            SPARKPLUG_HOST_ID,
             "--speed",
             f"{options.speed:g}",
             "--seed",

@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--mqtt-url", default=None, help="mqtt://[user:password@]127.0.0.1:1883 (omit: no MQTT)"
     )
+    run.add_argument(
+        "--sparkplug-host-id",
+        default=None,
+        help="the Sparkplug primary host: the edge node is born and sends data only while this "
+        "host's STATE is online, and holds its data meanwhile (one process, not with --shards)",
+    )
     run.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
     run.add_argument("--state-dir", default=".zhizao-sim", help="server certificate and trust list")
     run.add_argument("--shards", type=int, default=1, help="OPC UA server processes")
@@ -142,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
             speed=args.speed,
             opcua_endpoint=args.opcua_endpoint,
             mqtt_url=args.mqtt_url,
+            sparkplug_host_id=args.sparkplug_host_id,
             state_dir=args.state_dir,
             truth_file=args.truth_file,
             users=users,

@@ -9,11 +9,17 @@ Meters whose topic starts with ``spBv1.0/`` (the compressor) are published by on
 edge node: NBIRTH (bdSeq, ``Node Control/Rebirth``, an uptime metric) and DBIRTH (names, aliases, datatypes, values),
 then NDATA and DDATA by alias with ``seq`` 0..255 wrapping, NDEATH as the MQTT will (and before a clean
 disconnect). An NCMD ``Node Control/Rebirth`` = true is answered with a new NBIRTH + DBIRTH.
+Device data produced while the node is offline (QoS 0 data is dropped by the MQTT client while
+disconnected) is held and sent after the next births as DDATA with ``is_historical`` set, as an
+edge node with store-and-forward does. With a primary host (``primary_host_id``, Sparkplug 3.0),
+the node publishes births and data only while the host's retained ``spBv1.0/STATE/<host>`` says
+online, so nothing is sent while the host is away (a broker restart loses neither side's data).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -99,8 +105,15 @@ class MqttFactoryPublisher:
         username: str | None = None,
         password: str | None = None,
         qos: int = 1,
+        primary_host_id: str | None = None,
     ) -> None:
         self.scenario = scenario
+        # Sparkplug 3.0: with a primary host, the node is born (and sends data) only while the
+        # host's retained STATE says it is online, and holds its data otherwise
+        self.primary_host_id = primary_host_id
+        self._host_online = threading.Event()
+        if primary_host_id is None:
+            self._host_online.set()
         self.clock = clock
         self.host, self.port = parse_mqtt_url(url)
         self.qos = qos
@@ -115,7 +128,14 @@ class MqttFactoryPublisher:
         self._pos = 0
         self._seq = 0
         self._bdseq = 0
-        self._lock = threading.Lock()
+        # re-entrant: _on_connect holds it across the births, the backlog and "connected"
+        self._lock = threading.RLock()
+        # device data produced while offline, sent after the next births as historical data
+        # (Sparkplug data is QoS 0, which the MQTT client drops while disconnected)
+        self._held: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
+        self.held_max = 1_000_000
+        self.historical_published = 0
+        self.dropped_offline = 0  # beyond held_max
         self._connected = threading.Event()
         self._answered = threading.Event()  # the broker accepted or refused the connection
         self._refused: str | None = None
@@ -214,8 +234,13 @@ class MqttFactoryPublisher:
             self._answered.set()
             return
         client.subscribe(self._topic(MessageType.NCMD), qos=1)
-        self._publish_births()
-        self._connected.set()
+        if self.primary_host_id is not None:
+            self._host_online.clear()  # until the host's STATE (retained) says otherwise
+            client.subscribe(self._state_topic(), qos=1)
+        with self._lock:  # no device data between the births and the backlog
+            self._connected.set()
+            if self._host_online.is_set():
+                self._publish_births()
         self._answered.set()
 
     def _on_disconnect(
@@ -223,7 +248,27 @@ class MqttFactoryPublisher:
     ) -> None:
         self._connected.clear()
 
+    def _state_topic(self) -> str:
+        return f"spBv1.0/STATE/{self.primary_host_id}"
+
+    def _on_host_state(self, payload: bytes | bytearray) -> None:
+        try:
+            online = bool(orjson.loads(payload).get("online"))
+        except (orjson.JSONDecodeError, AttributeError):
+            log.warning("ignored an undecodable host STATE on %s", self._state_topic())
+            return
+        with self._lock:
+            if online and not self._host_online.is_set():
+                self._host_online.set()
+                if self._connected.is_set():
+                    self._publish_births()  # and the data held while the host was away
+            elif not online:
+                self._host_online.clear()
+
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.primary_host_id is not None and msg.topic == self._state_topic():
+            self._on_host_state(msg.payload)
+            return
         try:
             payload = pb.Payload.FromString(msg.payload)
         except Exception:  # a foreign payload on our command topic: ignore it, say so once
@@ -281,6 +326,35 @@ class MqttFactoryPublisher:
             self._seq = next_seq(self._seq)
             self.births += 1
             self.messages_published += 2
+            self._publish_held()
+
+    def _publish_held(self) -> None:
+        """The device data held while offline, oldest first, flagged historical (after a birth,
+        so the host knows the aliases). Stops at the first refused publish and keeps the rest."""
+        while self._held:
+            ts_ns, values = self._held[0]
+            if not self._send_ddata(ts_ns, values, historical=True):
+                return
+            self._held.popleft()
+            self.historical_published += 1
+
+    def _send_ddata(self, ts_ns: int, values: dict[str, Any], *, historical: bool) -> bool:
+        ts_ms = ts_ns // NS_PER_MS
+        payload = pb.Payload(timestamp=ts_ms, seq=self._seq)
+        for spec in SPARKPLUG_METRICS:
+            if spec.name in values:
+                m = payload.metrics.add(alias=spec.alias, timestamp=ts_ms)
+                if historical:
+                    m.is_historical = True
+                set_metric_value(m, spec.datatype, values[spec.name])
+        info = self._client.publish(
+            self._topic(MessageType.DDATA, device=True), payload.SerializeToString(), qos=0
+        )
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        self._seq = next_seq(self._seq)
+        self.messages_published += 1
+        return True
 
     def _node_uptime_s(self, ts_ns: int) -> int:
         return (ts_ns - self.scenario.start_ns) // 1_000_000_000
@@ -288,29 +362,31 @@ class MqttFactoryPublisher:
     def _publish_ndata(self, ts_ns: int) -> None:
         ts_ms = ts_ns // NS_PER_MS
         with self._lock:
+            if not (self._connected.is_set() and self._host_online.is_set()):
+                return  # the node's uptime is not worth holding; the next births carry it
             payload = pb.Payload(timestamp=ts_ms, seq=self._seq)
             m = payload.metrics.add(alias=NODE_METRIC.alias, timestamp=ts_ms)
             set_metric_value(m, NODE_METRIC.datatype, self._node_uptime_s(ts_ns))
-            self._client.publish(self._topic(MessageType.NDATA), payload.SerializeToString(), qos=0)
-            self._seq = next_seq(self._seq)
-            self.messages_published += 1
+            info = self._client.publish(
+                self._topic(MessageType.NDATA), payload.SerializeToString(), qos=0
+            )
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                self._seq = next_seq(self._seq)
+                self.messages_published += 1
 
     def _publish_ddata(self, ts_ns: int) -> None:
-        ts_ms = ts_ns // NS_PER_MS
         values = self._device_values(ts_ns)
         if not values:
             return
         with self._lock:
-            payload = pb.Payload(timestamp=ts_ms, seq=self._seq)
-            for spec in SPARKPLUG_METRICS:
-                if spec.name in values:
-                    m = payload.metrics.add(alias=spec.alias, timestamp=ts_ms)
-                    set_metric_value(m, spec.datatype, values[spec.name])
-            self._client.publish(
-                self._topic(MessageType.DDATA, device=True), payload.SerializeToString(), qos=0
-            )
-            self._seq = next_seq(self._seq)
-            self.messages_published += 1
+            live = self._connected.is_set() and self._host_online.is_set() and not self._held
+            if live and self._send_ddata(ts_ns, values, historical=False):
+                return
+            # offline (or the client refused it): keep it for the next births
+            if len(self._held) >= self.held_max:
+                self.dropped_offline += 1
+                return
+            self._held.append((ts_ns, values))
 
     # --- plain JSON ------------------------------------------------------------------------------
     def _publish_json(self, ts_ns: int) -> None:

@@ -61,6 +61,7 @@ class FactorySimulator:
         speed: float = 60.0,
         opcua_endpoint: str | None = "opc.tcp://127.0.0.1:4840",
         mqtt_url: str | None = None,
+        sparkplug_host_id: str | None = None,
         state_dir: str | Path | None = None,
         truth_file: str | Path | None = None,
         users: dict[str, str] | None = None,
@@ -78,6 +79,7 @@ class FactorySimulator:
         self.clock = SimClock(start_ns, speed)
         self.opcua_endpoint = opcua_endpoint
         self.mqtt_url = mqtt_url if publish_mqtt else None
+        self.sparkplug_host_id = sparkplug_host_id
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="zhizao-sim-")
@@ -110,7 +112,12 @@ class FactorySimulator:
                 )
                 await self.opcua.__aenter__()
             if self.mqtt_url:
-                self.mqtt = MqttFactoryPublisher(self.scenario, self.clock, self.mqtt_url)
+                self.mqtt = MqttFactoryPublisher(
+                    self.scenario,
+                    self.clock,
+                    self.mqtt_url,
+                    primary_host_id=self.sparkplug_host_id,
+                )
                 await self.mqtt.__aenter__()
         except BaseException:
             await self._close()

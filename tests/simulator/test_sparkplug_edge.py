@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
 import time
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.config import SimConfig
-from simulator.runner import ShardedSimulator
+from simulator.runner import FactorySimulator, ShardedSimulator
 from zhizao.localstack import MosquittoServer, free_port
 from zhizao.sparkplug import (
     BDSEQ_METRIC,
@@ -40,6 +42,8 @@ class Collector:
         self.client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith("spBv1.0/STATE/"):
+            return  # a host's JSON state, not a Sparkplug payload
         with self.lock:
             self.messages.append(
                 (SparkplugTopic.parse(msg.topic), pb.Payload.FromString(msg.payload))
@@ -107,3 +111,59 @@ def test_births_rebirth_and_death(mosquitto: MosquittoServer) -> None:
     finally:
         collector.client.disconnect()
         collector.client.loop_stop()
+
+
+def _state(port: int, host: str, online: bool) -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"host-{host}-{online}")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    body = b'{"online": %s, "timestamp": %d}' % (
+        b"true" if online else b"false",
+        time.time_ns() // 1_000_000,
+    )
+    c.publish(f"spBv1.0/STATE/{host}", body, qos=1, retain=True).wait_for_publish(10)
+    c.disconnect()
+    c.loop_stop()
+
+
+def test_with_a_primary_host_the_node_waits_for_it_and_holds_its_data(
+    mosquitto: MosquittoServer,
+) -> None:
+    """Sparkplug 3.0 primary host: no birth and no data while the host's STATE is not online;
+    what the node produced meanwhile follows its births as historical DDATA, so the device's
+    readings are continuous across the host's absence."""
+    collector = Collector(mosquitto.port)
+    assert collector.ready.wait(30)
+    config = SimConfig(machines=1)
+    period_ms = int(config.meter_period_s * 1000)
+
+    async def scenario() -> None:
+        async with FactorySimulator(
+            config,
+            seed=5,
+            start="2026-11-23T08:00:00+08:00",
+            hours=2.0,
+            speed=600.0,
+            opcua_endpoint=None,
+            mqtt_url=mosquitto.url,
+            sparkplug_host_id="h1",
+        ):
+            await asyncio.sleep(2.0)  # 20 simulated minutes: held, nothing published
+            assert collector.of(MessageType.NBIRTH) == [] and collector.of(MessageType.DDATA) == []
+            await asyncio.to_thread(_state, mosquitto.port, "h1", True)
+            await asyncio.to_thread(collector.wait, MessageType.DBIRTH, 1)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(_state, mosquitto.port, "h1", False)
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(_state, mosquitto.port, "h1", True)
+            await asyncio.to_thread(collector.wait, MessageType.DBIRTH, 2)
+            await asyncio.sleep(1.0)
+
+    asyncio.run(scenario())
+    ddata = collector.of(MessageType.DDATA)
+    historical = [p for p in ddata if all(m.is_historical for m in p.metrics)]
+    assert len(historical) >= 2 * 60_000 * 10 // period_ms  # both absences were held
+    stamps = [p.timestamp for p in ddata]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    gaps = {b - a for a, b in itertools.pairwise(stamps)}
+    assert gaps == {period_ms}, sorted(gaps)[:5]  # one reading per period, none missing

@@ -11,10 +11,12 @@ they came from are acknowledged. Two kinds of record:
 Replayed record ids are appended to ``<file>.replayed`` so ``list`` shows them and a second
 replay skips them.
 
-Bounded and rotated: when the file passes ``max_file_bytes`` it becomes ``<file>.1`` (the older
-ones move up to ``<file>.<max_files - 1>``, and the oldest is deleted: its records are counted
-in ``rotated_out`` and logged), so the quarantine never holds more than about
-``max_file_bytes * max_files`` bytes. ``read_records`` reads the rotated files too, oldest
+Bounded and rotated: when the file passes ``max_file_bytes``, or its oldest record is older than
+``max_file_age_s``, it becomes ``<file>.1`` (the older ones move up to ``<file>.<max_files - 1>``,
+and the oldest is deleted: its records are counted in ``rotated_out`` and logged), so the
+quarantine never holds more than about ``max_file_bytes * max_files`` bytes, nor records much
+older than ``max_file_age_s * max_files`` while new ones arrive. ``total_bytes`` (the
+``zhizao_ingest_quarantine_bytes`` gauge) is what it holds on disk. ``read_records`` reads the rotated files too, oldest
 first. Files are created 0600 (they hold plant data).
 
 Records wait in memory until ``flush``, which writes them with plain ``os.write`` calls and
@@ -70,6 +72,11 @@ class QuarantineConfig(StrictModel):
     fsync: bool = Field(True, description="fsync before acknowledging the messages")
     max_file_bytes: int = Field(
         64 * 1024 * 1024, ge=4096, description="rotate the file when it grows past this"
+    )
+    max_file_age_s: float = Field(
+        86400.0,
+        ge=0,
+        description="rotate the file when its oldest record is older than this (0 = never)",
     )
     max_files: int = Field(
         8, ge=1, description="files kept (the current one and rotated ones); oldest deleted"
@@ -154,6 +161,15 @@ def quarantine_files(path: str | Path) -> list[Path]:
     return out
 
 
+def _first_record_ns(path: Path) -> int | None:
+    """``at_ns`` of a file's first record (None: empty or unreadable)."""
+    try:
+        with path.open("rb") as f:
+            return int(orjson.loads(f.readline())["at_ns"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _open_private(path: Path) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     if os.fstat(fd).st_mode & 0o077:
@@ -169,12 +185,16 @@ class QuarantineStore:
         config: QuarantineConfig,
         *,
         publish: Callable[[str, bytes], object] | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.config = config
         self.path = Path(config.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock_ns = clock_ns
         self._fd = _open_private(self.path)
         self._size = os.fstat(self._fd).st_size
+        # time of the current file's oldest record (None: empty), for rotation by age
+        self._oldest_ns = _first_record_ns(self.path) if self._size else None
         self._buffer: list[bytes] = []  # records not yet written (see flush)
         self._lock = threading.Lock()
         self.rotated_out = 0  # records deleted with the oldest rotated file
@@ -215,7 +235,7 @@ class QuarantineStore:
         self.counts[reason] += 1
         self._write(
             {
-                "at_ns": time.time_ns(),
+                "at_ns": self._clock_ns(),
                 "reason": reason,
                 "message": message,
                 "kind": "payload",
@@ -258,7 +278,7 @@ class QuarantineStore:
         self.counts[reason] += len(idx)
         self._write(
             {
-                "at_ns": time.time_ns(),
+                "at_ns": self._clock_ns(),
                 "reason": reason,
                 "message": message,
                 "kind": "samples",
@@ -286,6 +306,13 @@ class QuarantineStore:
                 self.pending = 0
                 return
             data = b"".join(self._buffer)
+            age_s = self.config.max_file_age_s
+            if (
+                age_s
+                and self._oldest_ns is not None
+                and self._clock_ns() - self._oldest_ns >= age_s * 1e9
+            ):
+                self._rotate()
             start = self._size
             try:
                 view = memoryview(data)
@@ -300,6 +327,8 @@ class QuarantineStore:
                     os.ftruncate(self._fd, start)
                 raise
             self._size = start + len(data)
+            if self._oldest_ns is None:
+                self._oldest_ns = _first_record_ns(self.path) or self._clock_ns()
             self._buffer.clear()
             self.pending = 0
             if self._size >= self.config.max_file_bytes:
@@ -333,6 +362,16 @@ class QuarantineStore:
             )
         self._fd = _open_private(self.path)
         self._size = 0
+        self._oldest_ns = None
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes the quarantine holds on disk (the current file and the rotated ones)."""
+        total = 0
+        for f in quarantine_files(self.path):
+            with contextlib.suppress(OSError):
+                total += f.stat().st_size
+        return total
 
     def close(self) -> None:
         try:

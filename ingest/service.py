@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ingest.config import IngestConfig
@@ -500,6 +500,11 @@ class _WriterCollector(Collector):
             "zhizao_ingest_quarantine_rotated_out_records",
             "quarantine records deleted with the oldest rotated file",
             q.rotated_out,
+        )
+        yield GaugeMetricFamily(
+            "zhizao_ingest_quarantine_bytes",
+            "bytes the quarantine holds on disk (current and rotated files)",
+            q.total_bytes,
         )
 
 

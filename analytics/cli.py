@@ -1,4 +1,5 @@
-"""``zhizao kpi``: ``run`` (the scheduled engine) and ``compute`` (offline, from a CSV export)."""
+"""``zhizao kpi``: ``run`` (the scheduled engine), ``rebuild`` (a range from raw data on purpose)
+and ``compute`` (offline, from a CSV export)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from analytics.compute import SiteComputer
 from analytics.config import KpiConfig, load_kpi_config
 from analytics.engine import KpiEngine
 from analytics.export import export_site
+from analytics.health import EngineHealthServer
 from analytics.offline import load_csv
 from zhizao.config import parse_model
 from zhizao.site import load_site
@@ -38,6 +40,19 @@ def register(subparsers: Any) -> None:
     run.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
     run.add_argument("--now", help="pretend it is this time (ISO 8601), with --once")
     run.set_defaults(handler=_run)
+
+    rb = sub.add_parser(
+        "rebuild",
+        help="recompute a range of a site from raw data (after a site-model change, e.g. a "
+        "corrected ideal cycle time)",
+    )
+    rb.add_argument("-c", "--config", required=True, help="kpi.yaml")
+    rb.add_argument("--site", required=True, help="site id (as in its site model)")
+    rb.add_argument(
+        "--from", dest="start", required=True, help="ISO 8601 (naive = site local time)"
+    )
+    rb.add_argument("--to", dest="end", required=True, help="ISO 8601 (naive = site local time)")
+    rb.set_defaults(handler=_rebuild)
 
     comp = sub.add_parser(
         "compute", help="KPIs from a CSV export (timestamp, asset, signal, value)"
@@ -75,8 +90,20 @@ def _run(args: argparse.Namespace) -> int:
             now = utc_ns(args.now, zone(engine.computers[0].site.timezone))
         rep = asyncio.run(engine.run_once(now))
         print(json.dumps({"points_written": rep.points_written, "machine_windows": rep.machine_windows,
+                          "segment_points_written": rep.segment_points_written,
+                          "points_read": rep.points_read, "segments": rep.segments,
                           "from_ns": rep.start_ns, "to_ns": rep.end_ns, "notes": rep.notes}))  # fmt: skip
         return 0
+
+    health = cfg.health
+    server = None
+    if health.port:
+        try:
+            server = EngineHealthServer(engine.metrics, health.host, health.port).start()
+        except OSError as exc:
+            print(f"zhizao: health.port: cannot listen on {health.host}:{health.port} ({exc.strerror}); "
+                  "pick a free port or 0 to switch the endpoint off", file=sys.stderr)  # fmt: skip
+            return 2
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -86,7 +113,37 @@ def _run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
         await engine.run_forever(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    cfg = load_kpi_config(args.config)
+    known = {m.site: m for m in (load_site(p) for p in cfg.sites)}
+    if args.site not in known:
+        print(f"zhizao: --site {args.site!r} is not in {args.config} (sites: {sorted(known)})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    engine = KpiEngine(cfg, sites=[args.site])
+    tz = zone(known[args.site].timezone)
+    try:
+        start, end = utc_ns(args.start, tz), utc_ns(args.end, tz)
+    except ValueError as exc:
+        print(f"zhizao: --from/--to must be ISO 8601 times ({exc})", file=sys.stderr)
+        return 2
+    if end <= start:
+        print("zhizao: --to must be after --from", file=sys.stderr)
+        return 2
+    rep = asyncio.run(engine.rebuild(args.site, start, end, progress=lambda m: print(f"# {m}", file=sys.stderr, flush=True)))  # fmt: skip
+    print(json.dumps({"site": args.site, "from_ns": rep.start_ns, "to_ns": rep.end_ns,
+                      "segments": rep.segments, "points_read": rep.points_read,
+                      "points_written": rep.points_written,
+                      "segment_points_written": rep.segment_points_written,
+                      "seconds": round(rep.duration_s, 3), "notes": rep.notes}))  # fmt: skip
     return 0
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "COUNTER_ROLES",
     "DataQualityConfig",
     "EnergyConfig",
+    "HealthConfig",
     "KpiConfig",
     "ScheduleConfig",
     "SignalRef",
@@ -112,6 +113,16 @@ class ScheduleConfig(StrictModel):
     delay_s: float = Field(default=60.0, ge=0)
 
 
+class HealthConfig(StrictModel):
+    """The engine's ``/healthz`` and ``/metrics`` endpoint (``zhizao kpi run``)."""
+
+    host: str = "127.0.0.1"
+    # gateway 9131, ingest 9132, API 9130: the KPI engine is 9133; 0 = no HTTP endpoint
+    port: int = Field(default=9133, ge=0, le=65535)
+    # /healthz answers 503 once this many runs in a row have failed
+    fail_after_runs: int = Field(default=3, ge=1)
+
+
 class KpiConfig(StrictModel):
     """The KPI engine's configuration file."""
 
@@ -121,6 +132,7 @@ class KpiConfig(StrictModel):
     influx: InfluxConfig | None = None
     windows: list[WindowKind] = Field(default=["hour", "shift", "day"], min_length=1)
     schedule: ScheduleConfig = ScheduleConfig()
+    health: HealthConfig = HealthConfig()
     signals: SignalsConfig = SignalsConfig()
     energy: EnergyConfig = EnergyConfig()
     # a machine state is trusted this long after the machine's last sample of any signal; then

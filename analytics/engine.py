@@ -1,11 +1,17 @@
-"""The KPI engine: on a schedule, read raw windows from InfluxDB, compute components per machine
-and window, write them to ``kpi_*`` measurements.
+"""The KPI engine: on a schedule, turn new raw data in InfluxDB into components per machine and
+window, written to ``kpi_*`` measurements.
 
-Points are stamped with their window's start and keyed by the asset and window tags, so writing
-a window again overwrites it: re-running is idempotent, and every run recomputes the windows of
-the last ``lookback_s`` so late or replayed data is folded in. The window still in progress is
-computed up to ``now - delay_s`` and completed by later runs. One engine serves the sites of its
-configuration; run one engine per group of sites to scale out.
+Incremental and exact (``analytics.segments``): components are computed per *segment* (the time
+between window edges) and a window's row is the sum of its segments. A run reads only the raw
+samples that arrived since the last one (one chunked query per measurement family and site),
+recomputes the segments they can change (the open one, and the one before while a stop that
+crosses their edge is shorter than ``micro_stop_s``), and re-derives the hour, shift and day rows
+those belong to from the segment rows it keeps. Late data is found by counting, in InfluxDB, the
+points of the last ``lookback_s``: where the count differs from what the engine read, that look-
+back is read again and recomputed. Segment rows are stored (``kpi_machine_segment``,
+``kpi_site_segment``), so a restarted engine reads back its segments and only the look-back of
+raw data. Points are stamped with their window's (segment's) start and keyed by the asset and
+window tags, so writing one again overwrites it: re-running is idempotent.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -22,27 +28,46 @@ import numpy as np
 from numpy.typing import NDArray
 
 from analytics.calendar import zone
-from analytics.compute import SiteComputer, SiteResult
+from analytics.compute import SiteComputer, SiteData, SiteResult
 from analytics.config import KpiConfig
 from analytics.green import CoefficientLibrary
+from analytics.health import EngineMetrics
 from analytics.lineformat import component_batch
 from analytics.reader import SiteReader
+from analytics.segments import (
+    NS_FIELDS,
+    SUM_FIELDS,
+    SegmentRow,
+    SegmentStore,
+    compute_segments,
+    derive,
+    merge_data,
+    segment_start,
+    segments_in,
+    sliced,
+    touched_start,
+    window_sets,
+)
+from analytics.segments import _components as segment_components
 from ingest.influx import InfluxQLReader, InfluxWriter
 from zhizao.errors import ConfigError
 from zhizao.influxql import ident, tag_equals, time_range
 from zhizao.model import Batch, SeriesTable
 from zhizao.schema import (
     ENTERPRISE_TAG,
+    KPI_SEGMENT,
+    MACHINE_TAG,
     SITE_TAG,
     kpi_machine_measurement,
     kpi_site_measurement,
 )
 from zhizao.site import load_site
 
-__all__ = ["EngineReport", "KpiEngine", "compute_range", "site_batch"]
+__all__ = ["EngineReport", "KpiEngine", "SiteState", "compute_range", "site_batch"]
 
 log = logging.getLogger(__name__)
 I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
 S_NS = 1_000_000_000
 
 
@@ -52,8 +77,13 @@ class EngineReport:
 
     start_ns: int = 0
     end_ns: int = 0
-    points_written: int = 0
+    points_written: int = 0  # window rows (kpi_machine_*, kpi_site_* of hours, shifts, days)
+    segment_points_written: int = 0  # kpi_machine_segment and kpi_site_segment rows
     machine_windows: int = 0
+    points_read: int = 0  # raw samples (field values) returned by InfluxDB
+    segments: int = 0  # segments computed from raw data
+    late_rereads: int = 0  # sites whose look-back was read again because of late data
+    duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
@@ -92,6 +122,24 @@ def site_batch(table: SeriesTable, result: SiteResult, prefix: str) -> Batch:
     return Batch.concat(parts)
 
 
+@dataclass(slots=True)
+class SiteState:
+    """What the engine keeps of one site between runs."""
+
+    store: SegmentStore = field(default_factory=SegmentStore)
+    data: SiteData | None = None  # raw samples (with the value carried into their first)
+    known_ns: int | None = None  # cut-off of the last run: raw data read up to and including it
+    counted_lo: int = 0  # ``seen`` holds every raw point read from here to ``known_ns``
+    seen: dict[tuple[str, str], I64] = field(default_factory=dict)  # (measurement, field) -> ts
+
+
+@dataclass(slots=True)
+class RawRead:
+    data: SiteData
+    points: int
+    seen: dict[tuple[str, str], I64]
+
+
 class KpiEngine:
     """Computes and writes KPI components for the sites of one configuration."""
 
@@ -118,48 +166,371 @@ class KpiEngine:
             models = [m for m in models if m.site in wanted]
         self.computers = [SiteComputer(m, cfg, library) for m in models]
         self.site_reader = SiteReader(cfg)
+        self.states = {c.site.site: SiteState() for c in self.computers}
+        self.metrics = EngineMetrics(cfg.health.fail_after_runs)
         self.last_end_ns: int | None = None
         self._logged: set[str] = set()
+        self._last_failure = ""
         self.failed_runs = 0  # consecutive
         self.total_failed_runs = 0
 
+    @property
+    def _micro_ns(self) -> int:
+        return int(self.cfg.micro_stop_s * S_NS)
+
+    @property
+    def _lookback_ns(self) -> int:
+        return int(self.cfg.schedule.lookback_s * S_NS)
+
     # -- one run --------------------------------------------------------------------------------
 
-    async def run_once(self, now_ns: int | None = None) -> EngineReport:
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[tuple[InfluxQLReader, InfluxWriter]]:
+        """Clients for several runs (``run_once(conn=...)``): opening them costs more than a
+        steady-state run's queries."""
+        async with InfluxQLReader(self.influx) as reader, InfluxWriter(self.influx) as writer:
+            yield reader, writer
+
+    async def run_once(
+        self,
+        now_ns: int | None = None,
+        *,
+        conn: tuple[InfluxQLReader, InfluxWriter] | None = None,
+    ) -> EngineReport:
+        t0 = time.perf_counter()
         now = time.time_ns() if now_ns is None else now_ns
         start, cutoff = compute_range(now, self.cfg, self.last_end_ns)
         report = EngineReport(start, cutoff)
-        hb_ns = int(self.cfg.heartbeat_s * S_NS)
+        if conn is None:
+            async with self.connect() as fresh:
+                return await self.run_once(now, conn=fresh)
+        reader, writer = conn
+        for computer in self.computers:
+            await self._run_site(reader, writer, computer, cutoff, report)
+        self.last_end_ns = cutoff
+        report.duration_s = time.perf_counter() - t0
+        return report
+
+    async def _run_site(
+        self,
+        reader: InfluxQLReader,
+        writer: InfluxWriter,
+        computer: SiteComputer,
+        cutoff: int,
+        report: EngineReport,
+    ) -> None:
+        state = self.states[computer.site.site]
+        micro = self._micro_ns
+        if state.known_ns is None or cutoff < state.known_ns:
+            state.store = SegmentStore()
+            r_lo = await self._resume(reader, computer, state.store, cutoff)
+            full = True
+        else:
+            # the open segment, and the one before while a stop crossing their edge is short
+            r_lo = segment_start(computer, state.known_ns - micro)
+            full = await self._late_data(reader, computer, state, cutoff)
+            if full:
+                r_lo = min(r_lo, segment_start(computer, cutoff - self._lookback_ns))
+                report.late_rereads += 1
+        if full:
+            raw = await self._read(reader, computer, r_lo - micro, cutoff + 1, carry_in=True)
+            state.data, state.seen, state.counted_lo = raw.data, raw.seen, r_lo - micro
+        else:
+            assert state.data is not None and state.known_ns is not None
+            raw = await self._read(reader, computer, state.known_ns + 1, cutoff + 1, carry_in=False)
+            state.data = merge_data(state.data, raw.data)
+            state.seen = {
+                k: np.concatenate([state.seen.get(k, np.empty(0, np.int64)), v])
+                for k, v in {**state.seen, **raw.seen}.items()
+            }
+        report.points_read += raw.points
+        state.known_ns = cutoff
+        await self._advance(writer, reader, computer, state, r_lo, cutoff, report)
+        self._forget(computer, state, cutoff)
+
+    async def _advance(
+        self,
+        writer: InfluxWriter,
+        reader: InfluxQLReader,
+        computer: SiteComputer,
+        state: SiteState,
+        r_lo: int,
+        cutoff: int,
+        report: EngineReport,
+    ) -> None:
+        """Segments of [r_lo, cutoff) from the raw data held, the windows they belong to
+        re-derived; window rows are written before segment rows, so stored segments always
+        have their windows written (a restart re-derives from the first segment not stored)."""
+        assert state.data is not None
+        s, e = segments_in(computer, r_lo, cutoff)
+        e = np.minimum(e, cutoff)
+        rows, notes = compute_segments(computer, state.data, s, e, cutoff)
+        state.store.put(rows)
+        report.segments += len(rows)
+        report.notes += [f"{computer.site.site}: {n}" for n in notes]
+        await self._write_windows(writer, reader, computer, state.store, r_lo, cutoff, report)
+        batch = self._segment_batch(computer, rows)
+        if len(batch):
+            written = await writer.write_batch(self._table, batch)
+            report.segment_points_written += written.lines_written
+
+    async def _write_windows(
+        self,
+        writer: InfluxWriter,
+        reader: InfluxQLReader,
+        computer: SiteComputer,
+        store: SegmentStore,
+        lo: int,
+        hi: int,
+        report: EngineReport,
+    ) -> None:
+        batches: list[Batch] = []
+        for kind in self.cfg.windows:
+            result, notes = derive(computer, store, kind, lo, hi)
+            report.machine_windows += len(result.components)
+            report.notes += [f"{computer.site.site} {kind}: {n}" for n in notes]
+            report.notes += _count_notes(computer.site.site, kind, result)
+            batches.append(site_batch(self._table, result, self.cfg.measurement_prefix))
+        batch = Batch.concat(batches)
+        if len(batch):
+            written = await writer.write_batch(self._table, batch)
+            report.points_written += written.lines_written
+            if written.rejected:
+                report.notes.append(f"components refused by the encoder: {written.rejected}")
+        if "day" in self.cfg.windows:
+            months = await self._month_rollup(reader, computer, lo, hi)
+            if len(months):
+                written = await writer.write_batch(self._table, months)
+                report.points_written += written.lines_written
+
+    def _forget(self, computer: SiteComputer, state: SiteState, cutoff: int) -> None:
+        """Keep the segments of the windows a later run may re-derive, the raw data its
+        segments need, and the timestamps its late-data check counts."""
+        look = self._lookback_ns
+        state.store.prune(touched_start(computer, self.cfg.windows, cutoff - look, cutoff))
+        if state.data is not None:
+            state.data = sliced(state.data, segment_start(computer, cutoff - self._micro_ns)
+                                - self._micro_ns)  # fmt: skip
+        keep_from = max(state.counted_lo, cutoff - look)
+        state.seen = {k: v[v >= keep_from] for k, v in state.seen.items()}
+        state.counted_lo = keep_from
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def _read(
+        self, reader: InfluxQLReader, computer: SiteComputer, lo: int, hi: int, *, carry_in: bool
+    ) -> RawRead:
+        """Raw samples of the site in [lo, hi) (one statement per measurement family), with the
+        last sample before ``lo`` of every signal when ``carry_in``."""
+        plans, statements = self.site_reader.statements(computer.site, lo, hi, carry_in=carry_in)
+        if not statements or hi <= lo:
+            return RawRead(SiteData(), 0, {})
+        # chunked: a server-side max-row-limit must never truncate a window silently
+        series = await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
+        ranged = {i for i, st in enumerate(statements) if " last(" not in st}
+        points = 0
+        seen: dict[tuple[str, str], list[I64]] = {}
+        for sr in series:
+            for fname, col in sr.values.items():
+                ok = _present(col)
+                points += int(ok.sum())
+                if sr.statement_id in ranged:
+                    seen.setdefault((sr.name, fname), []).append(sr.time_ns[ok])
+        data = self.site_reader.assemble(computer.site, plans, series)
+        return RawRead(data, points, {k: np.concatenate(v) for k, v in seen.items()})
+
+    async def _late_data(
+        self, reader: InfluxQLReader, computer: SiteComputer, state: SiteState, cutoff: int
+    ) -> bool:
+        """Whether InfluxDB holds other points in the look-back than the engine read there
+        (late, replayed or deleted data): one count() per measurement family."""
+        assert state.known_ns is not None
+        lo = max(cutoff - self._lookback_ns, state.counted_lo)
+        hi = state.known_ns + 1
+        if hi <= lo:
+            return False
+        statements = self.site_reader.count_statements(computer.site, lo, hi)
+        if not statements:
+            return False
+        db: dict[tuple[str, str], int] = {}
+        for sr in await reader.query(";".join(statements)):
+            for fname, col in sr.values.items():
+                v = col[0] if len(col) else 0
+                db[(sr.name, fname)] = int(v) if v is not None and np.isfinite(float(v)) else 0
+        ours = {k: int(np.count_nonzero((v >= lo) & (v < hi))) for k, v in state.seen.items()}
+        keys = set(db) | set(ours)
+        return any(db.get(k, 0) != ours.get(k, 0) for k in keys)
+
+    async def _resume(
+        self, reader: InfluxQLReader, computer: SiteComputer, store: SegmentStore, cutoff: int
+    ) -> int:
+        """First run of a site in this process: read back the stored segments of the windows
+        the look-back touches and return where raw recomputation starts (the look-back, or the
+        first segment not stored, or the back-fill when nothing is)."""
+        kinds = self.cfg.windows
+        fresh = touched_start(computer, kinds, cutoff - int(self.cfg.schedule.backfill_s * S_NS),
+                              cutoff)  # fmt: skip
+        fresh = touched_start(computer, kinds, fresh, cutoff)  # a shift crossing into it
+        lo = min(fresh, touched_start(computer, kinds, cutoff - self._lookback_ns, cutoff))
+        stored = await self._load_segments(reader, computer, lo, cutoff)
+        if not stored:
+            return fresh
+        r_lo = segment_start(computer, max(cutoff - self._lookback_ns, fresh))
+        for _ in range(8):  # a few windows deep at most
+            w_lo = touched_start(computer, kinds, r_lo, cutoff)
+            s, e = segments_in(computer, w_lo, r_lo)
+            gap = next(
+                (int(a) for a, b in zip(s.tolist(), e.tolist(), strict=True)
+                 if a not in stored or stored[a].end_ns != b),
+                None,
+            )  # fmt: skip
+            if gap is None or gap >= r_lo:
+                break
+            r_lo = max(segment_start(computer, gap), fresh)
+        store.put(r for a, r in stored.items() if a < r_lo)
+        return r_lo
+
+    async def _load_segments(
+        self, reader: InfluxQLReader, computer: SiteComputer, lo: int, hi: int
+    ) -> dict[int, SegmentRow]:
+        """Stored segment rows of [lo, hi) that hold every machine and the plant row."""
+        site = computer.site
+        prefix = self.cfg.measurement_prefix
+        where = tag_equals({SITE_TAG: site.site, ENTERPRISE_TAG: site.enterprise})
+        q = ";".join(
+            f"SELECT * FROM {ident(m)} WHERE {where} AND {time_range(lo, hi)} GROUP BY *"
+            for m in (kpi_machine_measurement(KPI_SEGMENT, prefix),
+                      kpi_site_measurement(KPI_SEGMENT, prefix))
+        )  # fmt: skip
+        series = await reader.query(q, chunked=True, chunk_size=10_000)
+        machines = {m: j for j, m in enumerate(computer.paths)}
+        n = len(machines)
+        ns: dict[int, I64] = {}
+        val: dict[int, F64] = {}
+        have: dict[int, set[int]] = {}
+        ends: dict[int, int] = {}
+        energy: dict[int, dict[str, float]] = {}
+        for sr in series:
+            if sr.statement_id == 1:
+                for i, t in enumerate(sr.time_ns.tolist()):
+                    energy[t] = {
+                        k: float(v[i])
+                        for k, v in sr.values.items()
+                        if v[i] is not None and np.isfinite(float(v[i]))
+                    }
+                continue
+            j = machines.get(sr.tags.get(MACHINE_TAG, ""))
+            if j is None:
+                continue
+            cols = {k: np.asarray(v, np.float64) for k, v in sr.values.items()}
+            zero = np.zeros(len(sr.time_ns))
+            ns_cols = np.column_stack(
+                [np.rint(np.nan_to_num(cols.get(f, zero)) * 1e9) for f in NS_FIELDS]
+            ).astype(np.int64)
+            v_cols = np.column_stack([np.nan_to_num(cols.get(f, zero)) for f in SUM_FIELDS])
+            for i, t in enumerate(sr.time_ns.tolist()):  # segments x machines, not samples
+                if t not in ns:
+                    ns[t] = np.zeros((n, len(NS_FIELDS)), np.int64)
+                    val[t] = np.zeros((n, len(SUM_FIELDS)), np.float64)
+                    have[t] = set()
+                ns[t][j] = ns_cols[i]
+                val[t][j] = v_cols[i]
+                have[t].add(j)
+                ends[t] = t + int(ns_cols[i][0])  # calendar_s
+        out: dict[int, SegmentRow] = {}
+        for t in ns:
+            if len(have[t]) == n and t in energy:
+                out[t] = SegmentRow(t, ends[t], ns[t], val[t], energy[t])
+        return out
+
+    def _segment_batch(self, computer: SiteComputer, rows: list[SegmentRow]) -> Batch:
+        """``kpi_machine_segment`` (every component, like the window rows) and
+        ``kpi_site_segment`` rows (plant meters)."""
+        if not rows:
+            return Batch.empty()
+        machines = list(computer.paths)
+        paths = [computer.paths[m].tags() for m in machines]
+        prefix = self.cfg.measurement_prefix
+        comp = segment_components(
+            computer,
+            machines * len(rows),
+            [r.ns[j] for r in rows for j in range(len(machines))],
+            [r.val[j] for r in rows for j in range(len(machines))],
+        )
+        ts = np.repeat(np.array([r.start_ns for r in rows], np.int64), len(machines))
+        tags = paths * len(rows)
+        site_tags = {ENTERPRISE_TAG: computer.site.enterprise, SITE_TAG: computer.site.site}
+        names = sorted({k for r in rows for k in r.energy})
+        e_fields = {k: np.array([r.energy.get(k, np.nan) for r in rows]) for k in names}
+        return Batch.concat(
+            [
+                component_batch(self._table, kpi_machine_measurement(KPI_SEGMENT, prefix), tags, ts,
+                                comp.columns()),
+                component_batch(self._table, kpi_site_measurement(KPI_SEGMENT, prefix),
+                                [site_tags] * len(rows),
+                                np.array([r.start_ns for r in rows], np.int64), e_fields),
+            ]
+        )  # fmt: skip
+
+    # -- rebuild --------------------------------------------------------------------------------
+
+    async def rebuild(
+        self,
+        site: str,
+        lo_ns: int,
+        hi_ns: int,
+        *,
+        now_ns: int | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> EngineReport:
+        """Recompute [lo, hi) of ``site`` from raw data (after a site-model change), widened to
+        whole windows and cut at ``now - delay_s``, a local day at a time; segment and window
+        rows are overwritten. The scheduled engine never needs this."""
+        computer = next((c for c in self.computers if c.site.site == site), None)
+        if computer is None:
+            raise ConfigError(f"site {site!r} is not in the configuration", key="site")
+        now = time.time_ns() if now_ns is None else now_ns
+        cutoff = now - int(self.cfg.schedule.delay_s * S_NS)
+        kinds = self.cfg.windows
+        a = touched_start(computer, kinds, lo_ns, min(hi_ns, cutoff))
+        a = touched_start(computer, kinds, a, min(hi_ns, cutoff))
+        b = min(_touched_end(computer, kinds, lo_ns, hi_ns), cutoff)
+        report = EngineReport(a, b)
+        if b <= a:
+            return report
+        micro = self._micro_ns
+        store = SegmentStore()
+        t0 = time.perf_counter()
         async with InfluxQLReader(self.influx) as reader, InfluxWriter(self.influx) as writer:
-            for computer in self.computers:
-                lo, hi = start, cutoff
-                for kind in self.cfg.windows:
-                    k_lo, k_hi = computer.extent(kind, start, cutoff)
-                    lo, hi = min(lo, k_lo), max(hi, k_hi)
-                # + 1 ns: a meter reading at exactly the cut-off closes the last (start, end]
-                data = await self.site_reader.read(
-                    reader, computer.site, lo - hb_ns, min(hi, cutoff) + 1
-                )
-                batches: list[Batch] = []
-                for kind in self.cfg.windows:
-                    result = computer.compute(data, kind, start, cutoff)
-                    report.machine_windows += len(result.components)
-                    report.notes += [f"{computer.site.site} {kind}: {n}" for n in result.notes]
-                    batches.append(site_batch(self._table, result, self.cfg.measurement_prefix))
-                batch = Batch.concat(batches)
+            chunk_lo = a
+            while chunk_lo < b:
+                chunk_hi = min(_next_day(computer, chunk_lo), b)
+                known = min(chunk_hi + micro, cutoff)
+                raw = await self._read(reader, computer, chunk_lo - micro, known + 1, carry_in=True)
+                report.points_read += raw.points
+                s, e = segments_in(computer, chunk_lo, chunk_hi)
+                rows, notes = compute_segments(computer, raw.data, s, np.minimum(e, chunk_hi),
+                                               known)  # fmt: skip
+                store.put(rows)
+                report.segments += len(rows)
+                report.notes += notes
+                await self._write_windows(writer, reader, computer, store, chunk_lo, chunk_hi,
+                                          report)  # fmt: skip
+                batch = self._segment_batch(computer, rows)
                 if len(batch):
                     written = await writer.write_batch(self._table, batch)
-                    report.points_written += written.lines_written
-                    if written.rejected:
-                        report.notes.append(
-                            f"components refused by the encoder: {written.rejected}"
-                        )
-                if "day" in self.cfg.windows:
-                    months = await self._month_rollup(reader, computer, start, cutoff)
-                    if len(months):
-                        written = await writer.write_batch(self._table, months)
-                        report.points_written += written.lines_written
-        self.last_end_ns = cutoff
+                    report.segment_points_written += written.lines_written
+                if progress is not None:
+                    progress(
+                        f"{site}: {_iso(chunk_lo, computer)} .. {_iso(chunk_hi, computer)}: "
+                        f"{len(rows)} segments from {raw.points} raw points, "
+                        f"{time.perf_counter() - t0:.1f} s"
+                    )
+                store.prune(touched_start(computer, kinds, chunk_hi, max(b, chunk_hi + 1)))
+                chunk_lo = chunk_hi
+        # a running engine of this process continues from what it holds
+        self.states[site] = SiteState()
+        report.duration_s = time.perf_counter() - t0
         return report
 
     async def _month_rollup(
@@ -214,32 +585,98 @@ class KpiEngine:
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """Run every ``schedule.interval_s`` until ``stop`` is set. A failed run (InfluxDB down)
-        is retried on the next tick; the first failure and the recovery are logged once."""
+        is retried on the next tick; a failure is logged at ERROR whenever it differs from the
+        last one logged (repeats at DEBUG), the recovery at WARNING."""
         stop = stop or asyncio.Event()
-        while not stop.is_set():
-            try:
-                rep = await self.run_once()
-                if self.failed_runs:
-                    log.warning("kpi runs recovered after %d failed runs", self.failed_runs)
-                    self.failed_runs = 0
-                for note in rep.notes:  # data-quality notes, each logged once (no log spam)
-                    if note not in self._logged:
-                        self._logged.add(note)
-                        log.warning("kpi data quality: %s", note)
-                log.info(
-                    "kpi run: %d points for %d machine windows",
-                    rep.points_written,
-                    rep.machine_windows,
-                )
-            except Exception as exc:  # a failed run is retried on the next tick, never fatal
-                self.failed_runs += 1
-                self.total_failed_runs += 1
-                level = logging.ERROR if self.failed_runs == 1 else logging.DEBUG
-                log.log(
-                    level,
-                    "kpi run failed, retrying every %.0f s: %s",
-                    self.cfg.schedule.interval_s,
-                    exc,
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.cfg.schedule.interval_s)
+        async with self.connect() as conn:  # the clients reconnect by themselves
+            while not stop.is_set():
+                self.metrics.started()
+                try:
+                    rep = await self.run_once(conn=conn)
+                except Exception as exc:  # a failed run is retried on the next tick, never fatal
+                    self._failed(exc)
+                else:
+                    self._succeeded(rep)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.cfg.schedule.interval_s)
+
+    def _succeeded(self, rep: EngineReport) -> None:
+        if self.failed_runs:
+            log.warning("kpi runs recovered after %d failed runs", self.failed_runs)
+            self.failed_runs = 0
+            self._last_failure = ""
+        written = rep.points_written + rep.segment_points_written
+        self.metrics.succeeded(rep.duration_s, rep.points_read, written, rep.segments,
+                               rep.machine_windows, rep.late_rereads)  # fmt: skip
+        for note in rep.notes:  # data-quality notes, each logged once (no log spam)
+            if note not in self._logged:
+                self._logged.add(note)
+                log.warning("kpi data quality: %s", note)
+        log.info(
+            "kpi run: %d raw points read, %d segments, %d machine windows, %d points written "
+            "(%d segment rows), %d late-data re-reads, %.2f s",
+            rep.points_read, rep.segments, rep.machine_windows, rep.points_written,
+            rep.segment_points_written, rep.late_rereads, rep.duration_s,
+        )  # fmt: skip
+
+    def _failed(self, exc: Exception) -> None:
+        self.failed_runs += 1
+        self.total_failed_runs += 1
+        text = str(exc)
+        self.metrics.failed_run(text)
+        # a new failure is news even inside a streak of failed runs; the same one repeated is not
+        level = logging.ERROR if text != self._last_failure else logging.DEBUG
+        self._last_failure = text
+        log.log(
+            level,
+            "kpi run failed (%d in a row), retrying every %.0f s: %s",
+            self.failed_runs,
+            self.cfg.schedule.interval_s,
+            text,
+        )
+
+
+def _present(col: NDArray[np.generic]) -> NDArray[np.bool_]:
+    if col.dtype.kind == "f":
+        return np.asarray(~np.isnan(col))
+    if col.dtype.kind == "O":
+        return np.asarray(np.array([v is not None for v in col.tolist()], bool))
+    return np.ones(len(col), bool)
+
+
+def _count_notes(site: str, kind: str, result: SiteResult) -> list[str]:
+    """The derived rows' count checks (as ``SiteComputer.compute`` names them)."""
+    c = result.components
+    out = []
+    for machine in sorted(set(result.machine)):
+        rows = np.array([m == machine for m in result.machine])
+        if np.count_nonzero(c.gq[rows] > c.pq[rows]):
+            out.append(
+                f"{site}: {machine}: good parts exceed produced parts in {kind} windows: check "
+                "the counters' rollover limits (a reset read as a wrap?) and roles"
+            )
+        if np.count_nonzero((c.sq[rows] < 0) | (c.gq[rows] < 0) | (c.rq[rows] < 0)):
+            out.append(
+                f"{site}: {machine}: negative part counts in {kind} windows: check the counters "
+                "(the good/scrap split does not match the total)"
+            )
+    return out
+
+
+def _touched_end(computer: SiteComputer, kinds: Iterable[str], lo: int, hi: int) -> int:
+    t = hi
+    for kind in kinds:
+        for _, w in window_sets(computer, kind, lo, hi):
+            if len(w.end_ns):
+                t = max(t, int(w.end_ns[-1]))
+    return t
+
+
+def _next_day(computer: SiteComputer, t_ns: int) -> int:
+    d = datetime.fromtimestamp(t_ns // S_NS, computer.tz).date()
+    nxt = date.fromordinal(d.toordinal() + 1)
+    return int(datetime(nxt.year, nxt.month, nxt.day, tzinfo=computer.tz).timestamp()) * S_NS
+
+
+def _iso(t_ns: int, computer: SiteComputer) -> str:
+    return datetime.fromtimestamp(t_ns / S_NS, computer.tz).isoformat(timespec="minutes")

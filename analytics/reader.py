@@ -66,9 +66,45 @@ class SiteReader:
         *,
         machines: Sequence[str] | None = None,
         states_only: bool = False,
+        carry_in: bool = True,
     ) -> tuple[dict[str, MachinePlan], list[str]]:
         """The InfluxQL statements ``read`` sends (one per measurement family for the range, one
-        ``last()`` per signal for the carried-in value), and the plans they serve."""
+        ``last()`` per signal for the carried-in value unless ``carry_in`` is False), and the
+        plans they serve."""
+        plans, fields, where = self.families(site, machines=machines, states_only=states_only)
+        if not fields:
+            return plans, []
+        statements: list[str] = []
+        for meas, names in fields.items():
+            cols = ", ".join(ident(f) for f in names)
+            statements.append(
+                f"SELECT {cols} FROM {ident(meas)} WHERE {where} AND {time_range(lo_ns, hi_ns)} GROUP BY *"
+            )
+            for f in names if carry_in else ():  # one selector per statement keeps its time
+                statements.append(
+                    f"SELECT last({ident(f)}) AS {ident(f)} FROM {ident(meas)} WHERE {where} AND time < {lo_ns} GROUP BY *"
+                )
+        return plans, statements
+
+    def count_statements(self, site: SiteModel, lo_ns: int, hi_ns: int) -> list[str]:
+        """One ``count()`` statement per measurement family over [lo, hi): the points ``read``
+        would return there, counted by InfluxDB (the engine's check for late data)."""
+        _, fields, where = self.families(site)
+        return [
+            f"SELECT {', '.join(f'count({ident(f)}) AS {ident(f)}' for f in names)} FROM "
+            f"{ident(meas)} WHERE {where} AND {time_range(lo_ns, hi_ns)}"
+            for meas, names in fields.items()
+        ]
+
+    def families(
+        self,
+        site: SiteModel,
+        *,
+        machines: Sequence[str] | None = None,
+        states_only: bool = False,
+    ) -> tuple[dict[str, MachinePlan], dict[str, list[str]], str]:
+        """The plans, the fields read per measurement (the data-quality markers of the state
+        signals included) and the WHERE clause of the site (and machines)."""
         plans = read_plan(site, self.cfg)
         if machines is not None:
             plans = {m: p for m, p in plans.items() if m in set(machines)}
@@ -85,31 +121,16 @@ class SiteReader:
         where = tag_equals({SITE_TAG: site.site, ENTERPRISE_TAG: site.enterprise})
         if machines is not None:
             if not plans:
-                return plans, []
+                return plans, {}, where
             where += " AND " + tag_in(MACHINE_TAG, sorted(plans))
-        statements: list[str] = []
-        for meas, names in sorted(fields.items()):
-            cols = ", ".join(ident(f) for f in sorted(names))
-            statements.append(
-                f"SELECT {cols} FROM {ident(meas)} WHERE {where} AND {time_range(lo_ns, hi_ns)} GROUP BY *"
-            )
-            for f in sorted(names):  # one selector per statement keeps the point's own time
-                statements.append(
-                    f"SELECT last({ident(f)}) AS {ident(f)} FROM {ident(meas)} WHERE {where} AND time < {lo_ns} GROUP BY *"
-                )
+        out = {meas: sorted(names) for meas, names in sorted(fields.items())}
         dq = self.cfg.signals.data_quality
         if dq is not None:
             # the markers of the state signals (one field per signal, tagged with its measurement)
             marked = sorted({ref.field for plan in plans.values() for ref in plan.states})
-            cols = ", ".join(ident(f) for f in marked)
-            statements.append(
-                f"SELECT {cols} FROM {ident(dq.measurement)} WHERE {where} AND {time_range(lo_ns, hi_ns)} GROUP BY *"
-            )
-            for f in marked:
-                statements.append(
-                    f"SELECT last({ident(f)}) AS {ident(f)} FROM {ident(dq.measurement)} WHERE {where} AND time < {lo_ns} GROUP BY *"
-                )
-        return plans, statements
+            if marked:
+                out[dq.measurement] = sorted(set(out.get(dq.measurement, [])) | set(marked))
+        return plans, out, where
 
     def assemble(
         self, site: SiteModel, plans: dict[str, MachinePlan], series: Sequence[ResultSeries]

@@ -17,6 +17,7 @@ __all__ = [
     "DATE_TAG",
     "KPI_MACHINE_WINDOWS",
     "KPI_PREFIX",
+    "KPI_SEGMENT",
     "KPI_SITE_WINDOWS",
     "MEASUREMENT_TAG",
     "METER_TAG",
@@ -77,6 +78,10 @@ Window = Literal["hour", "shift", "day"]
 KPI_MACHINE_WINDOWS: Final[tuple[Window, ...]] = ("hour", "shift", "day")
 # plant meters have no shift calendar; their day rows come from the day windows
 KPI_SITE_WINDOWS: Final[tuple[Window, ...]] = ("hour", "day")
+# the KPI engine's own rows: components per segment (the time between two window edges of the
+# site), ``kpi_machine_segment`` (components) and ``kpi_site_segment`` (plant meters), stamped
+# with the segment start; every hour, shift and day row is the sum of its segments' rows
+KPI_SEGMENT: Final = "segment"
 
 # times in seconds, counts in items, energy in kWh / kgce / kgCO2; never ratios
 TIME_COMPONENTS: Final[tuple[str, ...]] = (

@@ -1,0 +1,160 @@
+"""The KPI engine's health and metrics: Prometheus text on ``/metrics``, ``/healthz`` (JSON, 503
+after ``health.fail_after_runs`` failed runs in a row), served from a thread of the engine."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+__all__ = ["EngineHealthServer", "EngineMetrics"]
+
+
+class EngineMetrics:
+    """Every metric of one KPI engine, in a private registry."""
+
+    def __init__(self, fail_after_runs: int = 3) -> None:
+        self.registry = r = CollectorRegistry()
+        self.fail_after_runs = fail_after_runs
+        self.runs = Counter("zhizao_kpi_runs", "successful runs", registry=r)
+        self.failed = Counter("zhizao_kpi_failed_runs", "failed runs", registry=r)
+        self.consecutive = Gauge(
+            "zhizao_kpi_consecutive_failed_runs", "failed runs since the last success", registry=r
+        )
+        self.last_success = Gauge(
+            "zhizao_kpi_last_success_timestamp_seconds",
+            "wall-clock end of the last successful run",
+            registry=r,
+        )
+        self.duration = Gauge(
+            "zhizao_kpi_run_duration_seconds", "wall time of the last successful run", registry=r
+        )
+        self.in_progress = Gauge("zhizao_kpi_run_in_progress", "1 while a run works", registry=r)
+        self.points_read = Gauge(
+            "zhizao_kpi_points_read", "raw points read by the last run", registry=r
+        )
+        self.points_read_total = Counter(
+            "zhizao_kpi_points_read_total_points", "raw points read by all runs", registry=r
+        )
+        self.points_written = Gauge(
+            "zhizao_kpi_points_written",
+            "points written by the last run (window rows and segment rows)",
+            registry=r,
+        )
+        self.points_written_total = Counter(
+            "zhizao_kpi_points_written_total_points", "points written by all runs", registry=r
+        )
+        self.segments = Gauge(
+            "zhizao_kpi_segments_recomputed",
+            "segments computed from raw data, last run",
+            registry=r,
+        )
+        self.windows = Gauge(
+            "zhizao_kpi_windows_recomputed",
+            "machine windows (hour, shift, day rows) re-derived by the last run",
+            registry=r,
+        )
+        self.late = Counter(
+            "zhizao_kpi_late_data_rereads", "look-back re-reads after late data", registry=r
+        )
+        self._lock = threading.Lock()
+        self._consecutive = 0
+        self._last_success = 0.0
+        self._last_error = ""
+
+    def started(self) -> None:
+        self.in_progress.set(1)
+
+    def succeeded(
+        self, duration_s: float, read: int, written: int, segments: int, windows: int, late: int
+    ) -> None:
+        with self._lock:
+            self._consecutive = 0
+            self._last_success = time.time()
+        self.in_progress.set(0)
+        self.runs.inc()
+        self.consecutive.set(0)
+        self.last_success.set(self._last_success)
+        self.duration.set(duration_s)
+        self.points_read.set(read)
+        self.points_read_total.inc(read)
+        self.points_written.set(written)
+        self.points_written_total.inc(written)
+        self.segments.set(segments)
+        self.windows.set(windows)
+        self.late.inc(late)
+
+    def failed_run(self, error: str) -> None:
+        with self._lock:
+            self._consecutive += 1
+            self._last_error = error
+            n = self._consecutive
+        self.in_progress.set(0)
+        self.failed.inc()
+        self.consecutive.set(n)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        with self._lock:
+            n, last, err = self._consecutive, self._last_success, self._last_error
+        ok = n < self.fail_after_runs
+        detail: dict[str, Any] = {
+            "consecutive_failed_runs": n,
+            "last_success": last or None,
+        }
+        if n:
+            detail["last_error"] = err
+        return ok, detail
+
+
+class EngineHealthServer:
+    """``GET /metrics`` and ``GET /healthz`` on ``host:port`` (0 = a free port)."""
+
+    def __init__(self, metrics: EngineMetrics, host: str = "127.0.0.1", port: int = 0) -> None:
+        registry = metrics.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/metrics"):
+                    body, ctype, status = generate_latest(registry), CONTENT_TYPE_LATEST, 200
+                elif self.path.startswith("/healthz"):
+                    ok, detail = metrics.health()
+                    body = orjson.dumps({"status": "ok" if ok else "unhealthy", **detail})
+                    ctype, status = "application/json", 200 if ok else 503
+                else:
+                    body, ctype, status = b"not found\n", "text/plain", 404
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # a scrape every few seconds would flood the log
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="kpi-health", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> EngineHealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from zhizao.profiles import PROFILES
 from zhizao.quality import Quality
 from zhizao.site import MachineState, MachineTypeConfig, StateProfile
 
@@ -35,79 +36,10 @@ STATE_CODE: dict[MachineState, int] = {s: i for i, s in enumerate(STATES)}
 NO_DATA = STATE_CODE[MachineState.NO_DATA]
 _S = MachineState
 
-# Source code -> platform state. A key is a code as published ("Executing", "6") or, where a
-# code alone is ambiguous (numeric enums of different signals), "<signal>=<code>" (the site
-# model's convention). Names below are those of the OPC 40502 / 40001 / PackML information models.
-_OPC40502: dict[str, MachineState] = {
-    # CncChannelProgramStatus: Stopped 0, Running 1, Waiting 2, Interrupted 3, Canceled 4
-    "Running": _S.IN_CYCLE,
-    "Stopped": _S.IDLE,
-    "Waiting": _S.IN_CYCLE,  # dwell; waiting_is_in_cycle=False turns it into DELAY
-    "Interrupted": _S.DELAY,
-    "Canceled": _S.DELAY,
-    "program_status=0": _S.IDLE,
-    "program_status=1": _S.IN_CYCLE,
-    "program_status=2": _S.IN_CYCLE,
-    "program_status=3": _S.DELAY,
-    "program_status=4": _S.DELAY,
-    # CncChannelStatus: Active 0, Interrupted 1, Reset 2
-    "Active": _S.IN_CYCLE,
-    "Reset": _S.IDLE,
-    "channel_status=0": _S.IN_CYCLE,
-    "channel_status=1": _S.DELAY,
-    "channel_status=2": _S.IDLE,
-    # channel not in automatic with a setup reason; an active alarm
-    "Setup": _S.SETUP,
-    "alarm_active=1": _S.DELAY,
-    "alarm_active=True": _S.DELAY,
-}
-_OPC40001: dict[str, MachineState] = {
-    # MachineryItemState: NotAvailable 0, OutOfService 1, NotExecuting 2, Executing 3
-    "NotAvailable": _S.NO_DATA,
-    "OutOfService": _S.DELAY,
-    "NotExecuting": _S.IDLE,
-    "Executing": _S.IN_CYCLE,
-    "machinery_item_state=0": _S.NO_DATA,
-    "machinery_item_state=1": _S.DELAY,
-    "machinery_item_state=2": _S.IDLE,
-    "machinery_item_state=3": _S.IN_CYCLE,
-    # MachineryOperationMode: None 0, Maintenance 1, Setup 2, Processing 3 (Processing is neutral)
-    "Setup": _S.SETUP,
-    "Maintenance": _S.DELAY,
-    "machinery_operation_mode=1": _S.DELAY,
-    "machinery_operation_mode=2": _S.SETUP,
-}
-_PACKML_NAMES = (
-    "Undefined", "Clearing", "Stopped", "Starting", "Idle", "Suspended", "Execute", "Stopping",
-    "Aborting", "Aborted", "Holding", "Held", "Unholding", "Suspending", "Unsuspending",
-    "Resetting", "Completing", "Complete",
-)  # fmt: skip
-_PACKML_STATE: dict[str, MachineState] = {
-    "Undefined": _S.NO_DATA,
-    "Execute": _S.IN_CYCLE,
-    # starved/blocked by upstream/downstream and ready states: available but not producing
-    "Idle": _S.IDLE, "Stopped": _S.IDLE, "Starting": _S.IDLE, "Resetting": _S.IDLE,
-    "Complete": _S.IDLE, "Completing": _S.IDLE, "Suspended": _S.IDLE, "Suspending": _S.IDLE,
-    "Unsuspending": _S.IDLE,
-    # internal faults and operator holds: unplanned interruption
-    "Held": _S.DELAY, "Holding": _S.DELAY, "Unholding": _S.DELAY, "Aborting": _S.DELAY,
-    "Aborted": _S.DELAY, "Clearing": _S.DELAY, "Stopping": _S.DELAY,
-}  # fmt: skip
-_PACKML: dict[str, MachineState] = {
-    **_PACKML_STATE,
-    **{f"packml_state={i}": _PACKML_STATE[n] for i, n in enumerate(_PACKML_NAMES)},
-    # unit modes: Production 1 is neutral; Maintenance 2 and Manual 3 are setup work
-    "Maintenance": _S.SETUP,
-    "Manual": _S.SETUP,
-    "packml_unit_mode=2": _S.SETUP,
-    "packml_unit_mode=3": _S.SETUP,
-}
-
+# Source code -> platform state per profile: the registry of ``zhizao.profiles`` (its signals,
+# state maps and neutral codes are listed in docs/PROFILES.md).
 DEFAULT_STATE_MAPS: dict[StateProfile, Mapping[str, MachineState]] = {
-    StateProfile.OPC40502: {**_OPC40001, **_OPC40502},  # CNC machines also carry 40001 states
-    StateProfile.OPC40001: _OPC40001,
-    StateProfile.PACKML: _PACKML,
-    StateProfile.CUSTOM: {},
+    p: prof.state_map for p, prof in PROFILES.items()
 }
 
 # When several state signals speak at once (program status, channel status, operation mode ...),
@@ -148,16 +80,22 @@ class StateClassifier:
     """Source codes of one or more state signals -> platform state codes (index into ``STATES``)."""
 
     mapping: Mapping[str, MachineState]
+    # codes that are known but name no state (an operation mode "Automatic"): never "unknown"
+    neutral: frozenset[str] = frozenset()
 
     @classmethod
     def for_type(cls, machine_type: MachineTypeConfig) -> StateClassifier:
         # platform state names map to themselves, so a source may publish them directly
         mapping: dict[str, MachineState] = {s.value: s for s in STATES}
-        mapping.update(DEFAULT_STATE_MAPS[machine_type.profile])
+        profile = PROFILES[machine_type.profile]
+        mapping.update(profile.state_map)
         if machine_type.profile is StateProfile.OPC40502 and not machine_type.waiting_is_in_cycle:
             mapping.update({"Waiting": _S.DELAY, "program_status=2": _S.DELAY})
         mapping.update(machine_type.state_map)  # the site model wins
-        return cls(mapping)
+        return cls(mapping, profile.neutral)
+
+    def is_neutral(self, signal: str, code: str) -> bool:
+        return f"{signal}={code}" in self.neutral or code in self.neutral
 
     def lookup(self, codes: NDArray[np.generic], signal: str = "") -> NDArray[np.int8]:
         """State code per sample, ``UNMAPPED`` (-1) where the map knows neither key.
@@ -205,7 +143,8 @@ class StateClassifier:
 
         Each signal is carried forward from its last sample; at every change of any signal the
         most restrictive mapped state wins (``PRECEDENCE``). Where no signal maps to a state the
-        result is NO_DATA, and the offending ``signal=code`` values are returned.
+        result is NO_DATA. Every ``signal=code`` that no map knows (and is not neutral) is
+        returned, also where another signal still gives the state.
         """
         items = [
             (name, np.asarray(ts, np.int64), np.asarray(v))
@@ -221,6 +160,7 @@ class StateClassifier:
                 return ts, looked, []
         all_ts = np.unique(np.concatenate([ts for _, ts, _ in items]))
         best = np.full(len(all_ts), -1, np.int8)
+        unknown_codes: set[str] = set()
         for name, ts, vals in items:  # a few signals per machine, each vectorized
             order = np.argsort(ts, kind="stable")
             looked = self.lookup(vals[order], name)
@@ -228,17 +168,62 @@ class StateClassifier:
             at = np.where(k >= 0, looked[np.clip(k, 0, None)], UNMAPPED)
             rank = np.where(at >= 0, _RANK[np.clip(at, 0, None)], -1).astype(np.int8)
             best = np.maximum(best, rank)
-        unknown_codes: list[str] = []
-        if (best < 0).any():
-            for name, ts, vals in items:
-                order = np.argsort(ts, kind="stable")
-                k = np.searchsorted(ts[order], all_ts[best < 0], "right") - 1
-                raw = _as_text(vals[order])[k[k >= 0]]
-                unknown_codes += [f"{name}={_normalize(str(c))}" for c in np.unique(raw).tolist()]
+            # codes no map knows are reported even where another signal gives the state (the
+            # state is then that signal's; where none maps it is NO_DATA); neutral codes are known
+            unmapped = vals[order][looked == UNMAPPED]
+            if len(unmapped):
+                for c in np.unique(_as_text(unmapped)).tolist():
+                    code = _normalize(str(c))
+                    if not self.is_neutral(name, code):
+                        unknown_codes.add(f"{name}={code}")
         state = np.where(best >= 0, _BY_RANK[np.clip(best, 0, None)], np.int8(NO_DATA)).astype(
             np.int8
         )
-        return all_ts, state, sorted(set(unknown_codes))
+        return all_ts, state, sorted(unknown_codes)
+
+    def unknown_seconds(
+        self,
+        signals: Mapping[str, tuple[NDArray[np.int64], NDArray[np.generic]]],
+        win_start_ns: NDArray[np.int64],
+        win_end_ns: NDArray[np.int64],
+    ) -> NDArray[np.float64]:
+        """Per window, the seconds during which some state signal's last published code is one
+        no map knows (neutral codes are known): the metric beside the notes' code list."""
+        ws = np.asarray(win_start_ns, np.int64)
+        we = np.asarray(win_end_ns, np.int64)
+        pts: list[NDArray[np.int64]] = []
+        flags: list[tuple[NDArray[np.int64], NDArray[np.bool_]]] = []
+        for name, (ts_raw, vals_raw) in signals.items():
+            if not len(ts_raw):
+                continue
+            order = np.argsort(np.asarray(ts_raw, np.int64), kind="stable")
+            ts = np.asarray(ts_raw, np.int64)[order]
+            vals = np.asarray(vals_raw)[order]
+            bad = self.lookup(vals, name) == UNMAPPED
+            if bad.any():
+                uniq, inv = np.unique(_as_text(vals[bad]), return_inverse=True)
+                known = np.array([self.is_neutral(name, _normalize(str(c))) for c in uniq.tolist()])
+                bad[bad] = ~known[inv]
+            pts.append(ts)
+            flags.append((ts, bad))
+        if not pts or not len(ws):
+            return np.zeros(len(ws), np.float64)
+        t = np.unique(np.concatenate(pts))
+        any_bad = np.zeros(len(t), bool)
+        for ts, bad in flags:
+            k = np.searchsorted(ts, t, "right") - 1
+            any_bad |= (k >= 0) & bad[np.clip(k, 0, None)]
+        # integral of the step function "some code unknown" up to x, at the window edges
+        f = any_bad.astype(np.float64)
+        cum = np.concatenate(([0.0], np.cumsum(f[:-1] * np.diff(t).astype(np.float64))))
+
+        def integral(x: NDArray[np.int64]) -> NDArray[np.float64]:
+            k = np.searchsorted(t, x, "right") - 1
+            kk = np.clip(k, 0, None)
+            out = cum[kk] + f[kk] * (x - t[kk]).astype(np.float64)
+            return np.where(k >= 0, out, 0.0)
+
+        return (integral(we) - integral(ws)) / 1e9
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,10 +66,12 @@ class GatewayApp:
             self.uplink = InfluxUplink(config.uplink, self.outbox, ident)
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
+        self._state = "running"  # then "stopped", or "error" when a configuration error ends it
+        self._stop_reason = ""
         self.health = GatewayHealth()
 
     def snapshot(self) -> dict[str, Any]:
-        return status_snapshot(
+        snap = status_snapshot(
             self.config.gateway.id,
             [s.stats for s in self.sources],
             self.outbox,
@@ -77,6 +79,11 @@ class GatewayApp:
             self.metrics_port,
             self.health,
         )
+        # the last status of a stopped gateway says so: a fresh file alone would read "running"
+        snap["state"] = self._state
+        if self._stop_reason:
+            snap["stop_reason"] = self._stop_reason
+        return snap
 
     def _write_status(self) -> None:
         try:
@@ -154,12 +161,18 @@ class GatewayApp:
                 await asyncio.to_thread(self._write_status)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0 if self._restart_at else STATUS_EVERY_S)
+        except ConfigError as exc:
+            self._state = "error"
+            self._stop_reason = f"configuration error: {exc}"
+            raise
         finally:
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self._state == "running":
+                self._state = "stopped"
             self._write_status()
             if self._metrics_server is not None:
                 self._metrics_server.shutdown()

@@ -1,16 +1,21 @@
 """``zhizao gateway browse``: list an OPC UA server's variables and propose a tag map.
 
 The address space is browsed breadth-first from ``Objects`` (one Browse call per level and batch,
-not one per node), variables are listed with browse path, data type and node id, and companion
-specifications are recognised by namespace URI or browse names:
+not one per node; continuation points are followed with BrowseNext, so a server that pages its
+references loses none), variables are listed with browse path, data type and node id, and
+companion specifications are recognised by namespace URI or browse names:
 
 * OPC 40502 (CNC Systems): ``CncInterface`` / ``CncChannelList`` / ``CncSpindleList``
-* OPC 40501 (Machine Tools): ``Monitoring`` / ``Production`` with ``ChannelState``,
-  ``OperationMode``, ``RunsCompleted``
-* OPC 40001 (Machinery): ``MachineryItemState`` / ``MachineryOperationMode``
+* OPC 40501 (Machine Tools): ``Monitoring`` (channel state, operation mode, spindles),
+  ``Production`` (active program state, statistics, job counters)
+* OPC 40001 (Machinery): ``MachineryItemState`` / ``MachineryOperationMode`` /
+  ``OperationCounters``
+* PackML: ``StateCurrent`` / ``UnitModeCurrent``
 
-For those, the CNC mapping (channel, program and operation states, spindle speed and load, part
-counters) is proposed as ready-to-use ``tags:`` entries of an ``opcua`` source.
+What to look for comes from the machine profiles (``zhizao.profiles``): each recognised variable
+is proposed with its profile signal name (``machinery_item_state``, ``part_count``, ...), which
+are the names the profile's state map and the KPI engine's counter roles read, and each machine
+gets the profile its variables belong to (written as a comment for the site model).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 
-from zhizao.errors import SourceUnavailable
+from zhizao.errors import ConfigError, SourceUnavailable
+from zhizao.profiles import PROFILES
+from zhizao.site import StateProfile
 
 __all__ = [
     "BrowseOptions",
@@ -43,10 +50,12 @@ __all__ = [
     "propose",
 ]
 
+# namespace URIs without the trailing slash (servers spell them both ways)
 SPEC_URIS = {
-    "http://opcfoundation.org/UA/CNC/": "OPC 40502",
-    "http://opcfoundation.org/UA/MachineTool/": "OPC 40501",
-    "http://opcfoundation.org/UA/Machinery/": "OPC 40001",
+    "http://opcfoundation.org/UA/CNC": "OPC 40502",
+    "http://opcfoundation.org/UA/MachineTool": "OPC 40501",
+    "http://opcfoundation.org/UA/Machinery": "OPC 40001",
+    "http://opcfoundation.org/UA/PackML": "PackML",
 }
 _SPEC_MARKERS = {
     "CncInterface": "OPC 40502",
@@ -54,7 +63,9 @@ _SPEC_MARKERS = {
     "CncSpindleList": "OPC 40502",
     "MachineryItemState": "OPC 40001",
     "MachineryOperationMode": "OPC 40001",
+    "OperationCounters": "OPC 40001",
     "Monitoring": "OPC 40501",
+    "PackMLObject": "PackML",
 }
 # built-in DataType node ids -> gateway value type
 _BUILTIN_TYPES = {
@@ -116,6 +127,7 @@ class TagProposal:
     signal: str
     type: str
     variable: VariableInfo
+    note: str = ""  # why this source only approximates the signal (one part per run, ...)
 
 
 @dataclass
@@ -126,121 +138,63 @@ class BrowseResult:
     specs: Counter[str] = field(default_factory=Counter)
     proposals: list[TagProposal] = field(default_factory=list)
     truncated: bool = False
+    # machine -> the profile its variables follow (for the site model's machine type)
+    profiles: dict[str, StateProfile] = field(default_factory=dict)
+    # recognised, but not a signal of the machine's profile (left out of the tag map)
+    left_out: list[TagProposal] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Rule:
     spec: str
-    names: tuple[str, ...]  # browse name of the variable (or of its parent when parent_state)
+    names: tuple[str, ...]  # browse name of the variable
     measurement: str
     signal: str
-    type: str | None = None  # None: from the data type
+    type: str
     parent: str | None = None  # regex the parent's browse name must match
     context: str | None = None  # regex some ancestor's browse name must match
+    rank: int = 0  # several sources of one signal on a machine: the lowest rank is taken
+    note: str = ""
 
 
-_RULES: tuple[_Rule, ...] = (
-    # OPC 40502 CNC
-    _Rule(
-        "OPC 40502",
-        ("ChannelStatus",),
-        "machine_state",
-        "channel_status",
-        "int",
-        context="CncChannelList",
-    ),
-    _Rule(
-        "OPC 40502",
-        ("ActProgramStatus",),
-        "machine_state",
-        "program_status",
-        "int",
-        context="CncChannelList",
-    ),
-    _Rule(
-        "OPC 40502",
-        ("ActOperationMode",),
-        "machine_state",
-        "operation_mode",
-        "int",
-        context="CncChannelList",
-    ),
-    _Rule(
-        "OPC 40502",
-        ("ActMainProgramName", "ActProgramName"),
-        "program",
-        "program_name",
-        "string",
-        context="CncChannelList",
-    ),
-    _Rule(
-        "OPC 40502",
-        ("ActFeedrate",),
-        "channel",
-        "feedrate_mm_min",
-        "float",
-        context="CncChannelList",
-    ),
-    _Rule("OPC 40502", ("ActSpeed",), "spindle", "speed_rpm", "float", context="CncSpindleList"),
-    _Rule("OPC 40502", ("ActLoad",), "spindle", "load_pct", "float", context="CncSpindleList"),
-    _Rule("OPC 40502", ("ActPower",), "spindle", "power_kw", "float", context="CncSpindleList"),
-    _Rule(
-        "OPC 40502", ("ActOverride",), "spindle", "override_pct", "float", context="CncSpindleList"
-    ),
-    # OPC 40501 machine tools
-    _Rule(
-        "OPC 40501",
-        ("ChannelState",),
-        "machine_state",
-        "channel_state",
-        "int",
-        context="Monitoring",
-    ),
-    _Rule(
-        "OPC 40501",
-        ("OperationMode",),
-        "machine_state",
-        "operation_mode",
-        "int",
-        context="Monitoring",
-    ),
-    _Rule("OPC 40501", ("IsRotating",), "spindle", "rotating", "bool", context="Monitoring"),
-    _Rule("OPC 40501", ("Override",), "spindle", "override_pct", "float", context="Monitoring"),
-    _Rule("OPC 40501", ("RunsCompleted",), "counter", "parts_total", "int", context="Production"),
-    _Rule("OPC 40501", ("RunsPlanned",), "counter", "parts_planned", "int", context="Production"),
-    _Rule(
-        "OPC 40501",
-        ("CurrentState",),
-        "machine_state",
-        "program_state",
-        "string",
-        context="ActiveProgram",
-    ),
-    # OPC 40001 machinery
-    _Rule(
-        "OPC 40001",
-        ("CurrentState",),
-        "machine_state",
-        "item_state",
-        "string",
-        parent="MachineryItemState",
-    ),
-    _Rule(
-        "OPC 40001",
-        ("CurrentState",),
-        "machine_state",
-        "operation_mode_state",
-        "string",
-        parent="MachineryOperationMode",
-    ),
-    # part counters whatever the spec
-    _Rule(
-        "generic",
-        ("PartsCounter", "PartCounter", "PartCount", "GoodParts", "PartsProduced"),
-        "counter",
-        "parts_total",
-        "int",
-    ),
+def _rules() -> tuple[_Rule, ...]:
+    """One rule per browse match of every profile signal (shared signals once)."""
+    seen: set[tuple[str, str, tuple[str, ...], str | None, str | None]] = set()
+    out: list[_Rule] = []
+    for profile in PROFILES.values():
+        for ps in profile.signals:
+            sc = ps.signal
+            for rank, m in enumerate(ps.browse):
+                key = (sc.name, m.spec, m.names, m.parent, m.context)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(
+                    _Rule(
+                        m.spec,
+                        m.names,
+                        sc.measurement,
+                        sc.name,
+                        sc.dtype,
+                        m.parent,
+                        m.context,
+                        rank,
+                        m.note,
+                    )
+                )
+    # a rule with a parent or context is more specific than a bare name
+    out.sort(key=lambda r: (r.parent is None and r.context is None, r.rank))
+    return tuple(out)
+
+
+_RULES = _rules()
+# which profile a machine follows, by the companion specifications of its variables (a CNC also
+# carries OPC 40001 states; a machine tool carries them too)
+_PROFILE_BY_SPEC: tuple[tuple[str, StateProfile], ...] = (
+    ("OPC 40502", StateProfile.OPC40502),
+    ("OPC 40501", StateProfile.OPC40501),
+    ("OPC 40001", StateProfile.OPC40001),
+    ("PackML", StateProfile.PACKML),
 )
 
 _MACHINE_CONTAINERS = {"Machines", "MachineTools", "DeviceSet"}
@@ -250,6 +204,9 @@ _SPEC_ROOTS = {
     "Production",
     "MachineryItemState",
     "MachineryOperationMode",
+    "MachineryBuildingBlocks",
+    "OperationCounters",
+    "PackMLObject",
     "Identification",
     "Equipment",
     "Notification",
@@ -283,32 +240,76 @@ def _element(path: tuple[str, ...], context: str | None) -> str | None:
     return None
 
 
+def _match(var: VariableInfo) -> _Rule | None:
+    name = var.path[-1]
+    parent = var.path[-2] if len(var.path) > 1 else ""
+    for rule in _RULES:
+        if name not in rule.names:
+            continue
+        if rule.parent is not None and not re.fullmatch(rule.parent, parent):
+            continue
+        if rule.context is not None and not any(
+            re.fullmatch(rule.context, p) for p in var.path[:-1]
+        ):
+            continue
+        return rule
+    return None
+
+
+def machine_profiles(proposals: list[TagProposal]) -> dict[str, StateProfile]:
+    """The profile of each machine: the most specific companion specification among its
+    recognised variables (a CNC with OPC 40001 states is ``opc40502``)."""
+    specs: dict[str, set[str]] = {}
+    for p in proposals:
+        specs.setdefault(p.machine, set()).add(p.spec)
+    out: dict[str, StateProfile] = {}
+    for machine, found in specs.items():
+        for spec, profile in _PROFILE_BY_SPEC:
+            if spec in found:
+                out[machine] = profile
+                break
+    return out
+
+
 def propose(variables: list[VariableInfo]) -> list[TagProposal]:
-    """CNC mapping proposals for the recognised variables (at most one rule per variable)."""
-    raw: list[tuple[TagProposal, str | None]] = []
+    """Tag proposals for the recognised variables, named like the machine's profile signals."""
+    return _propose(variables)[0]
+
+
+def _propose(
+    variables: list[VariableInfo],
+) -> tuple[list[TagProposal], dict[str, StateProfile], list[TagProposal]]:
+    raw: list[tuple[TagProposal, str | None, int]] = []
     for var in variables:
-        name = var.path[-1]
-        parent = var.path[-2] if len(var.path) > 1 else ""
-        for rule in _RULES:
-            if name not in rule.names:
-                continue
-            if rule.parent is not None and not re.fullmatch(rule.parent, parent):
-                continue
-            if rule.context is not None and not any(
-                re.fullmatch(rule.context, p) for p in var.path[:-1]
-            ):
-                continue
-            vtype = rule.type or (var.data_type if var.data_type != "?" else "float")
-            prop = TagProposal(
-                rule.spec, _machine_of(var.path), rule.measurement, rule.signal, vtype, var
-            )
-            raw.append((prop, _element(var.path, rule.context)))
-            break
-    # several channels or spindles on one machine: prefix the element so fields stay distinct
-    seen = Counter((p.machine, p.measurement, p.signal) for p, _ in raw)
+        rule = _match(var)
+        if rule is None:
+            continue
+        prop = TagProposal(
+            rule.spec, _machine_of(var.path), rule.measurement, rule.signal, rule.type, var,
+            rule.note,
+        )  # fmt: skip
+        raw.append((prop, _element(var.path, rule.context), rule.rank))
+    # one source per signal and machine where the profile lists alternatives (a lifetime part
+    # count before a job's runs): the lowest rank wins; channels and spindles of equal rank stay
+    best: dict[tuple[str, str], int] = {}
+    for prop, _, rank in raw:
+        key = (prop.machine, prop.signal)
+        best[key] = min(best.get(key, rank), rank)
+    kept = [(p, e) for p, e, rank in raw if rank == best[(p.machine, p.signal)]]
+    profiles = machine_profiles([p for p, _ in kept])
+    # several channels or spindles on one machine: the first keeps the profile's name (what the
+    # KPI roles read), the others are prefixed with their element so fields stay distinct
+    firsts: dict[tuple[str, str, str], str | None] = {}
+    for prop, element in sorted(kept, key=lambda pe: (pe[1] or "", pe[0].variable.browse_path)):
+        firsts.setdefault((prop.machine, prop.measurement, prop.signal), element)
     out: list[TagProposal] = []
-    for prop, element in raw:
-        if seen[(prop.machine, prop.measurement, prop.signal)] > 1 and element:
+    left_out: list[TagProposal] = []
+    for prop, element in kept:
+        profile = profiles.get(prop.machine)
+        if profile is not None and prop.signal not in PROFILES[profile].signal_names():
+            left_out.append(prop)
+            continue
+        if element and firsts[(prop.machine, prop.measurement, prop.signal)] != element:
             prop = TagProposal(
                 prop.spec,
                 prop.machine,
@@ -316,9 +317,10 @@ def propose(variables: list[VariableInfo]) -> list[TagProposal]:
                 f"{_snake(element)}_{prop.signal}",
                 prop.type,
                 prop.variable,
+                prop.note,
             )
         out.append(prop)
-    return out
+    return out, profiles, left_out
 
 
 async def _connect(endpoint: str, options: BrowseOptions) -> Client:
@@ -327,18 +329,36 @@ async def _connect(endpoint: str, options: BrowseOptions) -> Client:
         client.set_user(options.username)
         client.set_password(options.password or "")
     if options.security != "None":
-        policy_name, mode, cert, key = options.security.split(",")
-        policy = getattr(security_policies, f"SecurityPolicy{policy_name.replace('_', '')}")
-        server_der = await _trusted_server_certificate(client, endpoint, options, policy.URI)
-        await client.set_security(
-            policy, cert, key, None, server_der, getattr(ua.MessageSecurityMode, mode)
-        )
+        parts = options.security.split(",")
+        policy = None
+        if len(parts) == 4:
+            policy = getattr(security_policies, f"SecurityPolicy{parts[0].replace('_', '')}", None)
+        if policy is None or not hasattr(ua.MessageSecurityMode, parts[1]):
+            raise ConfigError(
+                f"--security {options.security!r} is not a security setting",
+                key="--security",
+                expected="'None' or '<policy>,<Sign|SignAndEncrypt>,<client cert>,<client key>'",
+            )
+        mode = getattr(ua.MessageSecurityMode, parts[1])
+        server_der = await _trusted_server_certificate(client, endpoint, options, policy.URI, mode)
+        await client.set_security(policy, parts[2], parts[3], None, server_der, mode)
     await client.connect()
     return client
 
 
+def offered_security(endpoints: list[ua.EndpointDescription]) -> list[str]:
+    """``<policy>/<mode>`` of each endpoint a server offers (``None/None``, ...)."""
+    return sorted(
+        {f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}" for e in endpoints}
+    )
+
+
 async def _trusted_server_certificate(
-    client: Client, endpoint: str, options: BrowseOptions, policy_uri: str
+    client: Client,
+    endpoint: str,
+    options: BrowseOptions,
+    policy_uri: str,
+    mode: ua.MessageSecurityMode,
 ) -> bytes:
     """The server certificate of ``endpoint`` if the gateway's trust rules accept it (trust
     directory or pinned fingerprint), or ``trust_once``; else ``SourceUnavailable`` naming the
@@ -351,8 +371,15 @@ async def _trusted_server_certificate(
     )
 
     endpoints = await client.connect_and_get_server_endpoints()
-    match = [e for e in endpoints if e.SecurityPolicyUri == policy_uri] or list(endpoints)
-    if not match or not match[0].ServerCertificate:
+    match = [e for e in endpoints if e.SecurityPolicyUri == policy_uri and e.SecurityMode == mode]
+    if not match:
+        # a configuration error, not an outage: connecting again would not help
+        raise ConfigError(
+            f"OPC UA server {endpoint} does not offer {policy_uri.rsplit('#', 1)[-1]}/"
+            f"{mode.name}; it offers {', '.join(offered_security(endpoints))}",
+            key="--security",
+        )
+    if not match[0].ServerCertificate:
         raise SourceUnavailable(
             f"OPC UA server {endpoint} offers no certificate for this security policy"
         )
@@ -374,6 +401,31 @@ async def _trusted_server_certificate(
         f"--server-fingerprint {fp}, or --trust-once to connect this time",
         detail=f"SHA-256 {fp}",
     )
+
+
+async def _browse_all(
+    client: Client, params: ua.BrowseParameters
+) -> list[list[ua.ReferenceDescription]]:
+    """Every reference of every node browsed: a server may return part of a node's references
+    with a continuation point (its MaxReferencesPerNode, or a large folder); BrowseNext fetches
+    the rest until none is left."""
+    results = await client.uaclient.browse(params)
+    refs = [list(r.References or []) for r in results]
+    pending = {i: r.ContinuationPoint for i, r in enumerate(results) if r.ContinuationPoint}
+    while pending:
+        order = list(pending)
+        nxt = await client.uaclient.browse_next(
+            ua.BrowseNextParameters(
+                ReleaseContinuationPoints=False,
+                ContinuationPoints=[pending[i] for i in order],
+            )
+        )
+        pending = {}
+        for i, res in zip(order, nxt, strict=True):
+            refs[i] += list(res.References or [])
+            if res.ContinuationPoint:
+                pending[i] = res.ContinuationPoint
+    return refs
 
 
 async def browse_server(endpoint: str, options: BrowseOptions) -> BrowseResult:
@@ -404,9 +456,9 @@ async def browse_server(endpoint: str, options: BrowseOptions) -> BrowseResult:
                     )
                     for nid, _ in part
                 ]
-                results = await client.uaclient.browse(params)
-                for (_nid, path), res in zip(part, results, strict=True):
-                    for ref in res.References or []:
+                results = await _browse_all(client, params)
+                for (_nid, path), refs in zip(part, results, strict=True):
+                    for ref in refs:
                         child = ref.NodeId
                         key = child.to_string()
                         if key in visited or child.NamespaceIndex == 0:
@@ -415,7 +467,7 @@ async def browse_server(endpoint: str, options: BrowseOptions) -> BrowseResult:
                         name = ref.BrowseName.Name
                         cpath = (*path, name)
                         spec = SPEC_URIS.get(
-                            namespaces[child.NamespaceIndex], ""
+                            namespaces[child.NamespaceIndex].rstrip("/"), ""
                         ) or _SPEC_MARKERS.get(name, "")
                         if spec:
                             result.specs[spec] += 1
@@ -448,7 +500,7 @@ async def browse_server(endpoint: str, options: BrowseOptions) -> BrowseResult:
                         nid.to_string(), path, vtype, dt_id, namespaces[nid.NamespaceIndex]
                     )
                 )
-        result.proposals = propose(result.variables)
+        result.proposals, result.profiles, result.left_out = _propose(result.variables)
         return result
     finally:
         await client.disconnect()
@@ -464,7 +516,11 @@ def format_listing(result: BrowseResult) -> str:
     for v in result.variables:
         lines.append(f"{v.browse_path:<{width}}  {v.data_type:<6}  {v.node_id}")
     if result.proposals:
-        lines.append(f"# proposed CNC mapping: {len(result.proposals)} tags (use --emit-config)")
+        profiles = ", ".join(f"{m}: {p.value}" for m, p in sorted(result.profiles.items()))
+        lines.append(
+            f"# proposed tag map: {len(result.proposals)} tags (use --emit-config)"
+            + (f"; profiles {profiles}" if profiles else "")
+        )
     return "\n".join(lines)
 
 
@@ -491,4 +547,17 @@ def emit_tag_config(result: BrowseResult, *, asset_prefix: str = "") -> str:
         f"# recognised: {', '.join(sorted(result.specs)) or 'no companion specification'}\n"
         "# paste under an opcua source; check machine names and units\n"
     )
+    if result.profiles:
+        # the signal names are the profile's, so the site model needs only the profile's name
+        header += "# site model: a machine type per profile (signals and state map by default)\n"
+        for machine, profile in sorted(result.profiles.items()):
+            header += f"#   {machine}: machine type with profile: {profile.value}\n"
+    for p in result.proposals:
+        if p.note:
+            header += f"# {p.machine} {p.signal} <- {p.variable.browse_path}: {p.note}\n"
+    for p in result.left_out:
+        header += (
+            f"# left out (not a signal of profile {result.profiles[p.machine].value}): "
+            f"{p.variable.browse_path}\n"
+        )
     return header + yaml.safe_dump({"tags": tags}, sort_keys=False)

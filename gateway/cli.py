@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,12 @@ def register(subparsers: Any) -> None:
     browse.add_argument("--depth", type=int, default=8, help="levels below Objects (default 8)")
     browse.add_argument("--pattern", default="*", help="glob on the browse path, e.g. '*Spindle*'")
     browse.add_argument(
-        "--emit-config", type=Path, default=None, help="write a tags: section to this YAML file"
+        "--emit-config",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="write a tags: section to FILE (no FILE: to standard output, the listing to stderr)",
     )
     browse.add_argument("--asset-prefix", default="", help="area/line to put before machines")
     browse.add_argument("--max-nodes", type=int, default=100_000)
@@ -73,16 +79,48 @@ def _status(args: argparse.Namespace) -> int:
         print(f"no status file in {config.gateway.state_dir}: the gateway has not run yet")
         return 1
     age_s = time.time() - float(status["written_at_s"])
+    state = _run_state(status, age_s)
     if args.json:
-        print(json.dumps({**status, "age_s": round(age_s, 1)}, indent=1))
+        print(json.dumps({**status, "age_s": round(age_s, 1), "state": state}, indent=1))
     else:
         print(_format_status(status, age_s))
-    return 0 if age_s < 15 else 1
+    return 0 if state == "running" else 1
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def _run_state(s: dict[str, Any], age_s: float) -> str:
+    """``running``, ``stopped`` (the gateway wrote its last status at a clean stop), ``error``
+    (a configuration error ended it), or ``not running`` (the process is gone or the status is
+    old: killed, or the machine went down)."""
+    state = str(s.get("state", "running"))
+    if state != "running":
+        return state
+    if age_s >= 15 or not _pid_alive(int(s.get("pid", 0) or 0)):
+        return "not running"
+    return "running"
 
 
 def _format_status(s: dict[str, Any], age_s: float) -> str:
-    state = "running" if age_s < 15 else f"NOT RUNNING (status {age_s:.0f}s old)"
-    lines = [f"gateway {s['gateway']}: {state}, pid {s['pid']}, metrics port {s['metrics_port']}"]
+    state = _run_state(s, age_s)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(s["written_at_s"])))
+    text = {
+        "running": "running",
+        "stopped": f"STOPPED at {since}",
+        "error": f"STOPPED by an error at {since}",
+        "not running": f"NOT RUNNING (process {s['pid']} gone or status {age_s:.0f}s old)",
+    }.get(state, state.upper())
+    if s.get("stop_reason"):
+        text += f" ({s['stop_reason']})"
+    lines = [f"gateway {s['gateway']}: {text}, pid {s['pid']}, metrics port {s['metrics_port']}"]
     for src in s["sources"]:
         last = src["last_sample_ns"] / 1e9
         last_txt = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)) if last else "never"
@@ -121,6 +159,7 @@ def _format_status(s: dict[str, Any], age_s: float) -> str:
 
 def _browse(args: argparse.Namespace) -> int:
     from gateway.browse import BrowseOptions, browse_server, emit_tag_config, format_listing
+    from zhizao.errors import ConfigError
 
     options = BrowseOptions(
         depth=args.depth,
@@ -134,12 +173,23 @@ def _browse(args: argparse.Namespace) -> int:
         trust_once=args.trust_once,
     )
     result = asyncio.run(browse_server(args.endpoint, options))
-    print(format_listing(result))
+    to_stdout = args.emit_config == "-"
+    # with the tag map on standard output (to redirect into a file) the listing goes to stderr
+    print(format_listing(result), file=sys.stderr if to_stdout else sys.stdout)
     if args.emit_config is not None:
         text = emit_tag_config(result, asset_prefix=args.asset_prefix)
-        args.emit_config.write_text(text)
-        print(
-            f"# tag map with {len(result.proposals)} tags written to {args.emit_config}",
-            file=sys.stderr,
-        )
+        if to_stdout:
+            sys.stdout.write(text)
+        else:
+            try:
+                Path(args.emit_config).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write the tag map to {args.emit_config}: {exc.strerror or exc}",
+                    key="--emit-config",
+                ) from exc
+            print(
+                f"# tag map with {len(result.proposals)} tags written to {args.emit_config}",
+                file=sys.stderr,
+            )
     return 0

@@ -56,6 +56,7 @@ class StateProfile(StrEnum):
 
     OPC40502 = "opc40502"  # CNC: ChannelStatus, ActProgramStatus, ActOperationMode
     OPC40001 = "opc40001"  # Machinery: MachineryItemState, MachineryOperationMode
+    OPC40501 = "opc40501"  # Machine tools: ChannelState, OperationMode, the active program
     PACKML = "packml"
     CUSTOM = "custom"  # state codes mapped by ``state_map``
 
@@ -92,6 +93,24 @@ class MachineTypeConfig(StrictModel):
     cutting_load_pct: float = Field(default=5.0, ge=0, le=100)
     # treat a program in "Waiting" (dwell) as in cycle
     waiting_is_in_cycle: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: object) -> object:
+        """A type that lists no signals gets its profile's (``zhizao.profiles``), so a standard
+        machine needs only ``profile:``; listing signals replaces them all."""
+        if not isinstance(data, dict) or data.get("signals"):
+            return data
+        from zhizao.profiles import PROFILES
+
+        try:
+            profile = PROFILES[StateProfile(str(data.get("profile")))]
+        except ValueError:
+            return data  # the field validator names the bad profile
+        out = {**data, "signals": profile.signal_configs()}
+        if not data.get("namespaces"):
+            out["namespaces"] = dict(profile.namespaces)
+        return out
 
 
 class ProductConfig(StrictModel):

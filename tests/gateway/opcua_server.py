@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import sys
+import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -20,9 +22,11 @@ from asyncua import Server, ua
 from asyncua.common.callback import Callback, CallbackService, CallbackType, ServerItemCallback
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.server.uaprocessor import UaProcessor
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.ua_binary import struct_from_binary
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 NS_URI = "urn:zhizao:test:plant"
@@ -39,6 +43,70 @@ class _PasswordUsers(UserManager):
         if username == self.username and password == self.password:
             return User(role=UserRole.User)
         return None
+
+
+class _Pager:
+    """References beyond ``max_refs`` per node, held behind continuation points."""
+
+    def __init__(self, max_refs: int) -> None:
+        self.max_refs = max_refs
+        self.pending: dict[bytes, list[ua.ReferenceDescription]] = {}
+        self._ids = itertools.count()
+        self.browse_next_calls = 0
+
+    def page(
+        self, refs: list[ua.ReferenceDescription]
+    ) -> tuple[list[ua.ReferenceDescription], bytes | None]:
+        if len(refs) <= self.max_refs:
+            return refs, None
+        cp = f"cp-{next(self._ids)}".encode()
+        self.pending[cp] = refs[self.max_refs :]
+        return refs[: self.max_refs], cp
+
+
+_PAGERS: weakref.WeakKeyDictionary[object, _Pager] = weakref.WeakKeyDictionary()
+_process_message = UaProcessor._process_message
+
+
+async def _process_with_browse_next(self, typeid, requesthdr, seqhdr, body):  # type: ignore[no-untyped-def]
+    pager = _PAGERS.get(self.iserver)
+    if pager is None or typeid != ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary):
+        return await _process_message(self, typeid, requesthdr, seqhdr, body)
+    pager.browse_next_calls += 1
+    params = struct_from_binary(ua.BrowseNextParameters, body)
+    results = []
+    for cp in params.ContinuationPoints:
+        res = ua.BrowseResult()
+        refs = pager.pending.pop(cp, None)
+        if refs is None:
+            res.StatusCode = ua.StatusCode(ua.StatusCodes.BadContinuationPointInvalid)
+        elif not params.ReleaseContinuationPoints:
+            res.References, res.ContinuationPoint = pager.page(refs)
+        results.append(res)
+    response = ua.BrowseNextResponse()
+    response.Parameters.Results = results
+    self.send_response(requesthdr.RequestHandle, seqhdr, response)
+    return True
+
+
+def page_browse_results(server: Server, max_refs: int) -> _Pager:
+    """Make a real asyncua server answer Browse as large servers do: at most ``max_refs``
+    references per node, the rest behind a continuation point for BrowseNext (asyncua's own
+    server returns every reference at once and does not implement BrowseNext)."""
+    pager = _Pager(max_refs)
+    view = server.iserver.view_service
+    browse = view.browse
+
+    def paged(params: ua.BrowseParameters) -> list[ua.BrowseResult]:
+        results = browse(params)
+        for res in results:
+            res.References, res.ContinuationPoint = pager.page(list(res.References))
+        return results
+
+    view.browse = paged  # type: ignore[method-assign]
+    _PAGERS[server.iserver] = pager
+    UaProcessor._process_message = _process_with_browse_next  # type: ignore[method-assign]
+    return pager
 
 
 def node_id(i: int) -> str:

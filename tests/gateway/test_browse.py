@@ -92,18 +92,20 @@ async def test_browse_recognises_specs_and_emitted_config_collects(
         assert "Machines/CNC-01/CncInterface/CncChannelList/Channel1/ChannelStatus" in listing
         tags = yaml.safe_load(out.read_text())["tags"]
         got = {(t["asset"]["machine"], t["measurement"], t["signal"], t["type"]) for t in tags}
+        # the profile's signal names (zhizao.profiles): what its state map and the KPI roles
+        # read; the first spindle keeps the plain name, the second is prefixed
         assert got == {
             ("CNC-01", "machine_state", "channel_status", "int"),
             ("CNC-01", "machine_state", "program_status", "int"),
             ("CNC-01", "machine_state", "operation_mode", "int"),
-            ("CNC-01", "program", "program_name", "string"),
-            ("CNC-01", "spindle", "spindle1_speed_rpm", "float"),
-            ("CNC-01", "spindle", "spindle2_speed_rpm", "float"),
-            ("CNC-01", "spindle", "spindle1_load_pct", "float"),
-            ("CNC-01", "spindle", "spindle2_load_pct", "float"),
-            ("Press-01", "machine_state", "item_state", "string"),
-            ("Press-01", "machine_state", "operation_mode_state", "string"),
-            ("Press-01", "counter", "parts_total", "int"),
+            ("CNC-01", "machine_state", "program_name", "string"),
+            ("CNC-01", "spindle", "spindle_speed_rpm", "float"),
+            ("CNC-01", "spindle", "spindle2_spindle_speed_rpm", "float"),
+            ("CNC-01", "spindle", "spindle_load_pct", "float"),
+            ("CNC-01", "spindle", "spindle2_spindle_load_pct", "float"),
+            ("Press-01", "machine_state", "machinery_item_state", "string"),
+            ("Press-01", "machine_state", "machinery_operation_mode", "string"),
+            ("Press-01", "counter", "part_count", "int"),
         }
         assert all(t["asset"]["area"] == "hall1" and t["asset"]["line"] == "line1" for t in tags)
         # --pattern narrows the listing
@@ -149,10 +151,10 @@ async def test_browse_recognises_specs_and_emitted_config_collects(
                 strict=True,
             )
         )
-        assert values["spindle1_speed_rpm"] == 8000.0
-        assert values["parts_total"] == 42
+        assert values["spindle_speed_rpm"] == 8000.0
+        assert values["part_count"] == 42
         assert values["program_name"] == "O1001"
-        assert values["item_state"] == "Executing"
+        assert values["machinery_item_state"] == "Executing"
         assert source.stats.rejected == {}
         outbox.close()
     finally:

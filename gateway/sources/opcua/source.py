@@ -414,6 +414,12 @@ class OpcUaSource:
                 await self._session()
             except asyncio.CancelledError:
                 raise
+            except ConfigError as exc:
+                # a wrong setting (a security policy the server does not offer) stays wrong:
+                # end the source with the error instead of retrying it forever
+                self.stats.last_error = f"configuration error: {exc}"
+                log.error("OPC UA source %s stopped: %s", self.name, exc)
+                raise
             except TaskFailed as exc:
                 self.stats.last_error = str(exc)  # logged once and counted by the runtime
             except Exception as exc:

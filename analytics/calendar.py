@@ -76,6 +76,8 @@ class PlannedTime:
     down_start_ns: I64
     down_end_ns: I64
     shifts: tuple[ShiftInstance, ...]
+    # per planned down interval: (kind, name) of the calendar entry (break, maintenance, meeting)
+    down_entries: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def always(cls, start_ns: int, end_ns: int) -> PlannedTime:
@@ -116,6 +118,7 @@ def planned_time(
     down_s: list[int] = []
     down_e: list[int] = []
     down_names: list[str] = []
+    down_entries: list[tuple[str, str]] = []
     day = first
     while day <= last:  # calendar days x shifts: a handful, not samples
         weekday = ALL_DAYS[day.weekday()]
@@ -142,6 +145,7 @@ def planned_time(
                     down_s.append(_local_ns(day, b0, tz))
                     down_e.append(_local_ns(day, b1, tz))
                     down_names.append(f"{brk.kind} {brk.name!r} of {label}")
+                    down_entries.append((brk.kind, brk.name))
             pot_s.append(s_ns)
             pot_e.append(e_ns)
             shifts.append(ShiftInstance(shift.name, day, s_ns, e_ns))
@@ -159,6 +163,7 @@ def planned_time(
         np.asarray(down_s, np.int64)[d_order] if down_s else np.empty(0, np.int64),
         np.asarray(down_e, np.int64)[d_order] if down_e else np.empty(0, np.int64),
         tuple(shifts[i] for i in order),
+        tuple(down_entries[i] for i in d_order.tolist()),
     )
 
 

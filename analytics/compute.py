@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from analytics import catalog
 from analytics.aggregate import machine_hierarchy, rollup
 from analytics.calendar import (
     PlannedTime,
@@ -68,6 +69,9 @@ class SiteResult:
     notes: list[str]
     factors: dict[str, dict[str, object]]
     conversion: dict[str, object]
+    # per row: seconds with an unknown state code in force; machines whose energy is metered
+    unknown_state_s: F64 = field(default_factory=lambda: np.zeros(0))
+    metered: frozenset[str] = frozenset()
 
 
 class SiteComputer:
@@ -208,6 +212,7 @@ class SiteComputer:
         tags: list[dict[str, str]] = []
         starts: list[I64] = []
         ends: list[I64] = []
+        unknown_s: list[F64] = []
         notes: list[str] = []
         for machine, path in self.paths.items():  # machines, not samples
             w = self._clipped(
@@ -222,14 +227,37 @@ class SiteComputer:
             res = machine_components(signals, self.contexts[machine], planned, w.start_ns,
                                      w.end_ns, context_start_ns=ctx_lo,
                                      context_end_ns=ctx_hi)  # fmt: skip
+            ctx = self.contexts[machine]
             if res.unknown_state_codes:
                 notes.append(
-                    f"{machine}: unknown state codes {res.unknown_state_codes} counted as NO_DATA"
+                    f"{machine}: unknown state codes {res.unknown_state_codes} for "
+                    f"{float(res.unknown_state_s.sum()):.0f} s (NO_DATA where no other state "
+                    "signal maps): add them to the machine type's state_map"
                 )
             if res.unknown_products:
                 notes.append(f"{machine}: products without PRI {res.unknown_products}")
+            if (
+                signals.get("product") is None
+                and ctx.default_product is None
+                and float(res.components.pbt_s.sum()) > 0
+            ):
+                notes.append(
+                    f"{machine}: no product id and no default product, so no ideal cycle time: "
+                    "its OEE, effectiveness and target are not computed and its line's are over "
+                    "the other machines (publish product_id or set default_product in kpi.yaml)"
+                )
             if not signals.states:
                 notes.append(f"{machine}: no state data in the range (counted as NO_DATA)")
+            if res.in_cycle_without_parts_s > self.cfg.no_parts_in_cycle_s:
+                since = np.datetime64(res.in_cycle_without_parts_start_ns, "ns").astype(
+                    "datetime64[s]"
+                )
+                roles = [r for r in COUNTER_ROLES if signals.get(r) is not None] or ["none"]
+                notes.append(
+                    f"{machine}: IN_CYCLE for {res.in_cycle_without_parts_s / 3600:.1f} h from "
+                    f"{since}Z without a part counted: check its part counters (read: "
+                    f"{', '.join(roles)}) and their tag map"
+                )
             rc = res.components
             n_good_above = int(np.count_nonzero(rc.gq > rc.pq))
             n_negative = int(np.count_nonzero((rc.sq < 0) | (rc.gq < 0) | (rc.rq < 0)))
@@ -249,14 +277,27 @@ class SiteComputer:
             tags += [{**base, **t} for t in w.tags]
             starts.append(w.start_ns)
             ends.append(w.end_ns)
+            unknown_s.append(res.unknown_state_s)
         comp = Components.concat(parts)
         for meter in self.plant:
             if meter.id not in data.meters:
                 notes.append(f"plant meter {meter.id}: no data in the range")
+        metered: set[str] = set()
         for machine, meter in self.meter_of_machine.items():
             sigs = data.machines.get(machine)
             if sigs is None or sigs.get("energy_kwh") is None:
-                notes.append(f"{machine}: energy meter {meter.id} has no data in the range")
+                notes.append(
+                    f"{machine}: energy meter {meter.id} has no data in the range: its energy "
+                    "per part is null, not 0"
+                )
+            else:
+                metered.add(machine)
+        unmetered = sorted(set(machines) - set(self.meter_of_machine))
+        if unmetered:
+            notes.append(
+                f"machines without an energy meter {unmetered}: their energy per part is null, "
+                "not 0, and their lines' are over the metered machines"
+            )
         if kind == "shift":
             # a shift's plant energy is what the meters booked inside the shift windows, so that
             # kgce per good part divides the shift's energy by the shift's parts (never the day's)
@@ -273,6 +314,8 @@ class SiteComputer:
             comp, e_start, e_tags, e_fields, notes,
             {f.medium: {"id": f.id, "value": f.value, "unit": f.unit, "year": f.year, "publisher": f.publisher} for f in self.factors},
             {"id": self.conversion.id, "convention": self.conversion.convention, "year": self.conversion.year, "source": self.conversion.source},
+            np.concatenate(unknown_s) if unknown_s else np.empty(0, np.float64),
+            frozenset(metered),
         )  # fmt: skip
 
     def plant_meters(self) -> list[MeterConfig]:
@@ -338,15 +381,49 @@ class SiteComputer:
         return w.start_ns, [{**site_tags, **{k: v for k, v in t.items() if k != DATE_TAG}}
                             for t in w.tags], fields  # fmt: skip
 
+    def _planned_down(self, result: SiteResult) -> list[dict[str, object]]:
+        """The calendars' planned down entries inside the result's range (which break, meeting
+        or maintenance took the time), per calendar with the machines on it."""
+        if not len(result.start_ns):
+            return []
+        lo, hi = int(result.start_ns.min()), int(result.end_ns.max())
+        present = set(result.machine)
+        by_calendar: dict[str, list[str]] = {}
+        for _, line, m in self.site.machines():
+            if m.id in present:
+                by_calendar.setdefault(m.calendar or line.calendar, []).append(m.id)
+        out: list[dict[str, object]] = []
+        for name, machines in sorted(by_calendar.items()):
+            pt = planned_time(self.site.calendars[name], lo, hi, name=name)
+            for s0, e0, (kind, label) in zip(
+                pt.down_start_ns.tolist(), pt.down_end_ns.tolist(), pt.down_entries, strict=True
+            ):
+                s1, e1 = max(s0, lo), min(e0, hi)
+                if e1 > s1:
+                    out.append({"calendar": name, "machines": machines, "kind": kind,
+                                "name": label, "start_ns": s1, "end_ns": e1,
+                                "duration_s": (e1 - s1) / 1e9})  # fmt: skip
+        return out
+
     def report(self, result: SiteResult) -> dict[str, object]:
         """JSON-ready: per machine and window, roll-ups per line/factory/district, plant energy."""
         c = result.components
         flag = self.cfg.effectiveness_flag_above
         rows = report_rows(c, effectiveness_flag_above=flag)
+        # absent is not zero: a machine without a known product has no PRI-based KPI, one
+        # without an energy meter (or its data) no energy per part; each says so by a flag
+        pri_ok = np.isfinite(c.pri_pq_s) & np.isfinite(c.pri_gq_s) & np.isfinite(c.pri_startup_s)
+        energy_ok = np.array([m in result.metered for m in result.machine], bool)
         out_rows = []
         for i, row in enumerate(rows):
+            kpis = dict(row["kpis"])  # type: ignore[call-overload]
+            if not pri_ok[i]:
+                kpis.update({k: _absent(kpis[k], _NO_PRODUCT) for k in PRI_KPIS if k in kpis})
+            if not energy_ok[i]:
+                kpis.update({k: _absent(kpis[k], _NO_METER) for k in ENERGY_KPIS if k in kpis})
             out_rows.append({"machine": result.machine[i], "tags": result.tags[i], "window_start_ns": int(result.start_ns[i]),
-                             "window_end_ns": int(result.end_ns[i]), **row})  # fmt: skip
+                             "window_end_ns": int(result.end_ns[i]), **row, "kpis": kpis,
+                             "unknown_state_s": float(result.unknown_state_s[i]) if len(result.unknown_state_s) == len(c) else 0.0})  # fmt: skip
         levels: dict[str, object] = {}
         if len(c):
             hier = machine_hierarchy(self.site, result.machine)
@@ -355,19 +432,60 @@ class SiteComputer:
                 for lvl, names in hier.items()
             }
             keyed["city"] = [f"city@{int(s)}" for s in result.start_ns]
-            for level, (names, comps) in rollup(c, keyed).items():
+            full = rollup(c, keyed)
+            # PRI-based KPIs over the machines with a product, energy per part over the metered
+            # machines: sum over sum of what can be computed, with the coverage stated
+            subsets = {
+                "with_product": (pri_ok, PRI_KPIS, _NO_PRODUCT),
+                "metered": (energy_ok, ENERGY_KPIS, _NO_METER),
+            }
+            sub_rows: dict[str, dict[str, dict[str, dict[str, object]]]] = {}
+            for name, (mask, _, _) in subsets.items():
+                sel = np.flatnonzero(mask)
+                part = rollup(c.take(sel), {k: [v[i] for i in sel] for k, v in keyed.items()})
+                sub_rows[name] = {
+                    level: dict(zip(names, (r["kpis"] for r in report_rows(comps, effectiveness_flag_above=flag)), strict=True))  # type: ignore[misc]
+                    for level, (names, comps) in part.items()
+                }  # fmt: skip
+            for level, (names, comps) in full.items():
                 if level == "machine":
                     continue
-                levels[level] = [
-                    {
-                        "group": name.rsplit("@", 1)[0],
-                        "window_start_ns": int(name.rsplit("@", 1)[1]),
-                        **r,
-                    }
-                    for name, r in zip(
-                        names, report_rows(comps, effectiveness_flag_above=flag), strict=True
+                total = _machines_by_group(keyed[level], result.machine)
+                counted = {k: _machines_by_group(keyed[level], result.machine, m) for k, (m, _, _) in subsets.items()}  # fmt: skip
+                out: list[dict[str, object]] = []
+                for gname, r in zip(
+                    names, report_rows(comps, effectiveness_flag_above=flag), strict=True
+                ):
+                    kpis = dict(r["kpis"])  # type: ignore[call-overload]
+                    n = len(total[gname])
+                    coverage: dict[str, object] = {"machines": n}
+                    for key, (_, ids, reason) in subsets.items():
+                        have = len(counted[key].get(gname, ()))
+                        coverage[key] = have
+                        if have == n:
+                            continue
+                        got = sub_rows[key].get(level, {}).get(gname)
+                        for k in ids:
+                            if k in kpis:
+                                kpis[k] = (
+                                    _partial(got[k], have, n, reason)  # type: ignore[arg-type]
+                                    if got is not None
+                                    else _absent(kpis[k], reason)
+                                )
+                    coverage["text"] = (
+                        f"coverage: {coverage['with_product']}/{n} machines with a product "
+                        f"(OEE), {coverage['metered']}/{n} metered (energy per part)"
                     )
-                ]
+                    out.append(
+                        {
+                            "group": gname.rsplit("@", 1)[0],
+                            "window_start_ns": int(gname.rsplit("@", 1)[1]),
+                            **r,
+                            "kpis": kpis,
+                            "coverage": coverage,
+                        }
+                    )
+                levels[level] = out
         energy = [
             {
                 "tags": t,
@@ -383,6 +501,7 @@ class SiteComputer:
         return {
             "site": f"{self.site.enterprise}/{self.site.site}",
             "window": result.kind,
+            "planned_down": self._planned_down(result),
             "machines": out_rows,
             "rollups": levels,
             "plant_energy": energy,
@@ -394,6 +513,49 @@ class SiteComputer:
             "emission_factors": result.factors,
             "notes": result.notes,
         }
+
+
+_PRI_COMPONENTS = {"pri_pq_s", "pri_gq_s", "pri_startup_s"}
+_ENERGY_COMPONENTS = {"kwh", "kgce", "kgco2"}
+# KPI ids that need an ideal cycle time, and those that divide energy by parts
+PRI_KPIS = frozenset(k.id for k in catalog.CATALOG if _PRI_COMPONENTS & set(k.components()))
+ENERGY_KPIS = frozenset(
+    k.id for k in catalog.CATALOG if k.view == "energy" and _ENERGY_COMPONENTS & set(k.components())
+)
+_NO_PRODUCT = {
+    "code": "no_product",
+    "reason": "no product (ideal cycle time) known: publish product_id or set default_product",
+}
+_NO_METER = {
+    "code": "no_meter",
+    "reason": "no energy meter data: energy per part unknown, not 0",
+}
+
+
+def _absent(kpi: dict[str, object], flag: dict[str, str]) -> dict[str, object]:
+    """A KPI that cannot be computed: null with the reason (never 0, never a wrong flag)."""
+    out = {k: v for k, v in kpi.items() if k not in ("numerator", "denominator", "flag", "flags")}
+    return {**out, "value": None, "flag": flag["reason"], "flags": [flag]}
+
+
+def _partial(kpi: dict[str, object], have: int, n: int, flag: dict[str, str]) -> dict[str, object]:
+    """A group KPI computed over the ``have`` of ``n`` machines that can be computed."""
+    note = {
+        "code": f"partial_{flag['code']}",
+        "reason": f"over {have}/{n} machines ({flag['reason']})",
+    }
+    flags = [*kpi.get("flags", []), note]  # type: ignore[misc]
+    return {**kpi, "coverage": f"{have}/{n} machines", "flag": "; ".join(str(f["reason"]) for f in flags), "flags": flags}  # fmt: skip
+
+
+def _machines_by_group(
+    groups: list[str], machines: list[str], mask: NDArray[np.bool_] | None = None
+) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for i, (g, m) in enumerate(zip(groups, machines, strict=True)):
+        if mask is None or mask[i]:
+            out.setdefault(g, set()).add(m)
+    return out
 
 
 def _union_windows(starts: list[I64], ends: list[I64], tags: list[dict[str, str]]) -> Windows:

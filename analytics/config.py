@@ -143,6 +143,9 @@ class KpiConfig(StrictModel):
         default=120.0, gt=0, description="minor stop vs breakdown (Nakajima)"
     )
     effectiveness_flag_above: float = Field(default=1.05, gt=0)
+    # a machine IN_CYCLE this long without a single part counted gets a note (a counter that
+    # never moves: wrong tag map, wrong signal name, a dead counter); above the longest cycle
+    no_parts_in_cycle_s: float = Field(default=7200.0, gt=0)
     # product when a machine publishes none: machine id -> product id, "*" for all machines
     default_product: dict[str, str] = Field(default_factory=dict)
     measurement_prefix: str = Field(default=KPI_PREFIX, pattern=r"^[a-z][a-z0-9_]*$")

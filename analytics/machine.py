@@ -15,9 +15,10 @@ from numpy.typing import NDArray
 from analytics.calendar import PlannedTime
 from analytics.components import Components
 from analytics.counters import counter_increments, increments_by_window
-from analytics.states import StateClassifier, state_timeline
+from analytics.states import STATE_CODE, StateClassifier, StateTimeline, state_timeline
 from analytics.timeelements import PriSteps, TimeElementOptions, time_elements
 from analytics.timeline import machine_timeline
+from zhizao.site import MachineState
 
 __all__ = ["MachineContext", "MachineResult", "MachineSignals", "Signal", "machine_components"]
 
@@ -81,6 +82,13 @@ class MachineResult:
     unknown_state_codes: list[str]
     counter_resets: int
     unknown_products: list[str]
+    # per window: seconds with a state code no map knows in force (reported even where another
+    # state signal still gave the state)
+    unknown_state_s: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    # the longest IN_CYCLE stretch inside the windows without any part counted, and its start:
+    # counters that never move while the machine runs (a wrong tag map, a dead counter)
+    in_cycle_without_parts_s: float = 0.0
+    in_cycle_without_parts_start_ns: int = 0
 
 
 def _carried(sig: Signal, t: I64) -> NDArray[np.float64]:
@@ -222,6 +230,12 @@ def machine_components(
         cols["pri_gq_s"] = cols["pri_pq_s"] - bad_pri
     cols["pri_startup_s"] = increments_by_window(su_ts, su_inc * pri.before(su_ts), ws, we)
 
+    idle_s, idle_at = _longest_in_cycle_without_parts(
+        timeline, np.concatenate((pq_ts, gq_ts, sq_ts, rq_ts, su_ts)), lo, hi
+    )
+    streams = {name: (sig.ts_ns, sig.value) for name, sig in signals.states.items()}
+    unknown_s = ctx.classifier.unknown_seconds(streams, ws, we)
+
     e_ts, e_inc, r = _counter_window(signals.get("energy_kwh"), ctx.energy_rollover)
     resets += r
     # a meter increment belongs to (previous reading, this reading]: windows (start, end]
@@ -233,4 +247,44 @@ def machine_components(
         unknown,
         resets,
         sorted(p for p in unknown_products if p),
+        unknown_s,
+        idle_s,
+        idle_at,
     )
+
+
+def _longest_in_cycle_without_parts(
+    timeline: StateTimeline, part_ts_ns: I64, lo: int, hi: int
+) -> tuple[float, int]:
+    """Longest stretch of IN_CYCLE inside [lo, hi) with no part counted: the gaps between a
+    run's start, the parts counted inside it and its end (vectorized over runs and parts)."""
+    run = timeline.code == STATE_CODE[MachineState.IN_CYCLE]
+    starts = np.maximum(timeline.start_ns[run], lo)
+    ends = np.minimum(timeline.end_ns[run], hi)
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    if not len(starts):
+        return 0.0, 0
+    parts = np.unique(np.asarray(part_ts_ns, np.int64))
+    r = np.searchsorted(starts, parts, "right") - 1
+    inside = (r >= 0) & (parts < ends[np.clip(r, 0, None)])
+    parts = parts[inside]
+    # points in time order: each run's start, its parts, its end; a gap starts at a start or a
+    # part and ends at the next point (runs are disjoint, so that point is in the same run)
+    t = np.concatenate((starts, parts, ends))
+    kind = np.concatenate(
+        (
+            np.zeros(len(starts), np.int8),
+            np.ones(len(parts), np.int8),
+            np.full(len(ends), 2, np.int8),
+        )
+    )
+    order = np.lexsort((kind, t))
+    t, kind = t[order], kind[order]
+    gap = np.diff(t)
+    valid = kind[:-1] != 2
+    if not valid.any():
+        return 0.0, 0
+    gap = np.where(valid, gap, -1)
+    i = int(np.argmax(gap))
+    return float(gap[i]) / 1e9, int(t[i])

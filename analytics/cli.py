@@ -23,6 +23,7 @@ from analytics.export import export_site
 from analytics.health import EngineHealthServer
 from analytics.offline import load_csv
 from zhizao.config import parse_model
+from zhizao.errors import ConfigError
 from zhizao.site import load_site
 
 __all__ = ["register"]
@@ -153,11 +154,7 @@ def _export(args: argparse.Namespace) -> int:
     if cfg.influx is None:
         print(f"zhizao: {args.config} has no influx section to export from", file=sys.stderr)
         return 2
-    tz = zone(site.timezone)
-    start, end = utc_ns(args.start, tz), utc_ns(args.end, tz)
-    if end <= start:
-        print("zhizao: --to must be after --from", file=sys.stderr)
-        return 2
+    start, end = _range(args, zone(site.timezone))
     if args.out:
         with Path(args.out).open("w", newline="", encoding="utf-8") as fh:
             n = asyncio.run(export_site(cfg, site, start, end, fh))
@@ -165,6 +162,23 @@ def _export(args: argparse.Namespace) -> int:
     else:
         asyncio.run(export_site(cfg, site, start, end, sys.stdout))
     return 0
+
+
+def _range(args: argparse.Namespace, tz: Any) -> tuple[int, int]:
+    """``--from`` / ``--to`` as UTC ns; a wrong one is a user error naming the option."""
+    out: list[int] = []
+    for option, text in (("--from", args.start), ("--to", args.end)):
+        try:
+            out.append(utc_ns(text, tz))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{option} {text!r} is not an ISO 8601 time",
+                key=option,
+                expected="e.g. 2026-03-02T00:00 (site time) or 2026-03-02T00:00+08:00",
+            ) from exc
+    if out[1] <= out[0]:
+        raise ConfigError(f"--to {args.end!r} must be after --from {args.start!r}", key="--to")
+    return out[0], out[1]
 
 
 def _finite(obj: Any) -> Any:
@@ -196,10 +210,7 @@ def _compute(args: argparse.Namespace) -> int:
         else parse_model(KpiConfig, {"sites": [args.site]})
     )
     tz = zone(site.timezone)
-    start, end = utc_ns(args.start, tz), utc_ns(args.end, tz)
-    if end <= start:
-        print("zhizao: --to must be after --from", file=sys.stderr)
-        return 2
+    start, end = _range(args, tz)
     data, notes = load_csv(Path(args.samples), site, cfg)
     computer = SiteComputer(site, cfg)
     # the export may go on after --to: stops cut by the range end are classified by their length

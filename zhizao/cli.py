@@ -7,8 +7,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from zhizao import __version__
@@ -96,6 +101,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # not the user's input: a bug. One sentence on the terminal, the traceback in a file
+        where = _crash_log(exc, argv)
+        if where is None:  # nowhere to write it: the traceback is all there is to report
+            traceback.print_exception(exc, file=sys.stderr)
+        print(
+            f"zhizao: internal error ({type(exc).__name__}: {exc}); this is a bug in zhizao, "
+            f"not in your input: the traceback is {f'in {where}' if where else 'above'}",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE; user errors exit 2
+CRASH_DIR_ENV = "ZHIZAO_CRASH_DIR"
+
+
+def _crash_log(exc: BaseException, argv: Sequence[str] | None) -> str | None:
+    """Write the traceback to ``$ZHIZAO_CRASH_DIR`` (default: the temp directory), 0600."""
+    from zhizao.logs import redact
+    from zhizao.private import write_private
+
+    folder = Path(os.environ.get(CRASH_DIR_ENV) or tempfile.gettempdir())
+    path = folder / f"zhizao-internal-error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    args = " ".join(sys.argv[:1] + list(argv if argv is not None else sys.argv[1:]))
+    text = f"zhizao {__version__}: {redact(args)}\n" + redact(
+        "".join(traceback.format_exception(exc))
+    )
+    try:
+        write_private(path, text)
+    except OSError:
+        return None
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ BUILTIN_MACROS = {
     "__range_s",
     "__range_ms",
 }
+# the range's ends as text (``${__from:date:iso}``), which a JSON datasource's URL may carry
+JSON_MACROS = {"__from", "__to"}
 # macros of other datasources (SQL, Flux) that the InfluxQL datasource leaves in the query text,
 # and Flux itself
 FORBIDDEN = (
@@ -108,6 +110,10 @@ def _variable_query(var: Mapping[str, Any]) -> str:
     if isinstance(q, Mapping) and "infinityQuery" in q:
         return " ".join(queries(q["infinityQuery"]))
     return str(q.get("query", "")) if isinstance(q, Mapping) else str(q)
+
+
+def _is_json(target: Mapping[str, Any]) -> bool:
+    return bool(target.get("datasource", {}).get("type") == "yesoreyeram-infinity-datasource")
 
 
 _FIELD_PATH = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*)?$")
@@ -244,18 +250,17 @@ def dashboard_problems(
         for t in panel.get("targets", []):
             if str(t.get("queryType", "")).lower() == "flux" or t.get("language") == "flux":
                 p.append(f"{title}: Flux query")
-            if t.get("datasource", {}).get("type") == "yesoreyeram-infinity-datasource":
+            if _is_json(t):
                 p += [f"{title}: {x}" for x in _check_json_target(t)]
             for q in queries(t):
                 for bad in FORBIDDEN:
                     if bad in q:
                         p.append(f"{title}: forbidden {bad!r} in {q}")
-                used = set(_VAR.findall(q)) - BUILTIN_MACROS
+                used = set(_VAR.findall(q)) - BUILTIN_MACROS - JSON_MACROS
                 if used - set(defined):
                     p.append(f"{title}: undefined variables {sorted(used - set(defined))}")
-                undefined_macros = {
-                    v for v in _VAR.findall(q) if v.startswith("__")
-                } - BUILTIN_MACROS
+                allowed = BUILTIN_MACROS | (JSON_MACROS if _is_json(t) else set())
+                undefined_macros = {v for v in _VAR.findall(q) if v.startswith("__")} - allowed
                 if undefined_macros:
                     p.append(f"{title}: unknown macros {sorted(undefined_macros)}")
                 if t.get("datasource", {}).get("type") != "influxdb":

@@ -31,6 +31,7 @@ from zhizao.site import MachineState, MachineTypeConfig, SiteModel, load_site
 
 __all__ = [
     "API_DS",
+    "API_SITE_DS",
     "DASHBOARD_FILES",
     "INFLUX_DS",
     "OUT_DIR",
@@ -48,6 +49,8 @@ PROMETHEUS_DS: dict[str, str] = {"type": "prometheus", "uid": "zhizao-victoriame
 # the API as a JSON datasource (Grafana's Infinity plugin): the commission's figures come from
 # factory reports in the API's database, and the API enforces the commission token's scope
 API_DS: dict[str, str] = {"type": "yesoreyeram-infinity-datasource", "uid": "zhizao-api"}
+# the same API with a site's engineer token, for what lives in the API's database (stop reasons)
+API_SITE_DS: dict[str, str] = {"type": "yesoreyeram-infinity-datasource", "uid": "zhizao-api-site"}
 COMMISSION_API = "/api/v1/commission"
 OUT_DIR = Path(__file__).resolve().parent / "generated"
 DASHBOARD_FILES = {
@@ -723,7 +726,7 @@ def line_live(site: SiteModel) -> _Board:
             "Losses (six big losses) over the range",
             "Seconds lost, Nakajima view; with PRI x GQ they add up to PBT. "
             + _definition_text(loss_ids)
-            + ". Losses by assigned stop reason come from the API (not a dashboard query).",
+            + ". Losses by assigned stop reason: the next panel.",
             [influx_target("A", select([kpi(i, KPIS[i].label) for i in loss_ids], HOUR))],
             unit="s",
             options={
@@ -735,6 +738,39 @@ def line_live(site: SiteModel) -> _Board:
                 "namePlacement": "left",
                 "sizing": "auto",
             },
+        ),
+        12,
+        8,
+    )
+    b.add(
+        _api_table(
+            "Top loss reasons (assigned stops)",
+            "Downtime of the chosen machines' stops by the reason operators assigned (the API's "
+            "stop reasons; time no reason covers is 'unassigned'), largest first, minor stops "
+            "apart. Each stop is classified by its whole length and only its time inside the "
+            "range counts, as in the API's stop list (GET /sites/{site}/stop-reasons).",
+            api_target(
+                "A",
+                "/api/v1/sites/$site/stop-reasons",
+                (
+                    ("from", "${__from:date:iso}"),
+                    ("to", "${__to:date:iso}"),
+                    ("line", "${line:csv}"),
+                    ("machine", "${machine:csv}"),
+                ),
+                (
+                    ("label", "Reason", "string"),
+                    ("category", "Category", "string"),
+                    ("seconds", "Downtime", "number"),
+                    ("count", "Stops", "number"),
+                    ("share", "Share", "number"),
+                    ("cumulative_share", "Cumulative", "number"),
+                    ("machines", "Machines", "string"),
+                ),
+                root="reasons",
+                datasource=API_SITE_DS,
+            ),
+            {"seconds": "s", "share": "percentunit", "cumulative_share": "percentunit"},
         ),
         12,
         8,
@@ -1290,12 +1326,13 @@ def api_target(
     params: Sequence[tuple[str, str]],
     columns: Sequence[Column],
     root: str = "",
+    datasource: dict[str, str] = API_DS,
 ) -> dict[str, Any]:
     """An Infinity query: GET ``<datasource url><path>?params`` (Grafana variables substituted in
     the values), the rows at ``root`` ("" = the answer is the array), one column per JSON key."""
     return {
         "refId": ref,
-        "datasource": API_DS,
+        "datasource": datasource,
         "type": "json",
         "source": "url",
         "parser": "backend",

@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 __all__ = [
     "GRID_COLUMNS",
@@ -178,10 +179,39 @@ def interpolate_influxql(
     return q.replace("$__interval", interval.text)
 
 
-def interpolate_text(text: str, variables: Mapping[str, Sequence[str]]) -> str:
-    """Variables in a plain text (a JSON datasource's URL and query parameters): a
-    single-valued variable becomes its value as it is (Grafana's default format; the datasource
-    URL-encodes the parameters afterwards). Multi-value variables have no plain form here."""
+_FORMATTED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):([a-z]+)(?::([a-z]+))?\}")
+
+
+def _iso_ms(ms: int) -> str:
+    """``${__from:date:iso}`` as Grafana writes it: UTC, milliseconds, ``Z``."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def interpolate_text(
+    text: str,
+    variables: Mapping[str, Sequence[str]],
+    *,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+) -> str:
+    """Variables in a plain text (a JSON datasource's URL and query parameters), as Grafana's
+    template service writes them: ``${var:csv}`` the values joined by commas (All: every value),
+    ``${__from:date:iso}`` / ``${__to:date:iso}`` the range's ends in ISO 8601 UTC, and a plain
+    ``$var`` / ``${var}`` a single value as it is (the datasource URL-encodes the parameters
+    afterwards). A multi-value variable without a format has no plain form here: refused."""
+
+    def formatted(m: re.Match[str]) -> str:
+        name, fmt, arg = m.group(1), m.group(2), m.group(3)
+        if name in ("__from", "__to") and fmt == "date" and arg == "iso":
+            ms = from_ms if name == "__from" else to_ms
+            if ms is None:
+                raise ValueError(f"${{{name}:date:iso}} needs the time range")
+            return _iso_ms(ms)
+        if fmt == "csv" and arg is None and name in variables:
+            return ",".join(variables[name])
+        raise ValueError(f"unsupported variable format {m.group(0)}")
+
+    text = _FORMATTED.sub(formatted, text)
     for name in sorted(variables, key=len, reverse=True):
         if "$" + name not in text and "${" + name + "}" not in text:
             continue

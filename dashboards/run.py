@@ -179,9 +179,10 @@ async def _json_api(
 ) -> tuple[str, list[dict[str, Any]]]:
     if not ctx.api_url:
         raise RuntimeError("no API URL for a JSON (Infinity) target")
-    path = grafana.interpolate_text(str(target["url"]), variables)
+    rng = {"from_ms": ctx.from_ms, "to_ms": ctx.to_ms}
+    path = grafana.interpolate_text(str(target["url"]), variables, **rng)
     params: list[tuple[str, str | int | float | bool | None]] = [
-        (str(p["key"]), grafana.interpolate_text(str(p["value"]), variables))
+        (str(p["key"]), grafana.interpolate_text(str(p["value"]), variables, **rng))
         for p in target.get("url_options", {}).get("params", [])
     ]
     headers = {"Authorization": f"Bearer {ctx.api_token}"} if ctx.api_token else {}

@@ -23,6 +23,7 @@ from zhizao.site import (
     MachineTypeConfig,
     MeterConfig,
     ProductConfig,
+    ReasonConfig,
     ShiftConfig,
     SignalConfig,
     SiteModel,
@@ -443,6 +444,33 @@ def default_site(cnc_machines: int = 3) -> SiteModel:
             ),
         ],
         meters=meters,
+        # what operators of the demonstration factory assign to stops (portal, API)
+        reasons=[
+            ReasonConfig(
+                code="breakdown", label="Breakdown", label_zh="设备故障", category="breakdown"
+            ),
+            ReasonConfig(
+                code="spindle",
+                label="Spindle fault",
+                label_zh="主轴故障",
+                category="breakdown",
+                parent="breakdown",
+            ),
+            ReasonConfig(
+                code="tooling",
+                label="Tool breakage",
+                label_zh="刀具断裂",
+                category="breakdown",
+                parent="breakdown",
+            ),
+            ReasonConfig(code="changeover", label="Changeover", label_zh="换型", category="setup"),
+            ReasonConfig(
+                code="material", label="Waiting for material", label_zh="待料", category="material"
+            ),
+            ReasonConfig(
+                code="quality_check", label="Quality check", label_zh="质量检验", category="quality"
+            ),
+        ],
     )
 
 

@@ -268,43 +268,56 @@ async def machine_stops(
     return await _stops(request, site, machine, lo, hi)
 
 
-async def _stops(
-    request: Request, site: SiteModel, machine: str, lo: int, hi: int
-) -> dict[str, Any]:
-    """Stops touching [lo, hi), classified by their whole length (read STOP_LOOKAROUND_S around
-    the range), with the assigned reasons, the Pareto and MTBF/MTTR."""
+async def _analyses(
+    request: Request, site: SiteModel, machines: list[str], lo: int, hi: int
+) -> dict[str, tuple[dict[str, Any], list[Any]]]:
+    """Per machine: its stops touching [lo, hi), classified by their whole length (read
+    STOP_LOOKAROUND_S around the range), with the assigned reasons, the Pareto and MTBF/MTTR;
+    and the assignments. One read of the raw signals for all machines."""
     state = get_state(request)
     margin = int(max(stops_fn.STOP_LOOKAROUND_S, state.kpi.micro_stop_s) * NS)
     now = time.time_ns()
     read_hi = max(min(hi + margin, now), hi)
-    signals = await read_signals(state, site, [machine], lo - margin, read_hi)
-    sig = signals.get(machine) or MachineSignals({})
-    ctx = state.site_computer(site).contexts[machine]
-    found = stops_fn.machine_stops(
-        sig,
-        ctx.classifier,
-        planned_for(site, machine, lo - margin, hi + margin),
-        lo,
-        hi,
-        heartbeat_s=ctx.heartbeat_s,
-        micro_stop_s=state.kpi.micro_stop_s,
-        options=ctx.options,
-        known_until_ns=max(now, hi),
-    )
-    with state.session() as s:
-        assigned = stop_assignments(
-            s, site=site.site, machine=machine, start_ns=lo - margin, end_ns=hi + margin
-        )
+    signals = await read_signals(state, site, machines, lo - margin, read_hi)
     categories = {r.code: r.category for r in site.reasons}
-    # oldest first: where assignments overlap the later (newer) one wins
-    ordered = sorted(assigned, key=lambda a: a.created_at)
-    analysis = stops_fn.reason_analysis(
-        found,
-        [
-            (a.start_ns, a.end_ns, a.reason_code, categories.get(a.reason_code or "", "other"))
-            for a in ordered
-        ],
-    )
+    contexts = state.site_computer(site).contexts
+    out: dict[str, tuple[dict[str, Any], list[Any]]] = {}
+    for machine in machines:
+        sig = signals.get(machine) or MachineSignals({})
+        ctx = contexts[machine]
+        found = stops_fn.machine_stops(
+            sig,
+            ctx.classifier,
+            planned_for(site, machine, lo - margin, hi + margin),
+            lo,
+            hi,
+            heartbeat_s=ctx.heartbeat_s,
+            micro_stop_s=state.kpi.micro_stop_s,
+            options=ctx.options,
+            known_until_ns=max(now, hi),
+        )
+        with state.session() as s:
+            assigned = stop_assignments(
+                s, site=site.site, machine=machine, start_ns=lo - margin, end_ns=hi + margin
+            )
+        # oldest first: where assignments overlap the later (newer) one wins
+        ordered = sorted(assigned, key=lambda a: a.created_at)
+        analysis = stops_fn.reason_analysis(
+            found,
+            [
+                (a.start_ns, a.end_ns, a.reason_code, categories.get(a.reason_code or "", "other"))
+                for a in ordered
+            ],
+        )
+        out[machine] = (analysis, assigned)
+    return out
+
+
+async def _stops(
+    request: Request, site: SiteModel, machine: str, lo: int, hi: int
+) -> dict[str, Any]:
+    """One machine's stops, reasons, Pareto and MTBF/MTTR (see ``_analyses``)."""
+    analysis, assigned = (await _analyses(request, site, [machine], lo, hi))[machine]
     return {
         "site": site.site,
         "machine": machine,
@@ -321,6 +334,85 @@ async def _stops(
         "mtbf_s": analysis["mtbf_s"],
         "mttr_s": analysis["mttr_s"],
         "assignments": [_assignment(a, site) for a in assigned],
+    }
+
+
+def _csv(field: str, value: str | None, known: set[str]) -> set[str] | None:
+    if value is None or value == "":
+        return None
+    wanted = {v.strip() for v in value.split(",") if v.strip()}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise bad_request(field, f"unknown {field} {', '.join(unknown)}; known: "
+                                 f"{', '.join(sorted(known))}")  # fmt: skip
+    return wanted
+
+
+@router.get(
+    "/sites/{site}/stop-reasons",
+    operation_id="stop_reasons",
+    summary="the downtime Pareto by assigned stop reason over a site's machines (or some lines "
+    "or machines), minor stops apart",
+    openapi_extra={"x-zhizao-policy": "telemetry"},
+)
+async def stop_reasons(
+    request: Request,
+    ctx: Telemetry,
+    start: Annotated[str, Query(alias="from")],
+    end: Annotated[str, Query(alias="to")],
+    line: Annotated[str | None, Query(description="line ids, comma-separated")] = None,
+    machine: Annotated[str | None, Query(description="machine ids, comma-separated")] = None,
+) -> dict[str, Any]:
+    """Each machine's stops are classified and attributed to their assigned reasons exactly as
+    ``.../machines/{machine}/stops`` does; the seconds and counts of the same reason are summed
+    over the machines, and the shares are of the summed total. Time no reason covers is
+    ``unassigned``."""
+    state = get_state(request)
+    site = ctx.model
+    assets = [(ln.id, m.id) for _, ln, m in site.machines()]
+    lines = _csv("line", line, {ln for ln, _ in assets})
+    chosen = _csv("machine", machine, {m for _, m in assets})
+    machines = [
+        m for ln, m in assets if (lines is None or ln in lines) and (chosen is None or m in chosen)
+    ]
+    if not machines:
+        raise bad_request(
+            "machine", "no machine of the chosen lines is among the machines asked for"
+        )
+    lo, hi = time_range_ns(
+        site, start, end, max_days=state.settings.limits.timeline_max_days, what="a stop Pareto"
+    )
+    analyses = await _analyses(request, site, machines, lo, hi)
+    labels = {r.code: r.label for r in site.reasons}
+    merged: dict[str, dict[str, Any]] = {}
+    minor = {"count": 0, "seconds": 0.0}
+    for m, (analysis, _) in analyses.items():
+        for e in analysis["pareto_by_reason"]:
+            row = merged.setdefault(e["reason"], {"reason": e["reason"], "seconds": 0.0,
+                                                  "count": 0, "machines": []})  # fmt: skip
+            row["seconds"] += e["seconds"]
+            row["count"] += e["count"]
+            row["machines"].append(m)
+        minor["count"] += int(analysis["minor_stops"]["count"])
+        minor["seconds"] += float(analysis["minor_stops"]["seconds"])
+    total = sum(r["seconds"] for r in merged.values())
+    rows = sorted(merged.values(), key=lambda r: (-r["seconds"], r["reason"]))
+    cumulative = 0.0
+    categories = {r.code: r.category for r in site.reasons}
+    for r in rows:
+        cumulative += r["seconds"]
+        r["label"] = labels.get(r["reason"], r["reason"])
+        r["category"] = categories.get(r["reason"], r["reason"])
+        r["share"] = r["seconds"] / total if total else None
+        r["cumulative_share"] = cumulative / total if total else None
+        r["machines"] = ", ".join(r["machines"])
+    return {
+        "site": site.site,
+        "from": _iso(lo, site),
+        "to": _iso(hi, site),
+        "machines": machines,
+        "reasons": rows,
+        "minor_stops": minor,
     }
 
 

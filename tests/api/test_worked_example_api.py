@@ -275,6 +275,30 @@ def test_reasons_assigned_split_kept_and_in_the_pareto(example: ApiServer, tmp_p
     assert again == by_reason
     tl = example.json(f"{base}/M1/timeline", token="engineer", **{"from": DAY, "to": NEXT})
     assert any(iv["reason"] == "SPINDLE" and iv["state"] == "DELAY" for iv in tl["intervals"])
+    # the Pareto over several machines (Grafana's Line live) is the machines' Paretos summed
+    pareto = f"/api/v1/sites/{wx.SITE}/stop-reasons"
+    span = {"from": DAY, "to": NEXT}
+    both = example.json(pareto, token="engineer", line=wx.LINE, **span)
+    want: dict[str, float] = {}
+    line_machines = [m.id for _, ln, m in SiteModel.model_validate(wx.SITE_MODEL).machines()
+                     if ln.id == wx.LINE]  # fmt: skip
+    assert len(line_machines) >= 2 and both["machines"] == line_machines
+    for m in line_machines:
+        for e in _stops(example, m)["pareto_by_reason"]:
+            want[e["reason"]] = want.get(e["reason"], 0.0) + e["seconds"]
+    assert {r["reason"]: r["seconds"] for r in both["reasons"]} == want
+    assert both["reasons"][0]["seconds"] == max(want.values())
+    assert both["reasons"][-1]["cumulative_share"] == 1.0
+    spindle = next(r for r in both["reasons"] if r["reason"] == "SPINDLE")
+    assert (
+        spindle["machines"] == "M1" and spindle["count"] == 1 and spindle["category"] == "breakdown"
+    )
+    only_m2 = example.json(pareto, token="engineer", machine="M2", **span)
+    assert {r["reason"]: r["seconds"] for r in only_m2["reasons"]} == by_reason
+    for field, value in (("machine", "M9"), ("line", "nope")):
+        bad = example.get(pareto, "engineer", **{field: value}, **span)
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", field]
+    assert example.get(pareto, "commission", **span).status_code == 403
 
 
 def test_losses_close_to_pbt_and_export(example: ApiServer) -> None:

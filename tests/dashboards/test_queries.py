@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from analytics.catalog import evaluate
@@ -81,10 +82,17 @@ class Day:
     wall_from_ms: int
     boards: dict[str, dict[str, Any]]
     may_be_empty: dict[str, dict[int, str]]
+    api_token: str = ""  # the demo's admin token (the JSON datasource's bearer token)
 
     def ctx(self, from_ms: int = DAY_FROM_MS, to_ms: int = DAY_TO_MS) -> QueryContext:
         return QueryContext(
-            self.stack.influx.url, demo.DATABASE, from_ms, to_ms, prometheus_url=self.vm.url
+            self.stack.influx.url,
+            demo.DATABASE,
+            from_ms,
+            to_ms,
+            prometheus_url=self.vm.url,
+            api_url=demo.api_url(self.stack),
+            api_token=self.api_token,
         )
 
 
@@ -122,7 +130,8 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
         s.last_cutoff_ns = to_ns("2026-11-26T05:00:00+08:00")
         s.run_kpi_once(asyncio.run(s.sim_now_ns()))
         generated = generate(s.site)
-        yield Day(s, vm, wall_from_ms, load_dashboards(), generated.may_be_empty)
+        token = demo.start_api(s)  # the stop reasons live in the API's database
+        yield Day(s, vm, wall_from_ms, load_dashboards(), generated.may_be_empty, token)
     finally:
         vm.cleanup()
         s.stop()
@@ -161,6 +170,8 @@ def test_every_query_runs_and_returns_data(day: Day, uid: str) -> None:
     panels = {p["id"]: p for p in iter_panels(board)}
     checked = 0
     for r in results:
+        if r.kind != "influxql":
+            continue  # the stop-reason Pareto reads the API
         panel = panels[r.panel_id]
         raw = next(t["query"] for t in panel["targets"] if t["refId"] == r.ref)
         if "$__interval" not in raw:
@@ -275,3 +286,47 @@ def test_health_promql_runs_against_victoria_metrics(day: Day) -> None:
     (acked,) = [r for r in prom if r.panel == "Samples confirmed per second"]
     rates = [float(v) for s in acked.series for _, v in s["values"]]
     assert max(rates) > 0, "the gateway confirmed nothing during the day"
+
+
+def _api(day: Day, method: str, path: str, **kw: Any) -> Any:
+    r = httpx.request(
+        method,
+        f"{demo.api_url(day.stack)}/api/v1/sites/{day.stack.site.site}{path}",
+        headers={"Authorization": f"Bearer {day.api_token}"},
+        timeout=60,
+        **kw,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_stop_reasons_panel_is_the_apis_pareto(day: Day) -> None:
+    """An operator assigns a reason to the day's longest stop; the Line-live panel shows the
+    API's per-machine Paretos summed: the same seconds and counts per reason."""
+    span = {"from": "2026-11-26T00:00:00+08:00", "to": "2026-11-27T00:00:00+08:00"}
+    machines = [m.id for _, _, m in day.stack.site.machines()]
+    longest = max(
+        ((m, st) for m in machines for st in _api(day, "GET", f"/machines/{m}/stops", params=span)["stops"]
+         if st["kind"] != "minor_stop"),
+        key=lambda x: x[1]["end_ns"] - x[1]["start_ns"],
+    )  # fmt: skip
+    machine, stop = longest
+    body = {"start_ns": stop["start_ns"], "end_ns": stop["end_ns"], "reason": "spindle"}
+    _api(day, "POST", f"/machines/{machine}/stops/reason", json=body)
+    want: dict[str, list[float]] = {}
+    for m in machines:
+        for e in _api(day, "GET", f"/machines/{m}/stops", params=span)["pareto_by_reason"]:
+            acc = want.setdefault(e["reason"], [0.0, 0.0])
+            acc[0] += e["seconds"]
+            acc[1] += e["count"]
+    results = _run(day, "zhizao-line-live", day.ctx())
+    (res,) = [r for r in results if r.panel == "Top loss reasons (assigned stops)"]
+    assert res.error is None, res.error
+    (series,) = res.series
+    rows = [dict(zip(series["columns"], v, strict=True)) for v in series["values"]]
+    labels = {r.code: r.label for r in day.stack.site.reasons} | {"unassigned": "unassigned"}
+    got = {r["Reason"]: [r["Downtime"], r["Stops"]] for r in rows}
+    assert got == {labels[k]: pytest.approx(v, rel=1e-9) for k, v in want.items()}
+    assert "Spindle fault" in got and got["Spindle fault"][1] == 1
+    assert rows == sorted(rows, key=lambda r: -r["Downtime"])
+    assert rows[-1]["Cumulative"] == pytest.approx(1.0)

@@ -163,7 +163,12 @@ def test_units_datasources_ids_and_calculations_are_checked(
 def test_provisioning_defines_the_datasources_the_dashboards_use() -> None:
     ds = yaml.safe_load((PROVISIONING / "datasources" / "zhizao.yaml").read_text())
     by_uid = {d["uid"]: d for d in ds["datasources"]}
-    assert set(by_uid) == {"zhizao-influxdb", "zhizao-victoriametrics", "zhizao-api"}
+    assert set(by_uid) == {
+        "zhizao-influxdb",
+        "zhizao-victoriametrics",
+        "zhizao-api",
+        "zhizao-api-site",
+    }
     influx = by_uid["zhizao-influxdb"]
     assert influx["type"] == "influxdb" and influx["jsonData"]["version"] == "InfluxQL"
     assert influx["jsonData"]["dbName"] == "${ZHIZAO_INFLUXDB_DATABASE}"
@@ -180,6 +185,7 @@ def test_provisioning_defines_the_datasources_the_dashboards_use() -> None:
         "zhizao-influxdb": "influxdb",
         "zhizao-victoriametrics": "prometheus",
         "zhizao-api": "yesoreyeram-infinity-datasource",
+        "zhizao-api-site": "yesoreyeram-infinity-datasource",
     }
 
 

@@ -293,8 +293,7 @@ def _propose(
     # count before a job's runs): the lowest rank wins; channels and spindles of equal rank stay
     best: dict[tuple[str, str], int] = {}
     for prop, _, rank in raw:
-        key = (prop.machine, prop.signal)
-        best[key] = min(best.get(key, rank), rank)
+        best[(prop.machine, prop.signal)] = min(best.get((prop.machine, prop.signal), rank), rank)
     kept = [(p, e) for p, e, rank in raw if rank == best[(p.machine, p.signal)]]
     profiles = machine_profiles([p for p, _ in kept])
     # several channels or spindles on one machine: the first keeps the profile's name (what the
@@ -304,11 +303,18 @@ def _propose(
         firsts.setdefault((prop.machine, prop.measurement, prop.signal), element)
     out: list[TagProposal] = []
     left_out: list[TagProposal] = []
+    taken: set[tuple[str, str, str]] = set()
     for prop, element in kept:
         profile = profiles.get(prop.machine)
-        if profile is not None and prop.signal not in PROFILES[profile].signal_names():
+        slot = (prop.machine, prop.signal, element or "")
+        if slot in taken or (
+            profile is not None and prop.signal not in PROFILES[profile].signal_names()
+        ):
+            # outside the machine's profile, or a second variable for one signal: listed, not
+            # mapped (two tags must not write one field)
             left_out.append(prop)
             continue
+        taken.add(slot)
         if element and firsts[(prop.machine, prop.measurement, prop.signal)] != element:
             prop = TagProposal(
                 prop.spec,
@@ -556,8 +562,9 @@ def emit_tag_config(result: BrowseResult, *, asset_prefix: str = "") -> str:
         if p.note:
             header += f"# {p.machine} {p.signal} <- {p.variable.browse_path}: {p.note}\n"
     for p in result.left_out:
+        own = result.profiles.get(p.machine)
         header += (
-            f"# left out (not a signal of profile {result.profiles[p.machine].value}): "
-            f"{p.variable.browse_path}\n"
+            f"# left out ({p.signal} of profile {own.value if own else '-'} is taken or "
+            f"not the profile's): {p.variable.browse_path}\n"
         )
     return header + yaml.safe_dump({"tags": tags}, sort_keys=False)

@@ -237,10 +237,8 @@ _PART_COUNT_BROWSE = (
         context="ProductionPlan|ProductionJobList",
         note="completed runs of the job: one part per run assumed",
     ),
-    BrowseMatch(
-        "generic",
-        ("PartsCounter", "PartCounter", "PartCount", "PartsProduced", "PartsProducedInLifetime"),
-    ),
+    BrowseMatch("generic", ("PartsCounter", "PartCounter", "PartCount", "PartsProduced")),
+    BrowseMatch("generic", ("PartsProducedInLifetime",)),
 )
 _PART_COUNT = _sig(
     "part_count", "counter", "int", "counter", "MT:Production/MT:Statistics/MT:PartsProducedInLifetime",
@@ -264,7 +262,13 @@ _REWORK_COUNT = _sig(
     BrowseMatch("generic", ("ReworkPartCounter", "ReworkParts", "ReworkPartCount")),
     description="parts sent to rework (the KPI role parts_rework)",
 )  # fmt: skip
-_COUNTERS = (_PART_COUNT, _GOOD_COUNT, _SCRAP_COUNT, _REWORK_COUNT)
+_PRODUCT = _sig(
+    "product_id", "machine_state", "string", "text", None,
+    BrowseMatch("generic", ("ProductId", "ProductID", "ProductNumber", "PartNumber")),
+    description="the product being made (the KPI role product: its ideal cycle time); no "
+    "standard node, a vendor variable or default_product in kpi.yaml",
+)  # fmt: skip
+_COUNTERS = (_PART_COUNT, _GOOD_COUNT, _SCRAP_COUNT, _REWORK_COUNT, _PRODUCT)
 
 _OPC40001 = MachineProfile(
     StateProfile.OPC40001,
@@ -277,7 +281,7 @@ _OPC40001 = MachineProfile(
             *_PART_COUNT_BROWSE,
             description="operation cycles (the KPI role parts_total; one part per cycle)",
         ),
-        _GOOD_COUNT, _SCRAP_COUNT, _REWORK_COUNT,
+        _GOOD_COUNT, _SCRAP_COUNT, _REWORK_COUNT, _PRODUCT,
     ),
     _OPC40001_MAP,
     _OPC40001_NEUTRAL,
@@ -400,7 +404,7 @@ _OPC40502 = MachineProfile(
             "part counter: browse takes the machine's 40501 or 40001 counter or a vendor "
             "counter in the channel",
         ),
-        _GOOD_COUNT, _SCRAP_COUNT, _REWORK_COUNT,
+        _GOOD_COUNT, _SCRAP_COUNT, _REWORK_COUNT, _PRODUCT,
     ),
     {**_OPC40001_MAP, **_OPC40502_MAP},  # CNC machines also carry 40001 states
     _OPC40001_NEUTRAL | _OPC40502_NEUTRAL,
@@ -436,7 +440,7 @@ _PACKML = MachineProfile(
             BrowseMatch("PackML", ("ProdDefectiveCount",)),
             description="defective products (the KPI role parts_scrap; Admin ProdDefectiveCount)",
         ),
-        _GOOD_COUNT, _REWORK_COUNT,
+        _GOOD_COUNT, _REWORK_COUNT, _PRODUCT,
     ),
     _PACKML_MAP,
     _PACKML_NEUTRAL,

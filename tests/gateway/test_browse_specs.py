@@ -284,3 +284,38 @@ async def test_gateway_status_reports_a_stopped_and_a_failed_gateway(
                 assert "STOPPED at" in first
             else:
                 assert "STOPPED by an error" in first and "None/None" in first
+
+
+async def test_browsing_the_simulator_proposes_its_site_models_signal_names(tmp_path: Path) -> None:
+    """The project's own OPC 40502 / PackML factory: the proposed tags carry exactly the names its
+    site model reads (no renaming between browse and the KPI engine)."""
+    from simulator.config import SimConfig, default_site
+    from simulator.runner import FactorySimulator
+
+    port = free_port()
+    async with FactorySimulator(
+        SimConfig(),
+        seed=3,
+        start="2026-11-23T09:30:00+08:00",
+        end="2026-11-23T10:30:00+08:00",
+        speed=600.0,
+        opcua_endpoint=f"opc.tcp://127.0.0.1:{port}",
+        state_dir=tmp_path,
+    ):
+        result = await browse_server(f"opc.tcp://127.0.0.1:{port}", BrowseOptions())
+    site = default_site()
+    type_of = {m.id: site.machine_types[m.type] for _, _, m in site.machines()}
+    proposed: dict[str, set[str]] = {}
+    for p in result.proposals:
+        proposed.setdefault(p.machine, set()).add(p.signal)
+    assert set(proposed) == set(type_of)
+    for machine, names in proposed.items():
+        mtype = type_of[machine]
+        assert result.profiles[machine] is mtype.profile
+        known = {s.name for s in mtype.signals}
+        assert names - known <= {"machine_speed"}, (
+            machine
+        )  # PackML CurMachSpeed: sim calls it line_speed_pct
+        # every state signal the site model reads is found, under its own name
+        assert {s.name for s in mtype.signals if s.kind == "state"} <= names, machine
+        assert {"part_count", "good_part_count", "product_id"} <= names

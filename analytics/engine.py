@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -84,7 +84,17 @@ class EngineReport:
     segments: int = 0  # segments computed from raw data
     late_rereads: int = 0  # sites whose look-back was read again because of late data
     duration_s: float = 0.0
+    # wall time per phase: late-data check, raw read, segment computation, writes
+    phase_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def timing(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_s[phase] = self.phase_s.get(phase, 0.0) + time.perf_counter() - t0
 
 
 def compute_range(now_ns: int, cfg: KpiConfig, last_end_ns: int | None) -> tuple[int, int]:
@@ -97,7 +107,13 @@ def compute_range(now_ns: int, cfg: KpiConfig, last_end_ns: int | None) -> tuple
     return start, cutoff
 
 
-def site_batch(table: SeriesTable, result: SiteResult, prefix: str) -> Batch:
+def site_batch(
+    table: SeriesTable,
+    result: SiteResult,
+    prefix: str,
+    *,
+    cache: dict[tuple[object, ...], NDArray[np.int32]] | None = None,
+) -> Batch:
     """Components of one computed site result (machine components and plant energy)."""
     kind = result.kind
     parts = [
@@ -107,6 +123,7 @@ def site_batch(table: SeriesTable, result: SiteResult, prefix: str) -> Batch:
             result.tags,
             result.start_ns,
             result.components.columns(),
+            cache=cache,
         )
     ]
     if kind != "shift":  # plant meters have no shift calendar; their day rows come from "day"
@@ -117,6 +134,7 @@ def site_batch(table: SeriesTable, result: SiteResult, prefix: str) -> Batch:
                 result.energy_tags,
                 result.energy_start_ns,
                 result.energy_fields,
+                cache=cache,
             )
         )
     return Batch.concat(parts)
@@ -154,6 +172,7 @@ class KpiEngine:
         self.influx = cfg.influx
         # one series table for the engine's lifetime: the encoder caches each series' text once
         self._table = SeriesTable()
+        self._series_ids: dict[tuple[object, ...], NDArray[np.int32]] = {}
         library = CoefficientLibrary.load(cfg.energy.coefficients)
         models = [load_site(p) for p in cfg.sites]
         wanted = set(sites or [])
@@ -173,6 +192,12 @@ class KpiEngine:
         self._last_failure = ""
         self.failed_runs = 0  # consecutive
         self.total_failed_runs = 0
+
+    def _ids(self) -> dict[tuple[object, ...], NDArray[np.int32]]:
+        """Series ids of the rows written (day rows add a date a day: start over now and then)."""
+        if len(self._series_ids) > 200_000:
+            self._series_ids.clear()
+        return self._series_ids
 
     @property
     def _micro_ns(self) -> int:
@@ -221,28 +246,34 @@ class KpiEngine:
     ) -> None:
         state = self.states[computer.site.site]
         micro = self._micro_ns
-        if state.known_ns is None or cutoff < state.known_ns:
+        raw: RawRead | None = None
+        if state.known_ns is None or cutoff < state.known_ns or state.data is None:
             state.store = SegmentStore()
             r_lo = await self._resume(reader, computer, state.store, cutoff)
-            full = True
         else:
             # the open segment, and the one before while a stop crossing their edge is short
             r_lo = segment_start(computer, state.known_ns - micro)
-            full = await self._late_data(reader, computer, state, cutoff)
-            if full:
-                r_lo = min(r_lo, segment_start(computer, cutoff - self._lookback_ns))
-                report.late_rereads += 1
-        if full:
-            raw = await self._read(reader, computer, r_lo - micro, cutoff + 1, carry_in=True)
+            with report.timing("read"):
+                # the late-data count and the new samples at once: the server has the time
+                late, new = await asyncio.gather(
+                    self._late_data(reader, computer, state, cutoff),
+                    self._read(reader, computer, state.known_ns + 1, cutoff + 1, carry_in=False),
+                )
+                if late:
+                    r_lo = min(r_lo, segment_start(computer, cutoff - self._lookback_ns))
+                    report.late_rereads += 1
+                    report.points_read += new.points  # read, then dropped for the re-read
+                else:
+                    raw = new
+                    state.data = merge_data(state.data, new.data)
+                    for k, v in new.seen.items():
+                        state.seen[k] = np.concatenate(
+                            [state.seen.get(k, np.empty(0, np.int64)), v]
+                        )
+        if raw is None:
+            with report.timing("read"):
+                raw = await self._read(reader, computer, r_lo - micro, cutoff + 1, carry_in=True)
             state.data, state.seen, state.counted_lo = raw.data, raw.seen, r_lo - micro
-        else:
-            assert state.data is not None and state.known_ns is not None
-            raw = await self._read(reader, computer, state.known_ns + 1, cutoff + 1, carry_in=False)
-            state.data = merge_data(state.data, raw.data)
-            state.seen = {
-                k: np.concatenate([state.seen.get(k, np.empty(0, np.int64)), v])
-                for k, v in {**state.seen, **raw.seen}.items()
-            }
         report.points_read += raw.points
         state.known_ns = cutoff
         await self._advance(writer, reader, computer, state, r_lo, cutoff, report)
@@ -264,15 +295,17 @@ class KpiEngine:
         assert state.data is not None
         s, e = segments_in(computer, r_lo, cutoff)
         e = np.minimum(e, cutoff)
-        rows, notes = compute_segments(computer, state.data, s, e, cutoff)
+        with report.timing("compute"):
+            rows, notes = compute_segments(computer, state.data, s, e, cutoff)
         state.store.put(rows)
         report.segments += len(rows)
         report.notes += [f"{computer.site.site}: {n}" for n in notes]
-        await self._write_windows(writer, reader, computer, state.store, r_lo, cutoff, report)
-        batch = self._segment_batch(computer, rows)
-        if len(batch):
-            written = await writer.write_batch(self._table, batch)
-            report.segment_points_written += written.lines_written
+        with report.timing("write"):
+            await self._write_windows(writer, reader, computer, state.store, r_lo, cutoff, report)
+            batch = self._segment_batch(computer, rows)
+            if len(batch):
+                written = await writer.write_batch(self._table, batch)
+                report.segment_points_written += written.lines_written
 
     async def _write_windows(
         self,
@@ -290,7 +323,9 @@ class KpiEngine:
             report.machine_windows += len(result.components)
             report.notes += [f"{computer.site.site} {kind}: {n}" for n in notes]
             report.notes += _count_notes(computer.site.site, kind, result)
-            batches.append(site_batch(self._table, result, self.cfg.measurement_prefix))
+            batches.append(
+                site_batch(self._table, result, self.cfg.measurement_prefix, cache=self._ids())
+            )
         batch = Batch.concat(batches)
         if len(batch):
             written = await writer.write_batch(self._table, batch)
@@ -465,10 +500,11 @@ class KpiEngine:
         return Batch.concat(
             [
                 component_batch(self._table, kpi_machine_measurement(KPI_SEGMENT, prefix), tags, ts,
-                                comp.columns()),
+                                comp.columns(), cache=self._ids()),
                 component_batch(self._table, kpi_site_measurement(KPI_SEGMENT, prefix),
                                 [site_tags] * len(rows),
-                                np.array([r.start_ns for r in rows], np.int64), e_fields),
+                                np.array([r.start_ns for r in rows], np.int64), e_fields,
+                                cache=self._ids()),
             ]
         )  # fmt: skip
 
@@ -647,19 +683,19 @@ def _present(col: NDArray[np.generic]) -> NDArray[np.bool_]:
 def _count_notes(site: str, kind: str, result: SiteResult) -> list[str]:
     """The derived rows' count checks (as ``SiteComputer.compute`` names them)."""
     c = result.components
+    above = c.gq > c.pq
+    negative = (c.sq < 0) | (c.gq < 0) | (c.rq < 0)
     out = []
-    for machine in sorted(set(result.machine)):
-        rows = np.array([m == machine for m in result.machine])
-        if np.count_nonzero(c.gq[rows] > c.pq[rows]):
-            out.append(
-                f"{site}: {machine}: good parts exceed produced parts in {kind} windows: check "
-                "the counters' rollover limits (a reset read as a wrap?) and roles"
-            )
-        if np.count_nonzero((c.sq[rows] < 0) | (c.gq[rows] < 0) | (c.rq[rows] < 0)):
-            out.append(
-                f"{site}: {machine}: negative part counts in {kind} windows: check the counters "
-                "(the good/scrap split does not match the total)"
-            )
+    for machine in sorted({result.machine[i] for i in np.flatnonzero(above).tolist()}):
+        out.append(
+            f"{site}: {machine}: good parts exceed produced parts in {kind} windows: check "
+            "the counters' rollover limits (a reset read as a wrap?) and roles"
+        )
+    for machine in sorted({result.machine[i] for i in np.flatnonzero(negative).tolist()}):
+        out.append(
+            f"{site}: {machine}: negative part counts in {kind} windows: check the counters "
+            "(the good/scrap split does not match the total)"
+        )
     return out
 
 

@@ -9,6 +9,7 @@ windows and the API's timelines read the same things the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,11 +21,17 @@ from analytics.sources import MachinePlan, read_plan
 from ingest.influx import InfluxQLReader, ResultSeries
 from zhizao.influxql import ident, tag_equals, tag_in, time_range
 from zhizao.schema import AREA_TAG, ENTERPRISE_TAG, LINE_TAG, MACHINE_TAG, SITE_TAG
-from zhizao.site import SiteModel
+from zhizao.site import MeterConfig, SiteModel
 
 __all__ = ["SiteReader"]
 
 I64 = NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class _Meters:
+    meters: list[MeterConfig]
+    ids: set[str]
 
 
 class SiteReader:
@@ -32,6 +39,28 @@ class SiteReader:
 
     def __init__(self, cfg: KpiConfig) -> None:
         self.cfg = cfg
+        # per site model (kept with it, so a new model is never mistaken for an old one): the
+        # read plan and the meters by (measurement, field), which cost O(machines x meters)
+        self._plans: dict[int, tuple[SiteModel, dict[str, MachinePlan]]] = {}
+        self._meters: dict[int, tuple[SiteModel, dict[tuple[str, str], _Meters]]] = {}
+
+    def plans(self, site: SiteModel) -> dict[str, MachinePlan]:
+        hit = self._plans.get(id(site))
+        if hit is None or hit[0] is not site:
+            hit = self._plans[id(site)] = (site, read_plan(site, self.cfg))
+        return hit[1]
+
+    def _meters_of(self, site: SiteModel, measurement: str, fname: str) -> _Meters:
+        hit = self._meters.get(id(site))
+        if hit is None or hit[0] is not site:
+            index: dict[tuple[str, str], _Meters] = {}
+            for m in site.meters:
+                key = (self.cfg.signals.measurement_of_meter(m.medium), m.signal)
+                entry = index.setdefault(key, _Meters([], set()))
+                entry.meters.append(m)
+                entry.ids.add(m.id)
+            hit = self._meters[id(site)] = (site, index)
+        return hit[1].get((measurement, fname), _Meters([], set()))
 
     async def read(
         self,
@@ -105,7 +134,7 @@ class SiteReader:
     ) -> tuple[dict[str, MachinePlan], dict[str, list[str]], str]:
         """The plans, the fields read per measurement (the data-quality markers of the state
         signals included) and the WHERE clause of the site (and machines)."""
-        plans = read_plan(site, self.cfg)
+        plans = self.plans(site)
         if machines is not None:
             plans = {m: p for m, p in plans.items() if m in set(machines)}
         fields: dict[str, set[str]] = {}
@@ -197,13 +226,11 @@ class SiteReader:
     ) -> str | None:
         """The site-model meter a stored series belongs to: by its meter tag, else by asset."""
         signals = self.cfg.signals
-        meters = [
-            m for m in site.meters
-            if m.signal == fname and signals.measurement_of_meter(m.medium) == measurement
-        ]  # fmt: skip
+        known = self._meters_of(site, measurement, fname)
+        meters = known.meters
         tag = signals.meter_tag
         if tag and tags.get(tag):
-            return tags[tag] if any(m.id == tags[tag] for m in meters) else None
+            return tags[tag] if tags[tag] in known.ids else None
         asset = "/".join(tags.get(k, "") for k in (AREA_TAG, LINE_TAG, MACHINE_TAG)).strip("/")
         hits = [m for m in meters if m.asset.strip("/") == asset]
         if not hits and tags.get(MACHINE_TAG):

@@ -447,50 +447,58 @@ class FrameCodec:
 
 
 def sample_dtypes(
-    table: SeriesTable, refused: Sequence[SeriesKey], series: NDArray[np.int32]
+    table: SeriesTable,
+    refused: Sequence[SeriesKey],
+    series: NDArray[np.int32],
+    declared: NDArray[np.int32] | None = None,
 ) -> NDArray[np.uint8]:
-    """``FieldType`` per sample: from the table, from ``refused`` for ``-2 - i``, FLOAT for -1."""
+    """``FieldType`` per sample: from the table, from ``refused[declared]`` where a message
+    declared a key the table refused, FLOAT for a sample without a series (-1)."""
     n = len(series)
     if n == 0:
         return np.empty(0, np.uint8)
     known = (series >= 0) & (series < len(table))
     out = np.where(known, table.dtypes[np.where(known, series, 0)], np.uint8(FieldType.FLOAT))
     out = out.astype(np.uint8)
-    if refused:
+    if refused and declared is not None:
         ref_dt = np.fromiter((int(k.dtype) for k in refused), np.uint8, len(refused))
-        r = series <= -2
+        r = declared >= 0
         if r.any():
-            out[r] = ref_dt[-2 - series[r]]
+            out[r] = ref_dt[declared[r]]
     return out
 
 
 class RefusedKeys:
-    """Keys a table refused (type change), numbered so samples can point at them as ``-2 - i``."""
+    """Keys a table refused (the series is known with another type), numbered for the
+    ``declared`` column of ``DecodedFrames``."""
 
     def __init__(self) -> None:
         self.keys: list[SeriesKey] = []
         self._index: dict[SeriesKey, int] = {}
 
-    def series_of(self, table: SeriesTable, key: SeriesKey) -> int:
-        """``table.add(key)``, or ``-2 - i`` when the table knows the series with another type."""
+    def index(self, table: SeriesTable, key: SeriesKey) -> tuple[int, int]:
+        """(``table.add(key)``, -1), or (-1, i) when the table knows the series with another
+        type: ``keys[i]`` is the declared key."""
         try:
-            return table.add(key)
+            return table.add(key), -1
         except ValidationError:
             i = self._index.get(key)
             if i is None:
                 i = self._index[key] = len(self.keys)
                 self.keys.append(key)
-            return -2 - i
+            return -1, i
 
 
 @dataclass(frozen=True, slots=True)
 class DecodedFrames:
-    """Many frames decoded into one ``Batch`` over a shared ``SeriesTable``.
+    """Many messages decoded into one ``Batch`` over a shared ``SeriesTable``.
 
-    ``batch.series`` is a global index, or ``-2 - i`` for samples whose message declared a series
-    with a type other than the one the table knows: ``refused[i]`` is the declared key (reason
-    ``type_change``, for the validator).
-    ``frame_index[i]`` is the position (in the ``decode_many`` input) of the frame of sample ``i``.
+    ``batch.series`` is a global index, or -1 for a sample without a series in the table. The
+    explicit ``declared`` column (None: no such sample) names, per sample, the key its message
+    declared when the table knows that series with another type: ``refused[declared[i]]``
+    (reason ``type_change``, for the validator), -1 elsewhere.
+    ``frame_index[i]`` is the position (in the ``decode_many`` input) of the message of sample
+    ``i``.
     """
 
     table: SeriesTable
@@ -503,6 +511,11 @@ class DecodedFrames:
     refused: list[SeriesKey] = field(default_factory=list)
     created_ns: list[int] = field(default_factory=list)  # per decoded frame (0 if not sent)
     sessions: list[str] = field(default_factory=list)  # per decoded frame ("" if not sent)
+    declared: NDArray[np.int32] | None = None
+
+
+# a key block's mapping: global series (-1: refused), dtypes, declared index (None: none refused)
+_KeyMap = tuple[NDArray[np.int32], NDArray[np.uint8], NDArray[np.int32] | None]
 
 
 class FrameDecoder:
@@ -520,9 +533,7 @@ class FrameDecoder:
         self, table: SeriesTable | None = None, *, max_cache_bytes: int = 32 * 1024 * 1024
     ) -> None:
         self.table = table if table is not None else SeriesTable()
-        self._mapping: ByteLRU[bytes, tuple[NDArray[np.int32], NDArray[np.uint8]]] = ByteLRU(
-            max_cache_bytes
-        )
+        self._mapping: ByteLRU[bytes, _KeyMap] = ByteLRU(max_cache_bytes)
         self.refused = RefusedKeys()
 
     @property
@@ -530,17 +541,17 @@ class FrameDecoder:
         """Estimated bytes held by this decoder's cache and the shared key-block cache."""
         return self._mapping.bytes + _block_cache.bytes
 
-    def _map_keys(self, block: bytes) -> tuple[NDArray[np.int32], NDArray[np.uint8]]:
+    def _map_keys(self, block: bytes) -> _KeyMap:
         hit = self._mapping.get(block)
         if hit is not None:
             return hit
         keys, dtypes = _keys_of_block(block)
-        glob = np.fromiter(
-            (self.refused.series_of(self.table, k) for k in keys), np.int32, len(keys)
-        )
+        pairs = [self.refused.index(self.table, k) for k in keys]
+        glob = np.fromiter((g for g, _ in pairs), np.int32, len(keys))
+        decl = np.fromiter((d for _, d in pairs), np.int32, len(keys))
         # the table only grows and never changes a type, so a mapping stays valid
-        entry = (glob, dtypes)
-        self._mapping.put(block, entry, len(block) + 13 * len(keys) + 200)
+        entry = (glob, dtypes, decl if (decl >= 0).any() else None)
+        self._mapping.put(block, entry, len(block) + 17 * len(keys) + 200)
         return entry
 
     def decode_many(self, payloads: Sequence[bytes | bytearray | memoryview]) -> DecodedFrames:
@@ -553,10 +564,11 @@ class FrameDecoder:
         created: list[int] = []
         sessions: list[str] = []
         errors: list[tuple[int, DecodeError]] = []
+        declared: list[NDArray[np.int32] | None] = []
         for pos, payload in enumerate(payloads):
             try:
                 p = _parse(payload)
-                glob, key_dt = self._map_keys(p.keys_block)
+                glob, key_dt, key_decl = self._map_keys(p.keys_block)
                 _check_index(p.series, len(glob))
                 n = p.meta.n
                 dtypes = key_dt[p.series] if n else np.empty(0, np.uint8)
@@ -575,6 +587,7 @@ class FrameDecoder:
                 )
             )
             frame_of.append(np.full(n, pos, np.int64))
+            declared.append(key_decl[p.series] if key_decl is not None else None)
             ok.append(pos)
             gws.append(p.meta.gateway_id)
             seqs.append(p.meta.seq)
@@ -583,6 +596,14 @@ class FrameDecoder:
         # ts_ns of a single frame stays a read-only view of its payload (no copy)
         batch = Batch.concat(parts)
         frame_index = np.concatenate(frame_of) if frame_of else np.empty(0, np.int64)
+        decl: NDArray[np.int32] | None = None
+        if any(d is not None for d in declared):
+            decl = np.concatenate(
+                [
+                    d if d is not None else np.full(len(f), -1, np.int32)
+                    for d, f in zip(declared, frame_of, strict=True)
+                ]
+            )
         return DecodedFrames(
             self.table,
             batch,
@@ -594,6 +615,7 @@ class FrameDecoder:
             list(self.refused.keys),
             created,
             sessions,
+            decl,
         )
 
 
@@ -604,8 +626,8 @@ def decode_many(
     decoded = FrameDecoder(table).decode_many(payloads)
     if decoded.errors:
         raise decoded.errors[0][1]
-    if len(decoded.batch) and int(decoded.batch.series.min()) < 0:
-        key = decoded.refused[-2 - int(decoded.batch.series.min())]
+    if decoded.declared is not None and (decoded.declared >= 0).any():
+        key = decoded.refused[int(decoded.declared[decoded.declared >= 0][0])]
         raise ValidationError(
             "type_change",
             f"series {key.measurement}.{key.field} changes type",

@@ -21,14 +21,15 @@ import numpy as np
 from pydantic import Field
 
 from ingest.cache import ByteLRU
-from ingest.frames import DecodedFrames, RefusedKeys, sample_dtypes
+from ingest.frames import DecodedFrames, sample_dtypes
+from ingest.inputs import InputContext, Settled, Shared, plain_settle
 from zhizao.config import StrictModel
-from zhizao.errors import DecodeError
+from zhizao.errors import DecodeError, ValidationError
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 
 __all__ = ["JSON_DECODE_REASONS", "JsonTagCodec", "JsonTopicConfig"]
 
-JSON_DECODE_REASONS: tuple[str, ...] = ("bad_topic", "bad_json", "bad_value")
+JSON_DECODE_REASONS: tuple[str, ...] = ("bad_topic", "bad_json", "bad_value", "type_change")
 # int64 nanoseconds end here
 _MAX_MS = 2**63 // 10**6
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -66,10 +67,23 @@ class JsonTagCodec:
         # (topic, dtype) -> global series index (or a DecodeError for a bad topic); bounded by
         # bytes (an entry costs its topic and ~300 bytes), so random topics cost no memory
         self._series: ByteLRU[tuple[str, FieldType], int | DecodeError] = ByteLRU(TOPIC_CACHE_BYTES)
-        self.refused = RefusedKeys()
 
-    def subscription(self) -> str:
-        return self._prefix + "#"
+    name = "json"
+
+    def subscriptions(self, shared: Shared) -> list[str]:
+        return [shared(self._prefix + "#")]
+
+    def admit(self, topic: str, content_type: str | None) -> tuple[str, str] | None:
+        return None
+
+    def settle(
+        self,
+        decoded: DecodedFrames,
+        topics: Sequence[str],
+        payloads: Sequence[bytes],
+        ctx: InputContext,
+    ) -> Settled:
+        return plain_settle(decoded)
 
     def matches(self, topic: str) -> bool:
         return topic.startswith(self._prefix)
@@ -93,16 +107,27 @@ class JsonTagCodec:
         hit = self._series.get((topic, dtype))
         if hit is None:
             try:
-                hit = self.refused.series_of(self.table, self._key(topic, dtype))
+                hit = self.table.add(self._key(topic, dtype))
             except DecodeError as exc:
                 hit = exc
+            except ValidationError as exc:
+                # the series is known with another type (a number, then a string): the message
+                # is refused whole, and so is every later one of that type (the table keeps it)
+                hit = DecodeError(
+                    "type_change",
+                    "sample type differs from the series' known type",
+                    detail=str(exc),
+                )
             self._series.put((topic, dtype), hit, len(topic) + 300)
         if isinstance(hit, int):
             return hit
         raise hit
 
     def decode_many(
-        self, topics: Sequence[str], payloads: Sequence[bytes | bytearray | memoryview]
+        self,
+        topics: Sequence[str],
+        payloads: Sequence[bytes | bytearray | memoryview],
+        now_ns: int | None = None,
     ) -> DecodedFrames:
         n = len(payloads)
         series = np.empty(n, np.int32)
@@ -150,7 +175,7 @@ class JsonTagCodec:
         series, ts_ms, quality = series[:k], ts_ms[:k], quality[:k]
         vals = np.empty(k, object)
         vals[:] = values[:k]
-        dtypes = sample_dtypes(self.table, self.refused.keys, series)
+        dtypes = sample_dtypes(self.table, [], series)
         is_s = dtypes == FieldType.STRING
         is_b = dtypes == FieldType.BOOL
         is_f = ~is_s & ~is_b
@@ -173,5 +198,4 @@ class JsonTagCodec:
             gateway_ids=[],
             seqs=[],
             errors=errors,
-            refused=list(self.refused.keys),
         )

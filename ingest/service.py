@@ -32,20 +32,15 @@ from numpy.typing import NDArray
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ingest.codecs import build_codecs
 from ingest.config import IngestConfig
 from ingest.confirm import confirm_topic, encode_confirmation
 from ingest.consumer import InMessage, MqttConsumer
 from ingest.counters import CounterTracker
-from ingest.frames import (
-    CONTENT_TYPE,
-    DecodedFrames,
-    FrameDecoder,
-    parse_frame_topic,
-    peek_sample_count,
-)
+from ingest.frames import peek_sample_count
 from ingest.influx import InfluxQLReader, InfluxWriter
 from ingest.influx.writer import WriterStats
-from ingest.json_codec import JsonTagCodec
+from ingest.inputs import Settled
 from ingest.lineprotocol import DEFAULT_KERNEL, REJECT_REASONS
 from ingest.metrics import HealthServer, IngestMetrics
 from ingest.quality_markers import QualityMarkers
@@ -61,8 +56,6 @@ from zhizao.sparkplug_host import is_rebirth_request, rebirth_command, rebirth_t
 __all__ = ["IngestPipeline", "IngestService", "Prepared"]
 
 log = logging.getLogger(__name__)
-
-CODEC_FRAMES, CODEC_JSON, CODEC_SPARKPLUG = "frames", "json", "sparkplug"
 
 
 @dataclass
@@ -97,14 +90,10 @@ class IngestPipeline:
         self.table = SeriesTable()
         self.quarantine = quarantine
         self.metrics = metrics
-        self.frames = FrameDecoder(self.table)
-        self.json = JsonTagCodec(config.json_topics, self.table) if config.json_topics else None
-        # a process on a shared subscription sees only its share of the DATA: no seq check
-        self.sparkplug = (
-            SparkplugCodec(config.sparkplug, self.table, check_seq=not config.mqtt.group)
-            if config.sparkplug
-            else None
-        )
+        self.codecs = build_codecs(config, self.table)
+        self.json = self.codecs.get("json")
+        sp = self.codecs.get("sparkplug")
+        self.sparkplug = sp if isinstance(sp, SparkplugCodec) else None  # its rebirth requests
         self.markers = QualityMarkers(self.table) if config.quality_markers else None
         self.validator = SampleValidator(config.validation)
         self.dedup = FrameDeduplicator(config.validation.duplicate_window)
@@ -118,16 +107,7 @@ class IngestPipeline:
         def shared(topic: str) -> str:
             return f"$share/{group}/{topic}" if group else topic
 
-        subs = []
-        if self.config.mqtt.frames:
-            subs.append(shared(f"{self.frame_prefix}/{self.config.mqtt.frame_filter}/frames"))
-        if self.json is not None:
-            subs.append(shared(self.json.subscription()))
-        if self.sparkplug is not None:
-            # births and deaths carry alias state every process needs: not shared
-            subs += [t for t in self.sparkplug.subscriptions() if "BIRTH" in t or "DEATH" in t]
-            subs += [shared(t) for t in self.sparkplug.subscriptions() if "DATA" in t]
-        return subs
+        return [t for codec in self.codecs.values() for t in codec.subscriptions(shared)]
 
     def presence_prefix(self) -> str:
         """Topic prefix of the group members' presence ("" without Sparkplug or a group)."""
@@ -147,18 +127,24 @@ class IngestPipeline:
         return subs
 
     def codec_of(self, topic: str) -> str | None:
-        if parse_frame_topic(topic, self.frame_prefix) is not None:
-            return CODEC_FRAMES
-        if self.sparkplug is not None and self.sparkplug.matches(topic):
-            return CODEC_SPARKPLUG
-        if self.json is not None and self.json.matches(topic):
-            return CODEC_JSON
+        """The name of the first configured codec that recognises ``topic``."""
+        for name, codec in self.codecs.items():
+            if codec.matches(topic):
+                return name
         return None
 
-    def _reject_message(self, topic: str, payload: bytes, reason: str, message: str) -> None:
+    def reject_message(self, topic: str, payload: bytes, reason: str, message: str) -> None:
+        """Quarantine a whole message (``InputContext``)."""
         self.quarantine.add_payload(topic, payload, reason, message)
+        self.count_rejected(reason)
+
+    def count_rejected(self, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.messages_rejected.labels(reason).inc()
+
+    def stream_of(self, gateway: str, session: str) -> int:
+        """The counter stream of a gateway session (its frames are numbered in order)."""
+        return self._gateway_ids.setdefault((gateway, session), len(self._gateway_ids))
 
     def prepare(
         self,
@@ -174,113 +160,55 @@ class IngestPipeline:
         """
         now_ns = time.time_ns() if now_ns is None else now_ns
         max_bytes = self.config.batch.max_message_bytes
-        groups: dict[str, list[int]] = {CODEC_FRAMES: [], CODEC_JSON: [], CODEC_SPARKPLUG: []}
+        groups: dict[str, list[int]] = {name: [] for name in self.codecs}
         for pos, (topic, payload) in enumerate(zip(topics, payloads, strict=True)):
-            codec = self.codec_of(topic)
-            ctype = content_types[pos] if content_types is not None else None
-            if codec is None:
-                self._reject_message(
+            name = self.codec_of(topic)
+            if name is None:
+                self.reject_message(
                     topic, payload, "unknown_topic", "no codec is configured for this topic"
                 )
-            elif codec == CODEC_FRAMES and ctype is not None and ctype != CONTENT_TYPE:
-                self._reject_message(
-                    topic,
-                    payload,
-                    "unsupported_content_type",
-                    f"frame content type {ctype!r} is not {CONTENT_TYPE!r}",
-                )
+                continue
+            refusal = self.codecs[name].admit(
+                topic, content_types[pos] if content_types is not None else None
+            )
+            if refusal is not None:
+                self.reject_message(topic, payload, *refusal)
             elif len(payload) > max_bytes:
-                self._reject_message(
+                self.reject_message(
                     topic,
                     payload,
                     "too_large",
                     f"message of {len(payload)} bytes exceeds max_message_bytes {max_bytes}",
                 )
             else:
-                groups[codec].append(pos)
+                groups[name].append(pos)
         prep = Prepared(self.table, Batch.empty(), np.empty(0, np.int64), topics)
-        parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]] = []
-        frame_ids: list[tuple[NDArray[np.int64], NDArray[np.int64]]] = []  # gateway, seq
-        for codec, positions in groups.items():
+        parts: list[tuple[Settled, NDArray[np.int64], list[SeriesKey]]] = []
+        for name, positions in groups.items():
             if not positions:
                 continue
+            codec = self.codecs[name]
             sub_topics = [topics[i] for i in positions]
             sub_payloads = [payloads[i] for i in positions]
-            decoded: DecodedFrames
-            if codec == CODEC_FRAMES:
-                decoded = self.frames.decode_many(sub_payloads)
-            elif codec == CODEC_JSON:
-                assert self.json is not None
-                decoded = self.json.decode_many(sub_topics, sub_payloads)
-            else:
-                assert self.sparkplug is not None
-                decoded = self.sparkplug.decode_many(sub_topics, sub_payloads, now_ns)
-            prep.messages_in[codec] = len(positions)
+            decoded = codec.decode_many(sub_topics, sub_payloads, now_ns)
+            prep.messages_in[name] = len(positions)
             for local, err in decoded.errors:
-                self._reject_message(sub_topics[local], sub_payloads[local], err.reason, str(err))
+                self.reject_message(sub_topics[local], sub_payloads[local], err.reason, str(err))
+            settled = codec.settle(decoded, sub_topics, sub_payloads, self)
+            prep.frames += [(gw, seq) for gw, seq, _ in settled.frames]
+            prep.frame_sessions += [sess for *_, sess in settled.frames]
+            prep.confirm += settled.confirm
+            prep.newest_frame_ns = max(prep.newest_frame_ns, settled.newest_frame_ns)
+            prep.samples_in[name] = len(settled.batch)
             pos_arr = np.asarray(positions, np.int64)
-            batch, frame_index = decoded.batch, decoded.frame_index
-            if codec == CODEC_FRAMES and decoded.ok:
-                drop_local: list[int] = []
-                for local, gw, seq, sess in zip(
-                    decoded.ok, decoded.gateway_ids, decoded.seqs, decoded.sessions, strict=True
-                ):
-                    topic_ids = parse_frame_topic(sub_topics[local], self.frame_prefix)
-                    site = topic_ids[0] if topic_ids is not None else ""
-                    if topic_ids is not None and topic_ids[1] != gw:
-                        # a gateway publishing under another's topic: the broker's ACLs are
-                        # per topic, so the claim in the payload is not trusted
-                        drop_local.append(local)
-                        self._reject_message(
-                            sub_topics[local],
-                            sub_payloads[local],
-                            "gateway_mismatch",
-                            f"frame of gateway {gw!r} on the topic of {topic_ids[1]!r}",
-                        )
-                    elif self.dedup.is_duplicate(gw, seq, sess):
-                        drop_local.append(local)
-                        # already stored: recorded and counted without its bytes (a gateway
-                        # re-sends what was not confirmed; the points are in InfluxDB)
-                        self.quarantine.add_payload(
-                            sub_topics[local],
-                            sub_payloads[local],
-                            "duplicate_frame",
-                            f"frame {seq} of gateway {gw} (session {sess or '-'}) was already "
-                            "stored",
-                            keep_payload=False,
-                        )
-                        if self.metrics is not None:
-                            self.metrics.messages_rejected.labels("duplicate_frame").inc()
-                        prep.confirm.append((site, gw, sess, seq))  # stored: confirm it again
-                    else:
-                        prep.frames.append((gw, seq))
-                        prep.frame_sessions.append(sess)
-                        prep.confirm.append((site, gw, sess, seq))
-                if drop_local:
-                    keep = ~np.isin(frame_index, np.asarray(drop_local, np.int64))
-                    batch, frame_index = batch.take(keep), frame_index[keep]
-            if codec == CODEC_FRAMES and decoded.created_ns:
-                prep.newest_frame_ns = max(decoded.created_ns)
-            prep.samples_in[codec] = len(batch)
-            parts.append((batch, pos_arr[frame_index], decoded.refused))
-            gw_of = np.full(len(positions), -1, np.int64)
-            seq_of = np.zeros(len(positions), np.int64)
-            if codec == CODEC_FRAMES:
-                for local, gw, seq, sess in zip(
-                    decoded.ok, decoded.gateway_ids, decoded.seqs, decoded.sessions, strict=True
-                ):
-                    # a new session numbers its frames from 1 again: for counter continuity it
-                    # is another sequence, like another gateway
-                    gw_of[local] = self._gateway_ids.setdefault((gw, sess), len(self._gateway_ids))
-                    seq_of[local] = seq
-            frame_ids.append((gw_of[frame_index], seq_of[frame_index]))
+            parts.append((settled, pos_arr[settled.frame_index], decoded.refused))
         if not parts:
             return prep
-        batch, message_of = _concat_refused(parts)
-        reason = self.validator.validate(self.table, batch, now_ns)
+        batch, message_of, declared = _concat_parts(parts)
+        reason = self.validator.validate(self.table, batch, now_ns, declared)
         rejected = np.flatnonzero(reason)
         if len(rejected):
-            self._quarantine_samples(batch, reason, rejected, message_of, topics, parts)
+            self._quarantine_samples(batch, reason, rejected, message_of, topics, parts, declared)
         ok = reason == 0
         if len(rejected):
             accepted = batch.take(ok)
@@ -293,8 +221,8 @@ class IngestPipeline:
             marks, cause = self.markers.transitions(accepted, now_ns)
             marks_of = message_of[cause]
         if self.counters.specs:
-            gw_col = np.concatenate([g for g, _ in frame_ids])
-            seq_col = np.concatenate([q for _, q in frame_ids])
+            gw_col = np.concatenate([p.stream for p, _, _ in parts])
+            seq_col = np.concatenate([p.seq for p, _, _ in parts])
             if len(rejected):
                 gw_col, seq_col = gw_col[ok], seq_col[ok]
             accepted, rows = self.counters.with_increments(self.table, accepted, gw_col, seq_col)
@@ -306,10 +234,10 @@ class IngestPipeline:
         prep.batch = accepted
         prep.message_of = message_of
         if self.metrics is not None:
-            for codec, n in prep.messages_in.items():
-                self.metrics.messages_in.labels(codec).inc(n)
-            for codec, n in prep.samples_in.items():
-                self.metrics.samples_in.labels(codec).inc(n)
+            for name, n in prep.messages_in.items():
+                self.metrics.messages_in.labels(name).inc(n)
+            for name, n in prep.samples_in.items():
+                self.metrics.samples_in.labels(name).inc(n)
             if prep.markers:
                 self.metrics.quality_markers.inc(prep.markers)
             self.metrics.counter_out_of_order.set(self.counters.out_of_order)
@@ -337,7 +265,7 @@ class IngestPipeline:
                 ctypes = None if content_types is None else [content_types[pos]]
                 one = self.prepare([topic], [payload], content_types=ctypes)
             except Exception as exc:
-                self._reject_message(
+                self.reject_message(
                     topic, payload, "internal_error", f"{type(exc).__name__}: {exc}"
                 )
                 continue
@@ -369,9 +297,10 @@ class IngestPipeline:
         rejected: NDArray[np.int64],
         message_of: NDArray[np.int64],
         topics: Sequence[str],
-        parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]],
+        parts: list[tuple[Settled, NDArray[np.int64], list[SeriesKey]]],
+        declared: NDArray[np.int32] | None,
     ) -> None:
-        refused = _all_refused(parts)
+        refused = [k for _, _, keys in parts for k in keys]
         combo = message_of[rejected] * 256 + reason[rejected]
         order = np.argsort(combo, kind="stable")
         rejected, combo = rejected[order], combo[order]
@@ -383,8 +312,8 @@ class IngestPipeline:
             name = SAMPLE_REASONS[code - 1]
             msg_pos = int(message_of[idx[0]])
             keys = None
-            if name == "type_change":
-                keys = [refused[-2 - int(s)] for s in batch.series[idx].tolist()]
+            if name == "type_change" and declared is not None:
+                keys = [refused[int(d)] for d in declared[idx].tolist()]
             self.quarantine.add_samples(
                 self.table,
                 batch,
@@ -443,30 +372,24 @@ _SAMPLE_MESSAGES = {
 }
 
 
-def _concat_refused(
-    parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]],
-) -> tuple[Batch, NDArray[np.int64]]:
-    """Concatenate codec outputs; renumber refused-key references (-2 - i) across codecs."""
-    batches = []
-    offset = 0
-    for batch, _, refused in parts:
-        if offset and len(batch) and (batch.series <= -2).any():
-            s = batch.series.copy()
-            r = s <= -2
-            s[r] -= offset
-            batch = Batch(
-                s, batch.ts_ns, batch.value_f64, batch.value_i64, batch.quality, batch.value_str
-            )
-        batches.append(batch)
-        offset += len(refused)
-    return Batch.concat(batches), np.concatenate([m for _, m, _ in parts])
-
-
-def _all_refused(parts: list[tuple[Batch, NDArray[np.int64], list[SeriesKey]]]) -> list[SeriesKey]:
-    out: list[SeriesKey] = []
-    for _, _, refused in parts:
-        out += refused
-    return out
+def _concat_parts(
+    parts: list[tuple[Settled, NDArray[np.int64], list[SeriesKey]]],
+) -> tuple[Batch, NDArray[np.int64], NDArray[np.int32] | None]:
+    """Concatenate codec outputs; the ``declared`` column is renumbered into one refused list."""
+    declared: NDArray[np.int32] | None = None
+    if any(p.declared is not None for p, _, _ in parts):
+        cols = []
+        offset = 0
+        for p, _, refused in parts:
+            d = p.declared
+            if d is None:
+                cols.append(np.full(len(p.batch), -1, np.int32))
+            else:
+                cols.append(np.where(d >= 0, d + offset, -1).astype(np.int32))
+            offset += len(refused)
+        declared = np.concatenate(cols)
+    batch = Batch.concat([p.batch for p, _, _ in parts])
+    return batch, np.concatenate([m for _, m, _ in parts]), declared
 
 
 class _WriterCollector(Collector):

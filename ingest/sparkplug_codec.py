@@ -20,7 +20,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ingest.frames import DecodedFrames, RefusedKeys, sample_dtypes
+from ingest.frames import DecodedFrames, sample_dtypes
+from ingest.inputs import InputContext, Settled, Shared, plain_settle
 from zhizao.assets import AssetSpec
 from zhizao.config import StrictModel
 from zhizao.errors import DecodeError
@@ -95,7 +96,6 @@ class SparkplugCodec:
     ) -> None:
         self.config = config
         self.table = table
-        self.refused = RefusedKeys()
         policy = SparkplugSeriesPolicy.from_config(
             config.metrics,
             unmapped=config.unmapped,
@@ -106,7 +106,7 @@ class SparkplugCodec:
         )
         self.host = SparkplugHostState(
             policy,
-            lambda key: self.refused.series_of(self.table, key),
+            table.add,  # a type change raises: the host refuses the metric (type_change)
             check_seq=check_seq,
             strict=True,
             rebirth_holdoff_s=config.rebirth_holdoff_s,
@@ -120,12 +120,26 @@ class SparkplugCodec:
         """(group, node) this codec wants a rebirth of (the service sends them)."""
         return self.host.rebirth_wanted
 
-    def subscriptions(self) -> list[str]:
+    name = "sparkplug"
+
+    def subscriptions(self, shared: Shared) -> list[str]:
         g = self.config.group_filter
-        return [
-            f"{NAMESPACE}/{g}/{t}/#"
-            for t in ("NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA")
+        # births and deaths carry the alias state every process needs: not shared
+        return [f"{NAMESPACE}/{g}/{t}/#" for t in ("NBIRTH", "NDEATH", "DBIRTH", "DDEATH")] + [
+            shared(f"{NAMESPACE}/{g}/{t}/#") for t in ("NDATA", "DDATA")
         ]
+
+    def admit(self, topic: str, content_type: str | None) -> tuple[str, str] | None:
+        return None
+
+    def settle(
+        self,
+        decoded: DecodedFrames,
+        topics: Sequence[str],
+        payloads: Sequence[bytes],
+        ctx: InputContext,
+    ) -> Settled:
+        return plain_settle(decoded)
 
     @staticmethod
     def matches(topic: str) -> bool:
@@ -169,7 +183,7 @@ class SparkplugCodec:
         series, ts_ns, values, quality = self.host.take()
         n = len(series)
         s_arr = np.asarray(series, np.int32)
-        dtypes = sample_dtypes(self.table, self.refused.keys, s_arr)
+        dtypes = sample_dtypes(self.table, [], s_arr)
         vals = np.empty(n, object)
         vals[:] = values
         f64 = np.zeros(n)
@@ -201,5 +215,4 @@ class SparkplugCodec:
             [],
             [],
             errors,
-            list(self.refused.keys),
         )

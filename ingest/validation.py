@@ -77,8 +77,15 @@ class SampleValidator:
             self._series_ok = np.concatenate([self._series_ok, np.array(new, np.bool_)])
         return self._series_ok
 
-    def validate(self, table: SeriesTable, batch: Batch, now_ns: int) -> NDArray[np.uint8]:
-        """Reason code per sample (0 = accepted). ``series <= -2`` marks a type change."""
+    def validate(
+        self,
+        table: SeriesTable,
+        batch: Batch,
+        now_ns: int,
+        declared: NDArray[np.int32] | None = None,
+    ) -> NDArray[np.uint8]:
+        """Reason code per sample (0 = accepted). ``declared >= 0``: the message declared a key
+        the table knows with another type (``DecodedFrames.declared``)."""
         n = len(batch)
         reason = np.zeros(n, np.uint8)
         if n == 0:
@@ -87,9 +94,9 @@ class SampleValidator:
         s = batch.series
         in_table = (s >= 0) & (s < len(table))
         safe = np.where(in_table, s, 0)
-        # -2 - i: the message declared a key the table knows with another type (RefusedKeys)
-        reason[s <= -2] = _CODE["type_change"]
-        unknown = (s == -1) | (s >= len(table)) | (in_table & ~ok_series[safe])
+        if declared is not None:
+            reason[declared >= 0] = _CODE["type_change"]
+        unknown = (s < 0) | (s >= len(table)) | (in_table & ~ok_series[safe])
         reason[unknown & (reason == 0)] = _CODE["unknown_series"]
         is_float = in_table & (table.dtypes[safe] == FieldType.FLOAT)
         bad = is_float & ~np.isfinite(batch.value_f64) & (reason == 0)

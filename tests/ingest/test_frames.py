@@ -212,8 +212,12 @@ def test_decoder_keeps_table_and_reports_errors_per_payload() -> None:
     assert [(pos, e.reason) for pos, e in out.errors] == [(1, "unsupported_version")]
     assert len(out.batch) == 23
     np.testing.assert_array_equal(np.bincount(out.frame_index, minlength=4), [10, 0, 10, 3])
-    # KEYS[1] (parts, INT) arrives as FLOAT: those samples point at the refused key (-2 - 0)
-    assert (out.batch.series == -2).sum() == 2 and (out.batch.series < 0).sum() == 2
+    # KEYS[1] (parts, INT) arrives as FLOAT: those samples have no series, and the explicit
+    # declared column points at the refused key; no other sample has a declared key
+    assert out.declared is not None
+    assert (out.batch.series < 0).sum() == 2
+    assert out.declared[out.batch.series < 0].tolist() == [0, 0]
+    assert (out.declared[out.batch.series >= 0] == -1).all()
     assert out.refused == [changed[1]]
     assert out.seqs == [1, 1, 1] and out.gateway_ids == ["gw-a", "gw-a", "gw-c"]
     again = dec.decode_many([good])

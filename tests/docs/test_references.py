@@ -15,7 +15,7 @@ TOP = ("zhizao", "gateway", "ingest", "analytics", "api", "simulator", "dashboar
 FOLDERS = (*TOP, "deploy", "benchmarks", "tests", "docs", ".ci")
 TOP_FILES = {"README.md", "CHANGELOG.md", "LICENSE", "CONTRIBUTING.md", "pyproject.toml"}
 # the walkthroughs' examples: what a contributor is about to create
-EXAMPLES = ("modbus",)
+EXAMPLES = ("modbus", "vendor_json")
 CODE = re.compile(r"`([^`\n]+)`")
 
 

@@ -319,3 +319,34 @@ async def test_browsing_the_simulator_proposes_its_site_models_signal_names(tmp_
         # every state signal the site model reads is found, under its own name
         assert {s.name for s in mtype.signals if s.kind == "state"} <= names, machine
         assert {"part_count", "good_part_count", "product_id"} <= names
+
+
+async def test_gateway_run_ends_with_exit_2_on_a_security_mismatch(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    async with TestOpcUaServer(free_port(), 2) as server:
+        cfg = {
+            "gateway": {"id": "gw1", "enterprise": "acme", "site": "s1", "state_dir": str(tmp_path / "state")},
+            "sources": [_secure_source(server.endpoint, tmp_path)],
+            "uplink": {"type": "influx", "influx": {"url": f"http://127.0.0.1:{free_port()}", "database": "x"}},
+            "metrics": {"enabled": False},
+        }  # fmt: skip
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        root = Path(__file__).resolve().parents[2]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "zhizao.cli", "gateway", "run", "-c", str(path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )  # fmt: skip
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 2
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("zhizao: OPC UA server") and "None/None" in last
+    assert "Traceback" not in err.decode()

@@ -547,9 +547,12 @@ class SparkplugHostState:
     def _stale(
         node: _Node, device: str | None, ts_ns: int, rows: list[tuple[_Metric, int, Any, int]]
     ) -> None:
-        """Last value of every series of the node (device None) or one device, quality STALE."""
+        """Last value of every series of the node (device None: its own and its live devices')
+        or of one device, quality STALE (a device already dead was restated at its death)."""
         for metric in node.by_name.values():
             if device is not None and metric.device != device:
+                continue
+            if device is None and metric.device is not None and metric.device not in node.devices:
                 continue
             if metric.series is None or metric.last_value is None:
                 continue

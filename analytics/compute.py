@@ -7,6 +7,7 @@ this module decides windows, calendars, PRIs, coefficients and returns rows of c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -228,11 +229,12 @@ class SiteComputer:
                                      w.end_ns, context_start_ns=ctx_lo,
                                      context_end_ns=ctx_hi)  # fmt: skip
             ctx = self.contexts[machine]
+            # note texts stay the same from run to run (the engine logs each text once); the
+            # seconds are in the rows (unknown_state_s)
             if res.unknown_state_codes:
                 notes.append(
-                    f"{machine}: unknown state codes {res.unknown_state_codes} for "
-                    f"{float(res.unknown_state_s.sum()):.0f} s (NO_DATA where no other state "
-                    "signal maps): add them to the machine type's state_map"
+                    f"{machine}: unknown state codes {res.unknown_state_codes} (NO_DATA where no "
+                    "other state signal maps): add them to the machine type's state_map"
                 )
             if res.unknown_products:
                 notes.append(f"{machine}: products without PRI {res.unknown_products}")
@@ -249,14 +251,12 @@ class SiteComputer:
             if not signals.states:
                 notes.append(f"{machine}: no state data in the range (counted as NO_DATA)")
             if res.in_cycle_without_parts_s > self.cfg.no_parts_in_cycle_s:
-                since = np.datetime64(res.in_cycle_without_parts_start_ns, "ns").astype(
-                    "datetime64[s]"
-                )
+                day = datetime.fromtimestamp(res.in_cycle_without_parts_start_ns / 1e9, self.tz)
                 roles = [r for r in COUNTER_ROLES if signals.get(r) is not None] or ["none"]
                 notes.append(
-                    f"{machine}: IN_CYCLE for {res.in_cycle_without_parts_s / 3600:.1f} h from "
-                    f"{since}Z without a part counted: check its part counters (read: "
-                    f"{', '.join(roles)}) and their tag map"
+                    f"{machine}: IN_CYCLE for more than {self.cfg.no_parts_in_cycle_s / 3600:g} h "
+                    f"without a part counted on {day.date().isoformat()}: check its part "
+                    f"counters (read: {', '.join(roles)}) and their tag map"
                 )
             rc = res.components
             n_good_above = int(np.count_nonzero(rc.gq > rc.pq))

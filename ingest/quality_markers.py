@@ -72,9 +72,15 @@ class QualityMarkers:
             return Batch.empty(), np.empty(0, np.int64)
         self._grow()
         s_all = batch.series.astype(np.int64)
-        rows = np.flatnonzero(self._marker[s_all] >= 0)
-        if not rows.size:
+        # only series with a non-good sample here or a non-good (or unknown) state can change:
+        # the steady all-good stream costs a few gathers, not a sort
+        marked = self._marker[s_all] >= 0
+        hot = marked & ((batch.quality != 0) | (self._code[s_all] != Quality.GOOD))
+        if not hot.any():
             return Batch.empty(), np.empty(0, np.int64)
+        hot_series = np.zeros(len(self._marker), np.bool_)
+        hot_series[s_all[hot]] = True
+        rows = np.flatnonzero(marked & hot_series[s_all])
         order = rows[np.argsort(s_all[rows], kind="stable")]
         s, t = s_all[order], batch.ts_ns[order]
         # any code above STALE is not a Quality: treat it as bad rather than lose it

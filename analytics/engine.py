@@ -291,7 +291,8 @@ class KpiEngine:
     ) -> None:
         """Segments of [r_lo, cutoff) from the raw data held, the windows they belong to
         re-derived; window rows are written before segment rows, so stored segments always
-        have their windows written (a restart re-derives from the first segment not stored)."""
+        have their windows written (a restart re-derives from the first segment not stored).
+        Segment rows are stored once final (ended ``micro_stop_s`` before the cut-off)."""
         assert state.data is not None
         s, e = segments_in(computer, r_lo, cutoff)
         e = np.minimum(e, cutoff)
@@ -302,7 +303,10 @@ class KpiEngine:
         report.notes += [f"{computer.site.site}: {n}" for n in notes]
         with report.timing("write"):
             await self._write_windows(writer, reader, computer, state.store, r_lo, cutoff, report)
-            batch = self._segment_batch(computer, rows)
+            # only segments no later run recomputes (one write per segment): a restart
+            # recomputes the open one from raw data anyway
+            final = [r for r in rows if r.end_ns <= cutoff - self._micro_ns]
+            batch = self._segment_batch(computer, final)
             if len(batch):
                 written = await writer.write_batch(self._table, batch)
                 report.segment_points_written += written.lines_written
@@ -357,11 +361,15 @@ class KpiEngine:
     ) -> RawRead:
         """Raw samples of the site in [lo, hi) (one statement per measurement family), with the
         last sample before ``lo`` of every signal when ``carry_in``."""
-        plans, statements = self.site_reader.statements(computer.site, lo, hi, carry_in=carry_in)
+        plans, statements = self.site_reader.statements(
+            computer.site, lo, hi, carry_in=carry_in, tag_columns=True
+        )
         if not statements or hi <= lo:
             return RawRead(SiteData(), 0, {})
         # chunked: a server-side max-row-limit must never truncate a window silently
-        series = await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
+        series = self.site_reader.split_by_tags(
+            await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
+        )
         ranged = {i for i, st in enumerate(statements) if " last(" not in st}
         points = 0
         seen: dict[tuple[str, str], list[I64]] = {}

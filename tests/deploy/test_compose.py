@@ -114,3 +114,37 @@ def test_config_templates_are_accepted_by_the_components(tmp_path: Path) -> None
     settings = load_settings(api)
     assert settings.behind_tls_proxy and settings.port == 9130
     assert os.environ.get("ZHIZAO_API_HOST") is None  # nothing leaked into the environment
+
+
+def _probe(service: dict[str, Any]) -> tuple[int, str] | None:
+    """(port, path) of a service's HTTP healthcheck, None if it is not an HTTP probe."""
+    test = " ".join(service.get("healthcheck", {}).get("test", []))
+    m = re.search(r"http://127\.0\.0\.1:(\d+)(/[^'\"\s]*)", test)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def test_healthchecks_and_scrape_targets_reach_what_the_services_serve(tmp_path: Path) -> None:
+    """Each zhizao service's healthcheck asks the port and path that service serves (from its own
+    config template and routes), and VictoriaMetrics scrapes the ports the services listen on."""
+    from analytics.config import load_kpi_config
+    from api.routers.health import router as api_health
+
+    services = _compose()["services"]
+    api_paths = {r.path for r in api_health.routes}  # type: ignore[attr-defined]
+    ingest = load_model(IngestConfig, _rendered("ingest.yaml.tmpl", tmp_path))
+    (tmp_path / "site.yaml").write_text((COMPOSE / "config" / "site.yaml").read_text())
+    kpi_yaml = _rendered("kpi.yaml.tmpl", tmp_path)
+    kpi_yaml.write_text(kpi_yaml.read_text().replace("/etc/zhizao/site.yaml", "site.yaml"))
+    kpi = load_kpi_config(kpi_yaml)
+    want = {
+        "api": (9130, "/healthz"),
+        "ingest": (ingest.health.port, "/healthz"),
+        "kpi": (kpi.health.port, "/healthz"),
+    }
+    assert {name: _probe(services[name]) for name in want} == want
+    assert "/healthz" in api_paths and "/metrics" in api_paths
+    assert ingest.health.host == "0.0.0.0" and kpi.health.host == "0.0.0.0"  # in the container
+    scrape = yaml.safe_load((COMPOSE / "victoriametrics" / "scrape.yaml").read_text())
+    targets = {t for job in scrape["scrape_configs"] for sc in job["static_configs"]
+               for t in sc["targets"]}  # fmt: skip
+    assert {f"ingest:{ingest.health.port}", f"kpi:{kpi.health.port}"} <= targets

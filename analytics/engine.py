@@ -246,70 +246,86 @@ class KpiEngine:
     ) -> None:
         state = self.states[computer.site.site]
         micro = self._micro_ns
-        raw: RawRead | None = None
         if state.known_ns is None or cutoff < state.known_ns or state.data is None:
             state.store = SegmentStore()
             r_lo = await self._resume(reader, computer, state.store, cutoff)
+            rows = await self._recompute(reader, computer, state, r_lo, cutoff, report)
         else:
             # the open segment, and the one before while a stop crossing their edge is short
             r_lo = segment_start(computer, state.known_ns - micro)
-            with report.timing("read"):
-                # the late-data count and the new samples at once: the server has the time
-                late, new = await asyncio.gather(
-                    self._late_data(reader, computer, state, cutoff),
-                    self._read(reader, computer, state.known_ns + 1, cutoff + 1, carry_in=False),
-                )
-                if late:
-                    r_lo = min(r_lo, segment_start(computer, cutoff - self._lookback_ns))
-                    report.late_rereads += 1
-                    report.points_read += new.points  # read, then dropped for the re-read
-                else:
-                    raw = new
+            # the late-data count runs on the server while the new samples are read and the
+            # segments computed; it decides before anything is written
+            check = asyncio.create_task(self._late_data(reader, computer, state, cutoff))
+            try:
+                with report.timing("read"):
+                    new = await self._read(
+                        reader, computer, state.known_ns + 1, cutoff + 1, carry_in=False
+                    )
                     state.data = merge_data(state.data, new.data)
                     for k, v in new.seen.items():
                         state.seen[k] = np.concatenate(
                             [state.seen.get(k, np.empty(0, np.int64)), v]
                         )
-        if raw is None:
-            with report.timing("read"):
-                raw = await self._read(reader, computer, r_lo - micro, cutoff + 1, carry_in=True)
-            state.data, state.seen, state.counted_lo = raw.data, raw.seen, r_lo - micro
-        report.points_read += raw.points
+                report.points_read += new.points
+                state.known_ns = cutoff
+                rows = self._compute(computer, state, r_lo, cutoff, report)
+                with report.timing("check"):
+                    late = await check
+            finally:
+                check.cancel()
+            if late:
+                report.late_rereads += 1
+                r_lo = min(r_lo, segment_start(computer, cutoff - self._lookback_ns))
+                rows = await self._recompute(reader, computer, state, r_lo, cutoff, report)
         state.known_ns = cutoff
-        await self._advance(writer, reader, computer, state, r_lo, cutoff, report)
+        state.store.put(rows)
+        with report.timing("write"):
+            await self._write_windows(writer, reader, computer, state.store, r_lo, cutoff, report)
+            # only segments no later run recomputes (one write per segment): a restart
+            # recomputes the open one from raw data anyway
+            final = [r for r in rows if r.end_ns <= cutoff - micro]
+            batch = self._segment_batch(computer, final)
+            if len(batch):
+                written = await writer.write_batch(self._table, batch)
+                report.segment_points_written += written.lines_written
         self._forget(computer, state, cutoff)
 
-    async def _advance(
+    async def _recompute(
         self,
-        writer: InfluxWriter,
         reader: InfluxQLReader,
         computer: SiteComputer,
         state: SiteState,
         r_lo: int,
         cutoff: int,
         report: EngineReport,
-    ) -> None:
-        """Segments of [r_lo, cutoff) from the raw data held, the windows they belong to
-        re-derived; window rows are written before segment rows, so stored segments always
-        have their windows written (a restart re-derives from the first segment not stored).
-        Segment rows are stored once final (ended ``micro_stop_s`` before the cut-off)."""
+    ) -> list[SegmentRow]:
+        """Segments of [r_lo, cutoff) from raw data read again (with the carried-in samples)."""
+        micro = self._micro_ns
+        with report.timing("read"):
+            raw = await self._read(reader, computer, r_lo - micro, cutoff + 1, carry_in=True)
+        state.data, state.seen, state.counted_lo = raw.data, raw.seen, r_lo - micro
+        report.points_read += raw.points
+        return self._compute(computer, state, r_lo, cutoff, report)
+
+    def _compute(
+        self,
+        computer: SiteComputer,
+        state: SiteState,
+        r_lo: int,
+        cutoff: int,
+        report: EngineReport,
+    ) -> list[SegmentRow]:
+        """Segments of [r_lo, cutoff) from the raw data held. Their windows are written before
+        them, so a stored segment always has its windows written (a restart re-derives from
+        the first segment not stored); segment rows are stored once final (ended
+        ``micro_stop_s`` before the cut-off)."""
         assert state.data is not None
         s, e = segments_in(computer, r_lo, cutoff)
-        e = np.minimum(e, cutoff)
         with report.timing("compute"):
-            rows, notes = compute_segments(computer, state.data, s, e, cutoff)
-        state.store.put(rows)
+            rows, notes = compute_segments(computer, state.data, s, np.minimum(e, cutoff), cutoff)
         report.segments += len(rows)
         report.notes += [f"{computer.site.site}: {n}" for n in notes]
-        with report.timing("write"):
-            await self._write_windows(writer, reader, computer, state.store, r_lo, cutoff, report)
-            # only segments no later run recomputes (one write per segment): a restart
-            # recomputes the open one from raw data anyway
-            final = [r for r in rows if r.end_ns <= cutoff - self._micro_ns]
-            batch = self._segment_batch(computer, final)
-            if len(batch):
-                written = await writer.write_batch(self._table, batch)
-                report.segment_points_written += written.lines_written
+        return rows
 
     async def _write_windows(
         self,

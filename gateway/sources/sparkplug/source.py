@@ -7,12 +7,21 @@ connection, rebirth requests (NCMD ``Node Control/Rebirth`` = true) sent when th
 wants them and counting the ones other hosts were seen to send, every issue counted by reason
 (the first of each reason logged), and the host's STATE (``spBv1.0/STATE/<host_id>``, retained,
 with a will) when ``host_id`` is configured.
+
+Sessions run on the source runtime (``gateway.sources.runtime``) like the MQTT source's: the
+receive task (collect, decode, store, acknowledge) is supervised, so a failure in it ends the
+session (counted in ``zhizao_gateway_source_task_failures_total{task="receive"}``, logged once),
+the connection is closed and opened again after a backoff. Messages are acknowledged only once
+their samples are in the outbox (or refused by it, counted by reason): the broker delivers a
+QoS 1 message whose store failed again in the next session. The state machine saw it once
+already, so its ``seq`` looks repeated (``seq_gap``) and a rebirth is requested, which is how a
+Sparkplug host recovers its view of a node anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
 from pathlib import Path
@@ -22,8 +31,8 @@ import numpy as np
 import orjson
 
 from gateway.mqtt_client import IncomingMessage, MqttConnection
-from gateway.outbox import OutboxFull
-from gateway.sources.base import SampleSink, SourceStats, connection_key, emit_connection
+from gateway.sources.base import Backoff, SampleSink, SourceStats
+from gateway.sources.runtime import SourceRuntime, TaskFailed
 from gateway.sources.sparkplug.config import SparkplugSourceConfig
 from zhizao.model import Batch
 from zhizao.sparkplug import NAMESPACE
@@ -68,9 +77,12 @@ class SparkplugHost:
             site=site,
         )
         self.state = SparkplugHostState(policy, sink.series_index)
-        self._conn_series = sink.series_index(
-            connection_key(enterprise, site, gateway_id, config.name)
+        self.runtime = SourceRuntime(
+            self.stats, sink, log, enterprise=enterprise, site=site, gateway_id=gateway_id
         )
+        self._backoff = Backoff(config.broker.reconnect_min_s, config.broker.reconnect_max_s)
+        self._was_connected = False
+        self.sessions = 0
         subs = [(f"{NAMESPACE}/{config.group_id}/#", 1)]
         will = None
         if config.host_id:
@@ -107,44 +119,71 @@ class SparkplugHost:
             )
 
     async def run(self) -> None:
-        queue: asyncio.Queue[IncomingMessage] = asyncio.Queue()
-        self.connection.start(asyncio.get_running_loop(), queue)
-        was_connected = False
-        try:
-            while True:
-                msgs: list[IncomingMessage] = []
-                try:
-                    msgs.append(
-                        await asyncio.wait_for(queue.get(), timeout=self.config.flush_interval_s)
+        """Sessions of the broker connection; paho reconnects within one by itself. A failing
+        receive task ends the session: the connection is dropped and opened again after a
+        backoff, so the broker redelivers every message that was not acknowledged."""
+        while True:
+            queue: asyncio.Queue[IncomingMessage] = asyncio.Queue()
+            self.connection.start(asyncio.get_running_loop(), queue)
+            self.sessions += 1
+            try:
+                await self.runtime.supervise(
+                    [("receive", functools.partial(self._receive, queue))],
+                    recovered_after_s=max(1.0, 5 * self.config.flush_interval_s),
+                )
+            except TaskFailed as exc:
+                self.stats.last_error = str(exc)  # logged once and counted by the runtime
+            finally:
+                self.connection.stop()
+                # samples of a failed store are dropped: their messages were not acknowledged
+                self._series, self._ts, self._values, self._quality = [], [], [], []
+                if self._was_connected:
+                    self._was_connected = False
+                    self.stats.connected = False
+                    await self.runtime.guarded(
+                        "markers", functools.partial(self.runtime.connection, False)
                     )
-                    await asyncio.sleep(self.config.flush_interval_s)
-                    while not queue.empty():
-                        msgs.append(queue.get_nowait())
-                except TimeoutError:
-                    pass
-                now_connected = self.connection.connected.is_set()
-                if self.connection.last_error:  # e.g. the broker refused our credentials
-                    self.stats.last_error = self.connection.last_error
-                    self.stats.connect_failures = self.connection.failures
-                if now_connected != was_connected:
-                    self.stats.connected = now_connected
-                    self.stats.reconnects = max(0, self.connection.connects - 1)
-                    await emit_connection(self.sink, self._conn_series, now_connected)
-                    was_connected = now_connected
-                if msgs:
-                    for msg in msgs:
-                        self.handle(msg.topic, msg.payload, msg.arrival_ns)
-                    await self._flush()
-                    for msg in msgs:
-                        self.connection.ack(msg.mid, msg.qos)
-        finally:
-            self.connection.stop()
-            if was_connected:
-                with contextlib.suppress(Exception):
-                    await emit_connection(self.sink, self._conn_series, False)
-            self.stats.connected = False
+                self.stats.connected = False
+            await asyncio.sleep(self._backoff.next_delay_s())
+
+    async def _receive(self, queue: asyncio.Queue[IncomingMessage]) -> None:
+        while True:
+            msgs = await self._collect(queue)
+            now_connected = self.connection.connected.is_set()
+            if self.connection.last_error:  # e.g. the broker refused our credentials
+                self.stats.last_error = self.connection.last_error
+                self.stats.connect_failures = self.connection.failures
+            if now_connected != self._was_connected:
+                self.stats.connected = now_connected
+                self.stats.reconnects = max(0, self.connection.connects - 1)
+                await self.runtime.connection(now_connected)
+                self._was_connected = now_connected
+                if now_connected:
+                    self._backoff.reset()
+            if msgs:
+                for msg in msgs:
+                    self.handle(msg.topic, msg.payload, msg.arrival_ns)
+                await self._flush()
+                # stored (or refused by the outbox and counted): only now may the broker forget
+                for msg in msgs:
+                    self.connection.ack(msg.mid, msg.qos)
+
+    async def _collect(self, queue: asyncio.Queue[IncomingMessage]) -> list[IncomingMessage]:
+        """Whatever arrived within one flush interval (at least the wait for one message)."""
+        msgs: list[IncomingMessage] = []
+        try:
+            first = await asyncio.wait_for(queue.get(), timeout=self.config.flush_interval_s)
+        except TimeoutError:
+            return msgs
+        msgs.append(first)
+        await asyncio.sleep(self.config.flush_interval_s)
+        while not queue.empty():
+            msgs.append(queue.get_nowait())
+        return msgs
 
     async def _flush(self) -> None:
+        """Store the assembled samples; refusals of the outbox are counted by reason
+        (``outbox_full``, ``disk_full``) by the runtime, any other failure raises."""
         if not self._series:
             return
         # take the buffers first: whatever happens below, a sample is never flushed twice
@@ -152,14 +191,7 @@ class SparkplugHost:
         self._series, self._ts, self._values, self._quality = [], [], [], []
         vals = np.empty(len(values), dtype=object)
         vals[:] = values
-        batch = Batch.build(self.sink.table, series, ts, vals, quality)
-        last = max(ts)
-        try:
-            await self.sink.emit(batch)
-        except OutboxFull:
-            return
-        self.stats.samples += len(batch)
-        self.stats.last_sample_ns = last
+        await self.runtime.emit(Batch.build(self.sink.table, series, ts, vals, quality))
 
     # ------------------------------------------------------------------ protocol
 

@@ -383,18 +383,20 @@ class KpiEngine:
         if not statements or hi <= lo:
             return RawRead(SiteData(), 0, {})
         # chunked: a server-side max-row-limit must never truncate a window silently
-        series = self.site_reader.split_by_tags(
-            await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
-        )
+        whole = await reader.query(";".join(statements), chunked=True, chunk_size=10_000)
         ranged = {i for i, st in enumerate(statements) if " last(" not in st}
         points = 0
         seen: dict[tuple[str, str], list[I64]] = {}
-        for sr in series:
+        for sr in whole:  # one series per range statement: count before splitting per tag set
+            tags = set(self.site_reader.tag_keys(sr.name)) if sr.statement_id in ranged else set()
             for fname, col in sr.values.items():
+                if fname in tags:
+                    continue
                 ok = _present(col)
                 points += int(ok.sum())
                 if sr.statement_id in ranged:
                     seen.setdefault((sr.name, fname), []).append(sr.time_ns[ok])
+        series = self.site_reader.split_by_tags(whole)
         data = self.site_reader.assemble(computer.site, plans, series)
         return RawRead(data, points, {k: np.concatenate(v) for k, v in seen.items()})
 

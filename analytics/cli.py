@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
         "--from", dest="start", required=True, help="ISO 8601 (naive = site local time)"
     )
     rb.add_argument("--to", dest="end", required=True, help="ISO 8601 (naive = site local time)")
+    rb.add_argument("--now", help="pretend it is this time (ISO 8601): nothing after now - delay_s")
     rb.set_defaults(handler=_rebuild)
 
     comp = sub.add_parser(
@@ -133,13 +134,14 @@ def _rebuild(args: argparse.Namespace) -> int:
     tz = zone(known[args.site].timezone)
     try:
         start, end = utc_ns(args.start, tz), utc_ns(args.end, tz)
+        now = utc_ns(args.now, tz) if args.now else None
     except ValueError as exc:
-        print(f"zhizao: --from/--to must be ISO 8601 times ({exc})", file=sys.stderr)
+        print(f"zhizao: --from, --to and --now must be ISO 8601 times ({exc})", file=sys.stderr)
         return 2
     if end <= start:
         print("zhizao: --to must be after --from", file=sys.stderr)
         return 2
-    rep = asyncio.run(engine.rebuild(args.site, start, end, progress=lambda m: print(f"# {m}", file=sys.stderr, flush=True)))  # fmt: skip
+    rep = asyncio.run(engine.rebuild(args.site, start, end, now_ns=now, progress=lambda m: print(f"# {m}", file=sys.stderr, flush=True)))  # fmt: skip
     print(json.dumps({"site": args.site, "from_ns": rep.start_ns, "to_ns": rep.end_ns,
                       "segments": rep.segments, "points_read": rep.points_read,
                       "points_written": rep.points_written,

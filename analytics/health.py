@@ -41,26 +41,26 @@ class EngineMetrics:
         )
         self.in_progress = Gauge("zhizao_kpi_run_in_progress", "1 while a run works", registry=r)
         self.points_read = Gauge(
-            "zhizao_kpi_points_read", "raw points read by the last run", registry=r
+            "zhizao_kpi_last_run_points_read", "raw field values read by the last run", registry=r
         )
         self.points_read_total = Counter(
-            "zhizao_kpi_points_read_total_points", "raw points read by all runs", registry=r
+            "zhizao_kpi_points_read", "raw field values read by all runs", registry=r
         )
         self.points_written = Gauge(
-            "zhizao_kpi_points_written",
+            "zhizao_kpi_last_run_points_written",
             "points written by the last run (window rows and segment rows)",
             registry=r,
         )
         self.points_written_total = Counter(
-            "zhizao_kpi_points_written_total_points", "points written by all runs", registry=r
+            "zhizao_kpi_points_written", "points written by all runs", registry=r
         )
         self.segments = Gauge(
-            "zhizao_kpi_segments_recomputed",
+            "zhizao_kpi_last_run_segments",
             "segments computed from raw data, last run",
             registry=r,
         )
         self.windows = Gauge(
-            "zhizao_kpi_windows_recomputed",
+            "zhizao_kpi_last_run_windows",
             "machine windows (hour, shift, day rows) re-derived by the last run",
             registry=r,
         )

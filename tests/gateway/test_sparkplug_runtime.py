@@ -67,7 +67,7 @@ def _payload(seq: int, metrics: list[tuple[str | None, int, int, Any]], ts_ms: i
         m.alias = alias
         m.datatype = datatype
         set_metric_value(m, datatype, value)
-    return p.SerializeToString()
+    return bytes(p.SerializeToString())
 
 
 def _publish_node(edge: Publisher, n_data: int) -> None:

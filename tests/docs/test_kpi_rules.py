@@ -113,6 +113,12 @@ def components_from_doc() -> Components:
                 "pri_pq_s": PRI_S * pq,
                 "pri_gq_s": PRI_S * (pq - sq - rq),
                 "kwh": kwh,
+                # every machine of the example has its meter all day: all its parts are metered
+                **{
+                    f"{q}_metered": n
+                    for q, n in (("pq", pq), ("gq", pq - sq - rq))
+                    if f"{q}_metered" in COMPONENT_FIELDS
+                },
             }
         )
     return Components.from_rows(rows)

@@ -191,6 +191,36 @@ _NEGATIVE_SCRAP = FlagRule(
 _COUNT_FLAGS = (_GOOD_ABOVE_PRODUCED, _NEGATIVE_SCRAP)
 _NO_PARTS = "no parts produced in the window"
 _NO_GOOD = "no good parts in the window"
+# energy per part divides by the parts counted while the machine's meter has data (GQ_metered,
+# PQ_metered): a machine without a meter is null (absent, not 0 kWh), a line is over its
+# metered machines' own parts, and parts left out are flagged
+_NO_METER_TEXT = "no energy meter data"
+_NO_METERED_GOOD = f"no good parts counted while an energy meter had data ({_NO_METER_TEXT}?)"
+_NO_METERED_PARTS = f"no parts counted while an energy meter had data ({_NO_METER_TEXT}?)"
+_UNMETERED_GOOD = FlagRule(
+    "no_meter",
+    f"good parts counted without {_NO_METER_TEXT}: energy per part is over the metered ones only",
+    "positive",
+    ("gq", "-gq_metered"),
+)
+_UNMETERED_PARTS = FlagRule(
+    "no_meter",
+    f"parts counted without {_NO_METER_TEXT}: energy per part is over the metered ones only",
+    "positive",
+    ("pq", "-pq_metered"),
+)
+# energy per output value divides by the metered good parts' value; good parts of a product
+# without unit_value_cny have no value and are flagged (their value is absent, not 0)
+_UNVALUED_GOOD = FlagRule(
+    "no_unit_value",
+    "good parts of products without unit_value_cny: not in the output value",
+    "positive",
+    ("gq", "-gq_valued"),
+)
+_NO_VALUE = (
+    "no output value while an energy meter had data (no meter data, no good parts or no "
+    "unit_value_cny for the products)"
+)
 _NO_PLAN = FlagRule(
     "no_planned_time",
     "no planned busy time in the window: no target",
@@ -487,68 +517,103 @@ CATALOG: tuple[KpiDefinition, ...] = (
     _ratio(
         "kwh_per_good",
         "kWh/GQ",
-        "electricity / good quantity",
+        "electricity / good quantity counted while metered",
         ("kwh",),
-        ("gq",),
+        ("gq_metered",),
         view="energy",
         unit="kWh",
-        when_empty=_NO_GOOD,
+        when_empty=_NO_METERED_GOOD,
+        flags=(_UNMETERED_GOOD,),
         label_zh="单件电耗(合格品)",
     ),
     _ratio(
         "kwh_per_part",
         "kWh/PQ",
-        "electricity / produced quantity",
+        "electricity / produced quantity counted while metered",
         ("kwh",),
-        ("pq",),
+        ("pq_metered",),
         view="energy",
         unit="kWh",
-        when_empty=_NO_PARTS,
+        when_empty=_NO_METERED_PARTS,
+        flags=(_UNMETERED_PARTS,),
         label_zh="单件电耗(产出)",
     ),
     _ratio(
         "kgce_per_good",
         "kgce/GQ",
-        "comprehensive energy (GB/T 2589) / good quantity",
+        "comprehensive energy (GB/T 2589) / good quantity counted while metered",
         ("kgce",),
-        ("gq",),
+        ("gq_metered",),
         view="energy",
         unit="kgce",
-        when_empty=_NO_GOOD,
+        when_empty=_NO_METERED_GOOD,
+        flags=(_UNMETERED_GOOD,),
         label_zh="单件综合能耗(合格品)",
     ),
     _ratio(
         "kgce_per_part",
         "kgce/PQ",
-        "comprehensive energy (GB/T 2589) / produced quantity",
+        "comprehensive energy (GB/T 2589) / produced quantity counted while metered",
         ("kgce",),
-        ("pq",),
+        ("pq_metered",),
         view="energy",
         unit="kgce",
-        when_empty=_NO_PARTS,
+        when_empty=_NO_METERED_PARTS,
+        flags=(_UNMETERED_PARTS,),
         label_zh="单件综合能耗(产出)",
     ),
     _ratio(
         "kgco2_per_good",
         "kgCO2/GQ",
-        "emissions / good quantity",
+        "emissions / good quantity counted while metered",
         ("kgco2",),
-        ("gq",),
+        ("gq_metered",),
         view="energy",
         unit="kgCO2",
-        when_empty=_NO_GOOD,
+        when_empty=_NO_METERED_GOOD,
+        flags=(_UNMETERED_GOOD,),
         label_zh="单件碳排放(合格品)",
     ),
     _ratio(
         "kgco2_per_part",
         "kgCO2/PQ",
-        "emissions / produced quantity",
+        "emissions / produced quantity counted while metered",
         ("kgco2",),
-        ("pq",),
+        ("pq_metered",),
         view="energy",
         unit="kgCO2",
-        when_empty=_NO_PARTS,
+        when_empty=_NO_METERED_PARTS,
+        flags=(_UNMETERED_PARTS,),
         label_zh="单件碳排放(产出)",
+    ),
+    # -- energy per output value (the commission's convention: per 10,000 CNY) ---------------
+    _ratio(
+        "kgce_per_10k_cny",
+        "kgce/10k CNY",
+        "comprehensive energy (GB/T 2589) per 10,000 CNY of output value (good parts x "
+        "unit_value_cny) counted while metered",
+        ("kgce",),
+        ("output_value_metered_cny",),
+        view="energy",
+        unit="kgce/10k CNY",
+        scale=10_000.0,
+        when_empty=_NO_VALUE,
+        flags=(_UNMETERED_GOOD, _UNVALUED_GOOD),
+        label_zh="万元产值综合能耗",
+    ),
+    _ratio(
+        "kgco2_per_10k_cny",
+        "kgCO2/10k CNY",
+        "emissions per 10,000 CNY of output value (good parts x unit_value_cny) counted while "
+        "metered",
+        ("kgco2",),
+        ("output_value_metered_cny",),
+        view="energy",
+        unit="kgCO2/10k CNY",
+        scale=10_000.0,
+        when_empty=_NO_VALUE,
+        flags=(_UNMETERED_GOOD, _UNVALUED_GOOD),
+        label_zh="万元产值碳排放",
     ),
     # -- target vs actual (target = ideal rate x PBT; null without a product or a plan) --------
     KpiDefinition(

@@ -54,6 +54,13 @@ class Components:
     # known product; the target is shown only where the second is 0 (never an invented number)
     target_q: F64
     pbt_no_product_s: F64
+    # parts counted while the machine's energy meter has data (energy per part divides by these)
+    pq_metered: F64
+    gq_metered: F64
+    # good parts with a known unit value, and their output value in CNY (all, and metered)
+    gq_valued: F64
+    output_value_cny: F64
+    output_value_metered_cny: F64
 
     def __post_init__(self) -> None:
         n = len(self.calendar_s)

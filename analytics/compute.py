@@ -131,6 +131,9 @@ class SiteComputer:
                 energy_rollover=em.rollover if em else None,
                 kgce_per_kwh=elec.value if elec else 0.0,
                 kgco2_per_kwh=ef.get("electricity", 0.0),
+                unit_value_cny_by_product={
+                    p.id: p.unit_value_cny for p in site.products if p.unit_value_cny is not None
+                },
             )
 
     # -- windows --------------------------------------------------------------------------------

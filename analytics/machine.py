@@ -6,7 +6,7 @@ the benchmark, so every path computes the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,6 +74,8 @@ class MachineContext:
     energy_rollover: float | None = None
     kgce_per_kwh: float = 0.1229
     kgco2_per_kwh: float = 0.0
+    # product id -> output value per good part (CNY); products without one are left out
+    unit_value_cny_by_product: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +116,27 @@ def _counter_window(
 def _pri_steps(prod: Signal | None, ctx: MachineContext) -> tuple[PriSteps, set[str]]:
     """The PRI in force over time from the product signal (or the default product), and the
     product ids without a PRI on this machine (their time has no known product)."""
+    return _product_steps(prod, ctx.default_product, ctx.pri_s_by_product)
+
+
+def _product_steps(
+    prod: Signal | None, default_product: str | None, by_product: Mapping[str, float]
+) -> tuple[PriSteps, set[str]]:
+    """A per-product number (PRI, unit value) in force over time, NaN where the product has
+    none, and the product ids without one."""
     unknown: set[str] = set()
-    default_pri = ctx.pri_s_by_product.get(ctx.default_product or "", np.nan)
+    default = by_product.get(default_product or "", np.nan)
     if prod is None:
-        if ctx.default_product and ctx.default_product not in ctx.pri_s_by_product:
-            unknown.add(ctx.default_product)
-        return PriSteps.constant(default_pri), unknown
-    # PRI per product change, then per part by position: no per-part strings
+        if default_product and default_product not in by_product:
+            unknown.add(default_product)
+        return PriSteps.constant(default), unknown
+    # the number per product change, then per part by position: no per-part strings
     names, which = np.unique(np.asarray(prod.value).astype(str), return_inverse=True)
-    pri_of_name = np.array([ctx.pri_s_by_product.get(n, np.nan) for n in names.tolist()])
-    unknown.update(n for n in names.tolist() if n not in ctx.pri_s_by_product)
+    of_name = np.array([by_product.get(n, np.nan) for n in names.tolist()], np.float64)
+    unknown.update(n for n in names.tolist() if n not in by_product)
     order = np.argsort(prod.ts_ns, kind="stable")
     return PriSteps(
-        np.asarray(prod.ts_ns, np.int64)[order], pri_of_name[which[order]], default_pri
+        np.asarray(prod.ts_ns, np.int64)[order], of_name[which[order]], default
     ), unknown
 
 
@@ -236,8 +246,44 @@ def machine_components(
     streams = {name: (sig.ts_ns, sig.value) for name, sig in signals.states.items()}
     unknown_s = ctx.classifier.unknown_seconds(streams, ws, we)
 
-    e_ts, e_inc, r = _counter_window(signals.get("energy_kwh"), ctx.energy_rollover)
+    e_sig = signals.get("energy_kwh")
+    e_ts, e_inc, r = _counter_window(e_sig, ctx.energy_rollover)
     resets += r
+    # energy is counted from the meter's first reading on (an increment needs a previous
+    # reading), so are the parts energy per part divides by: a machine without a meter has none
+    first_kwh_ns = int(e_sig.ts_ns.min()) if e_sig is not None else None
+
+    def metered(t: I64) -> NDArray[np.float64]:
+        if first_kwh_ns is None:
+            return np.zeros(len(t), np.float64)
+        return (t >= first_kwh_ns).astype(np.float64)
+
+    value, _ = _product_steps(signals.get("product"), ctx.default_product,
+                              ctx.unit_value_cny_by_product)  # fmt: skip
+
+    def valued(t: I64) -> NDArray[np.float64]:
+        return np.isfinite(value.before(t)).astype(np.float64)
+
+    def value_cny(t: I64) -> NDArray[np.float64]:
+        return np.nan_to_num(value.before(t), nan=0.0)
+
+    def good(weight: Callable[[I64], NDArray[np.float64]]) -> NDArray[np.float64]:
+        """Per window: the good parts, each weighted by ``weight`` at the time it was counted
+        (good = PQ - SQ - RQ where no good counter is published, as for GQ itself)."""
+        if signals.get("parts_good") is not None:
+            return increments_by_window(gq_ts, gq_inc * weight(gq_ts), ws, we)
+        out: NDArray[np.float64] = (
+            increments_by_window(pq_ts, pq_inc * weight(pq_ts), ws, we)
+            - increments_by_window(sq_ts, sq_inc * weight(sq_ts), ws, we)
+            - increments_by_window(rq_ts, rq_inc * weight(rq_ts), ws, we)
+        )
+        return out
+
+    cols["pq_metered"] = increments_by_window(pq_ts, pq_inc * metered(pq_ts), ws, we)
+    cols["gq_metered"] = good(metered)
+    cols["gq_valued"] = good(valued)
+    cols["output_value_cny"] = good(value_cny)
+    cols["output_value_metered_cny"] = good(lambda t: value_cny(t) * metered(t))
     # a meter increment belongs to (previous reading, this reading]: windows (start, end]
     cols["kwh"] = increments_by_window(e_ts, e_inc, ws, we, closed="right")
     cols["kgce"] = cols["kwh"] * ctx.kgce_per_kwh

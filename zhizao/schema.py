@@ -20,12 +20,14 @@ __all__ = [
     "KPI_SEGMENT",
     "KPI_SITE_WINDOWS",
     "MEASUREMENT_TAG",
+    "METERED_COMPONENTS",
     "METER_TAG",
     "QUALITY_MEASUREMENT",
     "RAW_MEASUREMENTS",
     "SHIFT_TAG",
     "TARGET_COMPONENTS",
     "TIME_COMPONENTS",
+    "VALUE_COMPONENTS",
     "Window",
     "kpi_machine_measurement",
     "kpi_site_measurement",
@@ -83,7 +85,7 @@ KPI_SITE_WINDOWS: Final[tuple[Window, ...]] = ("hour", "day")
 # with the segment start; every hour, shift and day row is the sum of its segments' rows
 KPI_SEGMENT: Final = "segment"
 
-# times in seconds, counts in items, energy in kWh / kgce / kgCO2; never ratios
+# times in seconds, counts in items, energy in kWh / kgce / kgCO2, value in CNY; never ratios
 TIME_COMPONENTS: Final[tuple[str, ...]] = (
     "calendar_s",
     "pot_s",
@@ -108,12 +110,25 @@ ENERGY_COMPONENTS: Final[tuple[str, ...]] = ("kwh", "kgce", "kgco2")
 # ideal quantity in PBT with a known product (integral of 1/PRI), and PBT with no known product:
 # the target is shown only where the second is 0 (never an invented number)
 TARGET_COMPONENTS: Final[tuple[str, ...]] = ("target_q", "pbt_no_product_s")
+# parts counted while the machine's energy meter has data (from its first reading on): the
+# denominators of energy per part, so a machine without a meter adds no parts to them
+# (absent, not 0 kWh) and a line's energy per part is over its metered machines' own parts
+METERED_COMPONENTS: Final[tuple[str, ...]] = ("pq_metered", "gq_metered")
+# output value (CNY): good parts x the product's unit_value_cny, all of them and the metered
+# ones (the denominator of energy per 10k CNY), and the good parts with a known unit value
+VALUE_COMPONENTS: Final[tuple[str, ...]] = (
+    "gq_valued",
+    "output_value_cny",
+    "output_value_metered_cny",
+)
 COMPONENT_FIELDS: Final[tuple[str, ...]] = (
     *TIME_COMPONENTS,
     *COUNT_COMPONENTS,
     *PRI_COMPONENTS,
     *ENERGY_COMPONENTS,
     *TARGET_COMPONENTS,
+    *METERED_COMPONENTS,
+    *VALUE_COMPONENTS,
 )
 
 

@@ -161,17 +161,26 @@ def _check_ratio(query: str) -> list[str]:
 
 
 def _check_calculations(panel: Mapping[str, Any]) -> list[str]:
-    """A Grafana-side division must divide two summed components that a catalog KPI divides."""
-    pairs = {
-        (k.numerator[0], k.denominator[0])
+    """A Grafana-side division must divide two summed components that a catalog KPI divides;
+    a KPI with a scale (per 10k CNY) must then be multiplied by exactly that scale."""
+    scales = {
+        (k.numerator[0], k.denominator[0]): k.scale
         for k in CATALOG
-        if len(k.numerator) == 1 and len(k.denominator) == 1 and not k.factors and k.scale == 1
+        if len(k.numerator) == 1 and len(k.denominator) == 1 and not k.factors
+    }
+    calcs = [
+        t.get("options", {})
+        for t in panel.get("transformations", [])
+        if t.get("id") == "calculateField"
+    ]
+    scaled_by = {
+        str(o.get("binary", {}).get("left", "")): str(o.get("binary", {}).get("right", ""))
+        for o in calcs
+        if o.get("binary", {}).get("operator") == "*"
     }
     problems = []
-    for t in panel.get("transformations", []):
-        if t.get("id") != "calculateField":
-            continue
-        binary = t.get("options", {}).get("binary", {})
+    for o in calcs:
+        binary = o.get("binary", {})
         if binary.get("operator") != "/":
             continue
         num = str(binary.get("left", "")).removesuffix(" (sum)")
@@ -179,9 +188,15 @@ def _check_calculations(panel: Mapping[str, Any]) -> list[str]:
         summed = str(binary.get("left", "")).endswith(" (sum)") and str(
             binary.get("right", "")
         ).endswith(" (sum)")
-        if not summed or (num, den) not in pairs:
+        scale = scales.get((num, den))
+        if not summed or scale is None:
             problems.append(
                 f"panel {panel.get('title')!r}: division {num}/{den} is not a catalog KPI"
+            )
+        elif scale != 1 and scaled_by.get(str(o.get("alias", ""))) != f"{scale:g}":
+            problems.append(
+                f"panel {panel.get('title')!r}: division {num}/{den} is not multiplied by the "
+                f"catalog KPI's scale {scale:g}"
             )
     return problems
 

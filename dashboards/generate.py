@@ -68,6 +68,8 @@ _UNITS = {
     "kWh": "kwatth",
     "kgce": "suffix: kgce",
     "kgCO2": "suffix: kgCO2",
+    "kgce/10k CNY": "suffix: kgce/10k CNY",
+    "kgCO2/10k CNY": "suffix: kgCO2/10k CNY",
     "items": "none",
     "1/h": "suffix: /h",
 }
@@ -1046,13 +1048,104 @@ def plant_fields(site: SiteModel) -> list[str]:
     return out
 
 
+VALUE_KPIS = ("kgce_per_10k_cny", "kgco2_per_10k_cny")
+
+
+def _monthly(title: str, ids: Sequence[str], aliases: Sequence[str], zone: str) -> dict[str, Any]:
+    """A bar per local month of the catalog KPIs ``ids`` (plain ratios of one component each).
+
+    InfluxQL has no calendar month: the query sums the KPIs' components per local day and
+    Grafana sums them per local month (format time YYYY-MM in the site's time zone, group by,
+    sum) before dividing and scaling: sum over sum, never a mean of ratios."""
+    terms = [(KPIS[i].numerator[0], KPIS[i].denominator[0], KPIS[i].scale) for i in ids]
+    components = list(dict.fromkeys(c for n, d, _ in terms for c in (n, d)))
+    ratio_alias = [a if scale == 1 else f"{a} (unscaled)" for a, (_, _, scale) in zip(aliases, terms, strict=True)]  # fmt: skip
+    divide = [
+        {
+            "id": "calculateField",
+            "options": {
+                "mode": "binary",
+                "binary": {"left": f"{n} (sum)", "operator": "/", "right": f"{d} (sum)"},
+                "alias": ra,
+            },
+        }
+        for (n, d, _), ra in zip(terms, ratio_alias, strict=True)
+    ]
+    scale = [
+        {
+            "id": "calculateField",
+            "options": {
+                "mode": "binary",
+                "binary": {"left": ra, "operator": "*", "right": f"{sc:g}"},
+                "alias": a,
+            },
+        }
+        for (_, _, sc), ra, a in zip(terms, ratio_alias, aliases, strict=True)
+        if sc != 1
+    ]
+    hidden = [f"{c} (sum)" for c in components] + [r for r, a in zip(ratio_alias, aliases, strict=True) if r != a]  # fmt: skip
+    formulas = "; ".join(
+        (f"{sc:g} x " if sc != 1 else "") + f"sum({n}) / sum({d})" for n, d, sc in terms
+    )
+    return _panel(
+        "barchart",
+        title,
+        "Components summed per local day (InfluxQL has no calendar month), then per local "
+        "month by Grafana (format time YYYY-MM in the site's time zone, group by, sum), "
+        f"then divided: {formulas} per month.",
+        [
+            influx_target(
+                "A",
+                select([total(c) for c in components], DAY, time_group="1d", zone=zone),
+                fmt="table",
+            )
+        ],
+        unit="none",
+        options={
+            "xField": "Time",  # the local month (YYYY-MM) after the transformations
+            "orientation": "vertical",
+            "showValue": "auto",
+            "groupWidth": 0.7,
+            "barWidth": 0.9,
+            "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        },
+        transformations=[
+            {
+                "id": "formatTime",
+                "options": {
+                    "timeField": "Time",
+                    "outputFormat": "YYYY-MM",
+                    "useTimezone": True,
+                    "timezone": zone,
+                },
+            },
+            {
+                "id": "groupBy",
+                "options": {
+                    "fields": {
+                        "Time": {"operation": "groupby", "aggregations": []},
+                        **{
+                            c: {"operation": "aggregate", "aggregations": ["sum"]}
+                            for c in components
+                        },
+                    }
+                },
+            },
+            *divide,
+            *scale,
+            {"id": "organize", "options": {"excludeByName": dict.fromkeys(hidden, True)}},
+        ],
+    )
+
+
 def green_factory(site: SiteModel, energy: EnergyConfig) -> _Board:
     zone = site.timezone
     b = _Board(
         "zhizao-green-factory",
         "Green factory",
-        "Comprehensive energy (GB/T 2589) and CO2 per good part and per part, the plant's "
-        "purchased media, and the coefficients in use. Days and months are local to the site.",
+        "Comprehensive energy (GB/T 2589) and CO2 per good part, per part and per 10k CNY of "
+        "output value, the plant's purchased media, and the coefficients in use. Days and months are local to the site.",
         zone,
         "now-90d",
         "",
@@ -1096,81 +1189,37 @@ def green_factory(site: SiteModel, energy: EnergyConfig) -> _Board:
         12,
         8,
     )
-    # months: InfluxQL has no calendar month; the query sums components per local day and
-    # Grafana sums them per local month before dividing (sum over sum, never a mean of ratios)
-    month_parts = [("kgce", "gq", "kgce per good part"), ("kgco2", "gq", "kgCO2 per good part")]
     b.add(
-        _panel(
-            "barchart",
+        _monthly(
             "Energy and CO2 per good part, month by month",
-            "Components summed per local day (InfluxQL has no calendar month), then per local "
-            "month by Grafana (format time YYYY-MM in the site's time zone, group by, sum), "
-            "then divided: sum(kgce) / sum(GQ) and sum(kgCO2) / sum(GQ) per month.",
-            [
-                influx_target(
-                    "A",
-                    select(
-                        [total("kgce"), total("kgco2"), total("gq")],
-                        DAY,
-                        time_group="1d",
-                        zone=zone,
-                    ),
-                    fmt="table",
-                )
-            ],
-            unit="none",
-            options={
-                "xField": "Time",  # the local month (YYYY-MM) after the transformations
-                "orientation": "vertical",
-                "showValue": "auto",
-                "groupWidth": 0.7,
-                "barWidth": 0.9,
-                "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
-                "tooltip": {"mode": "multi", "sort": "none"},
-            },
-            transformations=[
-                {
-                    "id": "formatTime",
-                    "options": {
-                        "timeField": "Time",
-                        "outputFormat": "YYYY-MM",
-                        "useTimezone": True,
-                        "timezone": zone,
-                    },
-                },
-                {
-                    "id": "groupBy",
-                    "options": {
-                        "fields": {
-                            "Time": {"operation": "groupby", "aggregations": []},
-                            "kgce": {"operation": "aggregate", "aggregations": ["sum"]},
-                            "kgco2": {"operation": "aggregate", "aggregations": ["sum"]},
-                            "gq": {"operation": "aggregate", "aggregations": ["sum"]},
-                        }
-                    },
-                },
-                *(
-                    {
-                        "id": "calculateField",
-                        "options": {
-                            "mode": "binary",
-                            "binary": {
-                                "left": f"{n} (sum)",
-                                "operator": "/",
-                                "right": f"{d} (sum)",
-                            },
-                            "alias": alias,
-                        },
-                    }
-                    for n, d, alias in month_parts
-                ),
-                {
-                    "id": "organize",
-                    "options": {
-                        "excludeByName": {"kgce (sum)": True, "kgco2 (sum)": True, "gq (sum)": True}
-                    },
-                },
-            ],
+            ("kgce_per_good", "kgco2_per_good"),
+            ("kgce per good part", "kgCO2 per good part"),
+            zone,
+        ),
+        12,
+        8,
+    )
+    # per output value (good parts x unit_value_cny), the commission's 10k CNY convention
+    for i in VALUE_KPIS:
+        b.add(
+            stat(
+                KPIS[i].label,
+                f"Over the range (days starting in it): {KPIS[i].definition}. Good parts of "
+                "products without unit_value_cny in the site model have no value (flag "
+                "no_unit_value in the API).",
+                [influx_target("A", select([kpi(i, KPIS[i].label)], DAY))],
+                unit=unit_of(i),
+                decimals=2,
+            ),
+            6,
+            8,
+        )
+    b.add(
+        _monthly(
+            "Energy and CO2 per 10k CNY of output value, month by month",
+            VALUE_KPIS,
+            ("kgce per 10k CNY", "kgCO2 per 10k CNY"),
+            zone,
         ),
         12,
         8,

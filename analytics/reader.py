@@ -168,7 +168,7 @@ class SiteReader:
                 out.append(
                     ResultSeries(
                         s.name,
-                        {k: str(v) for k, v in zip(keys, tags, strict=True) if v},
+                        {k: v for k, v in zip(keys, tags, strict=True) if isinstance(v, str) and v},
                         ["time", *fields],
                         s.time_ns[idx],
                         {k: v[idx] for k, v in fields.items()},

@@ -189,11 +189,10 @@ def compute_segments(
     calendars = calendar_of(computer)
     plans: dict[str, PlannedTime] = {}
     machines = list(computer.paths)
-    ns = np.zeros((n, len(machines), len(NS_FIELDS)), np.int64)
-    val = np.zeros((n, len(machines), len(SUM_FIELDS)), np.float64)
+    parts: list[Components] = []
     notes: list[str] = []
     empty = MachineSignals({})
-    for j, machine in enumerate(machines):  # machines, not samples
+    for machine in machines:  # machines, not samples
         cal = calendars[machine]
         if cal not in plans:
             plans[cal] = planned_time(
@@ -208,20 +207,22 @@ def compute_segments(
             )
         if res.unknown_products:
             notes.append(f"{machine}: products without PRI {res.unknown_products}")
-        c = res.components
-        for i, name in enumerate(NS_FIELDS):
-            # seconds back to the exact nanoseconds they were computed from (< 2^53 ns)
-            ns[:, j, i] = np.rint(c.column(name) * 1e9).astype(np.int64)
-        for i, name in enumerate(SUM_FIELDS):
-            val[:, j, i] = c.column(name)
+        parts.append(res.components)
+    comp = Components.concat(parts)  # machine-major: row j * n + i is machine j, segment i
+    m = len(machines)
+    # seconds back to the exact nanoseconds they were computed from (< 2^53 ns)
+    ns = np.rint(np.column_stack([comp.column(f) for f in NS_FIELDS]) * 1e9).astype(np.int64)
+    ns = ns.reshape(m, n, len(NS_FIELDS)).transpose(1, 0, 2)
+    val = np.column_stack([comp.column(f) for f in SUM_FIELDS]).reshape(m, n, len(SUM_FIELDS))
+    val = val.transpose(1, 0, 2)
     w = Windows("segment", seg_start_ns, seg_end_ns, [{} for _ in range(n)])
     _, _, fields = computer._plant_energy(data, w)
     rows = [
         SegmentRow(
             int(seg_start_ns[i]),
             int(seg_end_ns[i]),
-            ns[i],
-            val[i],
+            np.ascontiguousarray(ns[i]),
+            np.ascontiguousarray(val[i]),
             {k: float(v[i]) for k, v in fields.items()},
         )
         for i in range(n)

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -236,11 +237,10 @@ async def bench(n: int, history_h: float, runs: int) -> dict[str, Any]:
     log(
         f"{n} machines: {len(raw.batch):,} raw samples generated in {time.perf_counter() - t:.1f} s"
     )
-    server = InfluxServer().start()
+    server = InfluxServer()
+    server.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            import urllib.request
-
             urllib.request.urlopen(
                 urllib.request.Request(f"{server.url}/query?q=CREATE+DATABASE+bench", method="POST")
             ).read()

@@ -42,12 +42,14 @@ def stack(
     _influx_post(influx_server.url, f'CREATE DATABASE "{name}"')
     db = InfluxDb(influx_server.url, name, influx_server)
     load_example(tmp, db)
-    # both ends included, as Grafana's range: the last millisecond before the next day
-    ctx = QueryContext(influx_server.url, name, _ms(DAY), _ms(NEXT) - 1)
     with api_server(
         tmp, influx_url=db.url, database=name, sites=[SiteModel.model_validate(wx.SITE_MODEL)],
         kpi=KPI,
     ) as server:  # fmt: skip
+        # both ends included, as Grafana's range: the last millisecond before the next day; the
+        # JSON datasource (stop reasons) reads the same API with an engineer token
+        ctx = QueryContext(influx_server.url, name, _ms(DAY), _ms(NEXT) - 1,
+                           api_url=server.url, api_token=server.tokens["engineer"])  # fmt: skip
         yield server, ctx
 
 

@@ -207,7 +207,16 @@ def compute_segments(
             )
         if res.unknown_products:
             notes.append(f"{machine}: products without PRI {res.unknown_products}")
+        if machine not in data.machines or not data.machines[machine].states:
+            notes.append(f"{machine}: no state data in the range (counted as NO_DATA)")
         parts.append(res.components)
+    for meter in computer.plant:
+        if meter.id not in data.meters:
+            notes.append(f"plant meter {meter.id}: no data in the range")
+    for machine, meter in computer.meter_of_machine.items():
+        sigs = data.machines.get(machine)
+        if sigs is None or sigs.get("energy_kwh") is None:
+            notes.append(f"{machine}: energy meter {meter.id} has no data in the range")
     comp = Components.concat(parts)  # machine-major: row j * n + i is machine j, segment i
     m = len(machines)
     # seconds back to the exact nanoseconds they were computed from (< 2^53 ns)

@@ -231,7 +231,13 @@ class KpiEngine:
                 return await self.run_once(now, conn=fresh)
         reader, writer = conn
         for computer in self.computers:
-            await self._run_site(reader, writer, computer, cutoff, report)
+            try:
+                await self._run_site(reader, writer, computer, cutoff, report)
+            except BaseException:
+                # what this run computed may not be stored: the next run starts over from the
+                # stored segments (it recomputes from the first one missing), never from memory
+                self.states[computer.site.site] = SiteState()
+                raise
         self.last_end_ns = cutoff
         report.duration_s = time.perf_counter() - t0
         return report

@@ -134,3 +134,41 @@ async def test_a_steady_run_reads_only_what_arrived_since_the_last_one(
         next(v for (t, s), v in m9.items() if ("machine", "M9") in t and s == at("13:00"))["pq"]
         == 3
     )
+
+
+@pytest.mark.integration
+async def test_a_run_whose_writes_failed_is_made_good_by_the_next(
+    tmp_path: Path, influx_db: InfluxDb
+) -> None:
+    """InfluxDB refuses the writes of one run (its database is gone for the writer): the next
+    run stores the same rows as an engine whose runs all succeeded."""
+    cfg = engine_config(tmp_path, influx_db)
+    assert cfg.influx is not None
+    lines, _ = raw_day()
+    async with InfluxWriter(cfg.influx) as writer:
+        await writer.write_body(("\n".join(lines) + "\n").encode(), len(lines))
+    gone = cfg.influx.model_copy(update={"database": "no_such_database"})
+    engine = KpiEngine(cfg)
+    await engine.run_once(at("12:31"))
+    async with InfluxQLReader(cfg.influx) as reader, InfluxWriter(gone) as refused:
+        with pytest.raises(Exception, match="has no database"):
+            await engine.run_once(at("14:31"), conn=(reader, refused))
+    await engine.run_once(at("14:41"))
+    got = rows(influx_db, "kpi_machine_hour")
+
+    (tmp_path / "b").mkdir()
+    other = InfluxDb(influx_db.url, f"{influx_db.database}_b", influx_db.server)
+    from tests.conftest import _influx_post
+
+    _influx_post(other.url, f'CREATE DATABASE "{other.database}"')
+    try:
+        cfg_b = engine_config(tmp_path / "b", other)
+        assert cfg_b.influx is not None
+        async with InfluxWriter(cfg_b.influx) as writer:
+            await writer.write_body(("\n".join(lines) + "\n").encode(), len(lines))
+        steady = KpiEngine(cfg_b)
+        for t in ("12:31", "14:31", "14:41"):
+            await steady.run_once(at(t))
+        assert got == rows(other, "kpi_machine_hour")
+    finally:
+        _influx_post(other.url, f'DROP DATABASE "{other.database}"')

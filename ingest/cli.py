@@ -14,7 +14,6 @@ from ingest.config import IngestConfig
 from ingest.frames import FrameCodec, GatewayFrame, frame_topic
 from ingest.quarantine import mark_replayed, read_records, record_frame, replayed_ids
 from zhizao.config import load_model
-from zhizao.errors import SourceUnavailable
 
 __all__ = ["register"]
 
@@ -70,8 +69,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     """Send quarantined data through the broker again, so it passes the current validation."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from ingest.mqtt import MqttConnection  # paho only for this command
 
     config = _load(args)
     path = config.quarantine.path
@@ -85,22 +83,9 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"would replay {len(todo)} records")
         return 0
     m = config.mqtt
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"{m.client_id}-replay", protocol=mqtt.MQTTv5
-    )
-    if m.username is not None:
-        client.username_pw_set(
-            m.username, m.password.get_secret_value() if m.password is not None else None
-        )
-    if m.tls:
-        client.tls_set(ca_certs=m.ca_file)
-    try:
-        client.connect(m.host, m.port)
-    except OSError as exc:
-        raise SourceUnavailable(
-            "cannot reach the MQTT broker", detail=f"{m.host}:{m.port}: {exc}"
-        ) from exc
-    client.loop_start()
+    # a short-lived publisher: no session kept at the broker after it
+    client = MqttConnection(m, f"{m.client_id}-replay", persistent=False)
+    client.start_blocking(timeout_s=5.0)
     sent: list[str] = []
     seq = time.time_ns()
     try:
@@ -116,13 +101,12 @@ def _replay(args: argparse.Namespace) -> int:
                 frame = GatewayFrame.from_table("quarantine-replay", seq, table, batch)
                 topic = frame_topic(site, "quarantine-replay", m.topic_prefix)
                 payload = FrameCodec.encode(frame)
-            info = client.publish(topic, payload, qos=1)
-            info.wait_for_publish(timeout=30)
+            # only what the broker acknowledged is marked replayed
+            client.publish_confirmed(topic, payload, qos=1, timeout_s=30.0)
             sent.append(rec.id)
     finally:
         mark_replayed(path, sent)
-        client.disconnect()
-        client.loop_stop()
+        client.stop()
     print(f"replayed {len(sent)} records")
     return 0
 

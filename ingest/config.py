@@ -64,6 +64,16 @@ class MqttConsumerConfig(StrictModel):
 
     _host_ok = field_validator("host")(classmethod(lambda cls, v: check_host(v)))
 
+    # what ingest.mqtt.MqttConnection reads beside the fields; not configurable: ingest's
+    # session is always kept (unacknowledged messages wait at the broker)
+    @property
+    def clean_start(self) -> bool:
+        return False
+
+    @property
+    def reconnect_min_s(self) -> float:
+        return 1.0
+
     @model_validator(mode="after")
     def _check(self) -> MqttConsumerConfig:
         if (self.username is None) != (self.password is None) and self.password is not None:

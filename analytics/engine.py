@@ -53,6 +53,7 @@ from ingest.influx import InfluxQLReader, InfluxWriter
 from zhizao.errors import ConfigError
 from zhizao.influxql import ident, tag_equals, time_range
 from zhizao.model import Batch, SeriesTable
+from zhizao.retry import Episode
 from zhizao.schema import (
     ENTERPRISE_TAG,
     KPI_SEGMENT,
@@ -189,9 +190,17 @@ class KpiEngine:
         self.metrics = EngineMetrics(cfg.health.fail_after_runs)
         self.last_end_ns: int | None = None
         self._logged: set[str] = set()
-        self._last_failure = ""
-        self.failed_runs = 0  # consecutive
-        self.total_failed_runs = 0
+        # failed runs: a new failure text is logged at ERROR even inside a streak (zhizao.retry)
+        self._runs = Episode(relog_on_change=True)
+
+    @property
+    def failed_runs(self) -> int:
+        """Failed runs since the last success."""
+        return self._runs.failures
+
+    @property
+    def total_failed_runs(self) -> int:
+        return self._runs.total
 
     def _ids(self) -> dict[tuple[object, ...], NDArray[np.int32]]:
         """Series ids of the rows written (day rows add a date a day: start over now and then)."""
@@ -669,10 +678,9 @@ class KpiEngine:
                     await asyncio.wait_for(stop.wait(), timeout=self.cfg.schedule.interval_s)
 
     def _succeeded(self, rep: EngineReport) -> None:
-        if self.failed_runs:
-            log.warning("kpi runs recovered after %d failed runs", self.failed_runs)
-            self.failed_runs = 0
-            self._last_failure = ""
+        failed = self._runs.recovered()
+        if failed:
+            log.warning("kpi runs recovered after %d failed runs", failed)
         written = rep.points_written + rep.segment_points_written
         self.metrics.succeeded(rep.duration_s, rep.points_read, written, rep.segments,
                                rep.machine_windows, rep.late_rereads)  # fmt: skip
@@ -688,13 +696,10 @@ class KpiEngine:
         )  # fmt: skip
 
     def _failed(self, exc: Exception) -> None:
-        self.failed_runs += 1
-        self.total_failed_runs += 1
         text = str(exc)
-        self.metrics.failed_run(text)
         # a new failure is news even inside a streak of failed runs; the same one repeated is not
-        level = logging.ERROR if text != self._last_failure else logging.DEBUG
-        self._last_failure = text
+        level = logging.ERROR if self._runs.failed(text) else logging.DEBUG
+        self.metrics.failed_run(text)
         log.log(
             level,
             "kpi run failed (%d in a row), retrying every %.0f s: %s",

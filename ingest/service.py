@@ -50,6 +50,7 @@ from ingest.validation import SAMPLE_REASONS, FrameDeduplicator, SampleValidator
 from zhizao.errors import ConfigError, PartialWriteError, QueryError, SinkError, ValidationError
 from zhizao.influxql import ident
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
+from zhizao.retry import Backoff, Episode
 from zhizao.sparkplug import NAMESPACE
 from zhizao.sparkplug_host import is_rebirth_request, rebirth_command, rebirth_target
 
@@ -459,6 +460,10 @@ class IngestService:
         self.writer: InfluxWriter | None = None
         self.metrics.registry.register(_WriterCollector(self))
         self.influx_error = ""  # the last InfluxDB failure while a batch is held ("" = none)
+        # one episode per kind of outage, shared by the concurrent writes: logged once when it
+        # starts, once when it ends (zhizao.retry)
+        self._influx_outage = Episode()
+        self._quarantine_outage = Episode()
 
     # -- arrival (paho thread -> event loop) -------------------------------------------------
     def _on_message(self, msg: InMessage) -> None:
@@ -664,8 +669,7 @@ class IngestService:
         rows: NDArray[np.int64],
     ) -> None:
         cfg = self.config.batch
-        delay_s = cfg.retry_initial_s
-        failing = False
+        backoff = Backoff(cfg.retry_initial_s, cfg.retry_max_s)
         whole = len(rows) == len(prep.batch)
         while True:
             batch = prep.batch if whole else prep.batch.take(rows)
@@ -680,16 +684,12 @@ class IngestService:
                     self.metrics.influx_errors.labels("http_413").inc()
                     await self._split_too_large(msgs, prep, writer, rows, exc)
                     break
-                self._hold(msgs, exc, failing)
-                failing = True
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, cfg.retry_max_s)
+                self._hold(msgs, exc)
+                await asyncio.sleep(backoff.next_delay_s())
                 continue
             except ConfigError as exc:
-                self._hold(msgs, exc, failing)
-                failing = True
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, cfg.retry_max_s)
+                self._hold(msgs, exc)
+                await asyncio.sleep(backoff.next_delay_s())
                 continue
             self.metrics.write_seconds.observe(time.monotonic() - t0)
             if len(report.rejected_index):
@@ -702,18 +702,19 @@ class IngestService:
             self.samples_written += written
             self.metrics.samples_written.inc(written)
             break
-        if failing:
+        failed = self._influx_outage.recovered()
+        if failed:
             self.influx_error = ""
-            log.warning("InfluxDB writes recovered")
+            log.warning("InfluxDB writes recovered (%d failed writes retried)", failed)
 
-    def _hold(self, msgs: list[InMessage], exc: Exception, logged: bool) -> None:
+    def _hold(self, msgs: list[InMessage], exc: Exception) -> None:
         kind = "retryable" if getattr(exc, "retryable", False) else type(exc).__name__
         status = getattr(exc, "status", None)
         if status is not None and not getattr(exc, "retryable", False):
             kind = f"http_{status}"
         self.metrics.influx_errors.labels(kind).inc()
         self.influx_error = f"InfluxDB: {exc}"
-        if not logged:
+        if self._influx_outage.failed(self.influx_error):
             log.warning("InfluxDB write failed, holding %d messages: %s", len(msgs), exc)
 
     async def _split_too_large(
@@ -750,12 +751,12 @@ class IngestService:
     async def _flush_quarantine(self) -> None:
         """Make the quarantine durable, waiting (and holding the acknowledgements) while it
         cannot be written (a full disk): the broker keeps the messages meanwhile."""
-        delay_s = self.config.batch.retry_initial_s
+        backoff = Backoff(self.config.batch.retry_initial_s, self.config.batch.retry_max_s)
         while self.quarantine.pending:
             try:
                 await asyncio.to_thread(self.quarantine.flush)
             except OSError as exc:
-                if not self.quarantine_error:
+                if self._quarantine_outage.failed(str(exc)):
                     log.error(
                         "the quarantine %s cannot be written (%s): holding %d unacknowledged "
                         "messages at the broker until it can; free space on that file system",
@@ -765,10 +766,9 @@ class IngestService:
                     )
                 self.quarantine_error = f"quarantine {self.quarantine.path}: {exc.strerror or exc}"
                 self.metrics.quarantine_errors.inc()
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, self.config.batch.retry_max_s)
+                await asyncio.sleep(backoff.next_delay_s())
                 continue
-            if self.quarantine_error:
+            if self._quarantine_outage.recovered():
                 log.warning("the quarantine can be written again; catching up")
                 self.quarantine_error = ""
 

@@ -1,4 +1,5 @@
-"""What every source shares: the sink it emits into, its statistics, backoff, gap markers.
+"""What every source shares: the sink it emits into, its statistics, backoff (``zhizao.retry``),
+gap markers.
 
 A source knows nothing of InfluxDB, KPIs or the uplink: it turns device data into ``Batch``es of
 series registered with the sink and awaits ``sink.emit``, which returns once the samples are
@@ -7,7 +8,6 @@ durably stored (the outbox). It reconnects by itself and never raises out of ``r
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from collections.abc import Awaitable
@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 from zhizao.quality import Quality
+from zhizao.retry import Backoff  # the platform's one retry policy, re-exported for sources
 from zhizao.schema import (
     CONNECTED_FIELD,
     CONNECTION_MEASUREMENT,
@@ -103,26 +104,6 @@ class SourceStats:
             "rejected": dict(self.rejected),
             "task_failures": dict(self.task_failures),
         }
-
-
-@dataclass
-class Backoff:
-    """Bounded exponential backoff with jitter (never the 10-minute defaults of some libraries)."""
-
-    min_s: float
-    max_s: float
-    _next_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._next_s = self.min_s
-
-    def next_delay_s(self) -> float:
-        delay = self._next_s
-        self._next_s = min(self.max_s, self._next_s * 2)
-        return float(delay * (0.75 + 0.5 * random.random()))
-
-    def reset(self) -> None:
-        self._next_s = self.min_s
 
 
 def connection_key(enterprise: str, site: str, gateway_id: str, source: str) -> SeriesKey:

@@ -41,6 +41,7 @@ from zhizao.errors import SourceUnavailable
 from zhizao.model import Batch
 from zhizao.private import write_private
 from zhizao.quality import Quality
+from zhizao.retry import Episode
 
 __all__ = [
     "Drained",
@@ -106,7 +107,7 @@ class SourceRuntime:
             own.extend(markers.quality_series.tolist())
         # the gateway's own series: stored like samples, never counted as the device's
         self._own = np.array(sorted(set(own)), np.int32)
-        self._failing: dict[str, str] = {}  # task -> its error, while failing
+        self._episodes: dict[str, Episode] = {}  # task -> its failure episode
         self._pending: deque[Drained] = deque()
 
     # ------------------------------------------------------------------ supervision
@@ -166,9 +167,8 @@ class SourceRuntime:
         self.stats.task_failures[task] += 1
         text = f"{type(cause).__name__}: {cause}"
         self.stats.last_error = f"task {task}: {text}"
-        if task in self._failing:
+        if not self._episodes.setdefault(task, Episode()).failed(text):
             return  # logged when it started failing; counted every time
-        self._failing[task] = text
         self.log.error(
             "%s source %s: its %s task failed (%s); the session ends and is rebuilt with backoff "
             "(counted in zhizao_gateway_source_task_failures_total, logged again only after a "
@@ -181,16 +181,16 @@ class SourceRuntime:
         )
 
     def _recovered(self) -> None:
-        if not self._failing:
+        failing = sorted(t for t, e in self._episodes.items() if e.active)
+        if not failing:
             return
         self.log.info(
             "%s source %s: running again after the failure of its %s task(s) (%s failures counted)",
             self.stats.kind,
             self.stats.name,
-            ", ".join(sorted(self._failing)),
-            sum(self.stats.task_failures[t] for t in self._failing),
+            ", ".join(failing),
+            sum(self._episodes[t].recovered() for t in failing),
         )
-        self._failing.clear()
 
     async def guarded(self, task: str, work: Work) -> bool:
         """``work`` outside a session (after it ended): a failure is counted and logged like a
@@ -204,7 +204,7 @@ class SourceRuntime:
 
     @property
     def failing(self) -> dict[str, str]:
-        return dict(self._failing)
+        return {t: e.detail for t, e in self._episodes.items() if e.active}
 
     # ------------------------------------------------------------------ emits
 

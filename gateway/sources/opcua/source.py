@@ -55,6 +55,7 @@ from gateway.sources.runtime import (
 from zhizao.errors import ConfigError, SourceUnavailable
 from zhizao.model import Batch, FieldType, SeriesKey
 from zhizao.quality import Quality, quality_from_opcua_status
+from zhizao.retry import Episode
 
 __all__ = ["OpcUaSource", "server_certificate_fingerprint"]
 
@@ -403,7 +404,7 @@ class OpcUaSource:
         self.nodes_per_read_used = 0  # what the last session's polled reads were cut to
         self.monitored_items = 0
         self.bad_nodes: dict[str, str] = {}
-        self._outage_logged = False
+        self._outage = Episode()  # the server unreachable: logged once, its end once
         self.sessions = 0
 
     # ------------------------------------------------------------------ life cycle
@@ -424,7 +425,7 @@ class OpcUaSource:
                 self.stats.last_error = str(exc)  # logged once and counted by the runtime
             except Exception as exc:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                if not self._outage_logged:
+                if self._outage.failed(self.stats.last_error):
                     log.warning(
                         "OPC UA source %s: %s is unreachable or failed; retrying with backoff "
                         "up to %ss (%s)",
@@ -433,7 +434,6 @@ class OpcUaSource:
                         self.config.reconnect_max_s,
                         self.stats.last_error,
                     )
-                    self._outage_logged = True
             finally:
                 # what the session received is stored before anything else happens
                 await self.runtime.guarded("flush", self._flush)
@@ -480,9 +480,8 @@ class OpcUaSource:
                 ("watchdog", functools.partial(self._watchdog, client, sub)),
             ]
             tasks.extend(await self._polling(client))
-            if self._outage_logged:
+            if self._outage.recovered():
                 log.warning("OPC UA source %s: connected again to %s", self.name, cfg.endpoint)
-                self._outage_logged = False
             self.stats.connected = True
             self.sessions += 1
             self.stats.reconnects = self.sessions - 1

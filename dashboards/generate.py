@@ -1315,6 +1315,18 @@ def health(site: SiteModel, scrape_interval: str) -> _Board:
         ("InfluxDB write errors", "failed batch writes by kind",
          [(f"sum by (kind) (increase(zhizao_ingest_influx_errors_total{inst}{rate}))", "{{kind}}")], "short",
          "no write failed"),
+        ("KPI engine: time since the last successful run", "wall seconds since the engine's last "
+         "successful run ended (it runs every schedule.interval_s; /healthz turns 503 after "
+         "health.fail_after_runs failed runs in a row)",
+         [(f"time() - zhizao_kpi_last_success_timestamp_seconds{inst}", "{{instance}}")], "s", ""),
+        ("KPI engine: run duration and failed runs in a row", "wall time of the last successful "
+         "run; runs failed since the last success",
+         [(f"zhizao_kpi_run_duration_seconds{inst}", "duration {{instance}}"),
+          (f"zhizao_kpi_consecutive_failed_runs{inst}", "failed in a row {{instance}}")], "short", ""),
+        ("KPI engine: raw points read and points written per run", "what the last run read from "
+         "InfluxDB (raw field values since the previous run, plus late data) and wrote",
+         [(f"zhizao_kpi_last_run_points_read{inst}", "read {{instance}}"),
+          (f"zhizao_kpi_last_run_points_written{inst}", "written {{instance}}")], "short", ""),
     )  # fmt: skip
     for title, desc, exprs, unit, empty in prom:
         b.add(
@@ -1331,8 +1343,8 @@ def health(site: SiteModel, scrape_interval: str) -> _Board:
     b.add(
         stat(
             "KPI engine: newest window written",
-            "Start of the newest hour window in kpi_machine_hour for the site (the KPI engine "
-            "exposes no Prometheus metrics; a stopped engine shows here as an old window).",
+            "Start of the newest hour window in kpi_machine_hour for the site, from InfluxDB (what "
+            "the engine stored, whichever engine: a stopped one shows here as an old window).",
             [
                 influx_target(
                     "A", f'SELECT last("calendar_s") FROM {ident(HOUR)} WHERE {SITE_FILTER}'

@@ -21,8 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from analytics.catalog import evaluate
+from analytics.catalog import components_needed, evaluate
 from analytics.components import Components
 from dashboards import grafana
 from dashboards.checks import iter_panels, load_dashboards
@@ -32,7 +33,7 @@ from simulator.scenario import to_ns
 from simulator.truth import iso22400_elements, read_truth
 from tests.conftest import _start
 from tests.e2e.test_pipeline import demo
-from zhizao.localstack import VictoriaMetricsServer
+from zhizao.localstack import VictoriaMetricsServer, free_port
 
 START = "2026-11-26T03:00:00+08:00"
 HOURS = 20.5
@@ -108,10 +109,12 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
     )
     wall_from_ms = int(time.time() * 1000)
     s = demo.start_stack(options, timeout_s=120.0)
+    kpi_port = free_port()  # a long-running KPI engine's /metrics, started once the day is in
     vm = ScrapingVictoriaMetrics(
         targets=[
             f"127.0.0.1:{s.ports['gateway_metrics']}",
             f"127.0.0.1:{s.ports['ingest_metrics']}",
+            f"127.0.0.1:{kpi_port}",
         ]
     )
     try:
@@ -131,6 +134,14 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
         s.run_kpi_once(asyncio.run(s.sim_now_ns()))
         generated = generate(s.site)
         token = demo.start_api(s)  # the stop reasons live in the API's database
+        # `zhizao kpi run` as deployed (its own schedule on the wall clock, /metrics on a port):
+        # the health dashboard's engine panels read its metrics; it only reaches back a minute
+        live = yaml.safe_load(s.paths["kpi"].read_text(encoding="utf-8"))
+        live["schedule"] = {"interval_s": 2, "lookback_s": 60, "backfill_s": 60, "delay_s": 0}
+        live["health"] = {"host": "127.0.0.1", "port": kpi_port}
+        live_path = s.paths["kpi"].with_name("kpi-live.yaml")
+        live_path.write_text(yaml.safe_dump(live), encoding="utf-8")
+        s.spawn("kpi-engine", "kpi", "run", "-c", str(live_path))
         yield Day(s, vm, wall_from_ms, load_dashboards(), generated.may_be_empty, token)
     finally:
         vm.cleanup()
@@ -243,7 +254,7 @@ def test_shift_report_rows_are_the_catalogs_values(day: Day) -> None:
     assert {dict(k)["shift"] for k in rows} == {"early", "late"}
     assert len(rows) == 2 * len(machines)
     # the same rows' components, evaluated by the catalog in Python
-    fields = ["pbt_s", "apt_s", "pri_pq_s", "pri_gq_s", "pq", "gq", "kwh"]
+    fields = sorted(components_needed(["oee", "availability", "kwh_per_good"]))
     q = (
         "SELECT "
         + ", ".join(f'sum("{f}") AS "{f}"' for f in fields)
@@ -268,16 +279,33 @@ def test_shift_report_rows_are_the_catalogs_values(day: Day) -> None:
 
 
 def test_health_promql_runs_against_victoria_metrics(day: Day) -> None:
+    (engine,) = [p for p in day.stack.procs if p.name == "kpi-engine"]
+    deadline = time.monotonic() + 60  # the engine's first run, then a scrape of its metrics
+    while True:
+        got = httpx.get(
+            f"{day.vm.url}/api/v1/query",
+            timeout=10,
+            params={"query": "zhizao_kpi_last_success_timestamp_seconds"},
+        ).json()
+        if got["data"]["result"]:
+            break
+        assert time.monotonic() < deadline and engine.proc.poll() is None, (
+            f"no engine metrics in VictoriaMetrics; engine log:\n{demo.tail(engine.log_path)}"
+        )
+        time.sleep(1)
     ctx = day.ctx(day.wall_from_ms, int(time.time() * 1000))
     results = _run(day, "zhizao-health", ctx)
     _assert_all_ran(day, "zhizao-health", results)
     prom = [r for r in results if r.kind == "promql"]
-    assert len(prom) >= 10
+    assert len(prom) >= 13
     instances = {s["metric"].get("instance") for r in prom for s in r.series}
     assert {
         f"127.0.0.1:{day.stack.ports['gateway_metrics']}",
         f"127.0.0.1:{day.stack.ports['ingest_metrics']}",
     } <= instances
+    (since,) = [r for r in prom if r.panel == "KPI engine: time since the last successful run"]
+    ages = [float(v) for s in since.series for _, v in s["values"]]
+    assert ages and 0 <= ages[-1] < 60, ages[-5:]  # the running engine succeeded just now
     # the connection series carries the gateway's clock (the simulated day lies in the past)
     live = _run(day, "zhizao-line-live", ctx)
     (conn,) = [r for r in live if r.panel == "Gateway connection per source"]

@@ -175,7 +175,7 @@ class GatewayApp:
                 self._state = "stopped"
             self._write_status()
             if self._metrics_server is not None:
-                self._metrics_server.shutdown()
+                self._metrics_server.stop()
             self.outbox.close()
 
 

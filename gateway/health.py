@@ -11,14 +11,11 @@ holds the samples until it is back (its state is in the body and in the metrics)
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +26,11 @@ from prometheus_client.registry import Collector
 from gateway.outbox import SqliteOutbox
 from gateway.sources.base import SourceStats
 from gateway.uplink import UplinkStats
-from zhizao.errors import ConfigError
+from zhizao.probe import ProbeServer
 
 __all__ = [
     "GatewayCollector",
     "GatewayHealth",
-    "MetricsServer",
     "healthz",
     "read_status",
     "serve_metrics",
@@ -266,70 +262,20 @@ class GatewayCollector(Collector):
         yield errors
 
 
-class MetricsServer:
-    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON; 200 healthy, 503 not) on a
-    thread of its own."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        registry: CollectorRegistry,
-        health: Callable[[], tuple[bool, dict[str, Any]]],
-    ) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
-                    body, ctype, status = generate_latest(registry), CONTENT_TYPE_LATEST, 200
-                elif self.path.startswith("/healthz"):
-                    ok, detail = health()
-                    doc = {"status": "ok" if ok else "unhealthy", **detail}
-                    body, ctype = json.dumps(doc).encode(), "application/json"
-                    status = 200 if ok else 503
-                else:
-                    body, ctype, status = b"not found: /metrics or /healthz\n", "text/plain", 404
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return  # a scrape every few seconds would flood the log
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="gateway-metrics", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def server_port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def shutdown(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def serve_metrics(host: str, port: int, collector: GatewayCollector) -> tuple[MetricsServer, int]:
-    """Serve ``/metrics`` and ``/healthz`` (see ``MetricsServer``); returns (server, bound port).
+def serve_metrics(host: str, port: int, collector: GatewayCollector) -> tuple[ProbeServer, int]:
+    """Serve ``/metrics`` and ``/healthz`` (``zhizao.probe``); returns (server, bound port).
     A port in use is a ``ConfigError`` naming it (another service on the box, docs/PORTS.md)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    try:
-        server = MetricsServer(host, port, registry, collector.healthz)
-    except OSError as exc:
-        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
-            raise
-        raise ConfigError(
-            f"the gateway cannot serve /metrics and /healthz on {host}:{port}: "
-            f"{exc.strerror or exc}",
-            key="metrics.port",
-            expected="a free port (defaults per service: docs/PORTS.md), or 0 for any free port",
-        ) from exc
-    return server, server.server_port
+    server = ProbeServer(
+        host,
+        port,
+        metrics=lambda: (generate_latest(registry), CONTENT_TYPE_LATEST),
+        health=collector.healthz,
+        service="gateway",
+        port_key="metrics.port",
+    ).start()
+    return server, server.port
 
 
 def status_snapshot(

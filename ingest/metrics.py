@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
-import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -16,6 +10,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from zhizao.probe import HealthFn, ProbeServer
 
 __all__ = ["HealthServer", "IngestMetrics"]
 
@@ -133,51 +129,23 @@ class IngestMetrics:
         )
 
 
-class HealthServer:
-    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON; 200 healthy, 503 not)."""
+class HealthServer(ProbeServer):
+    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (JSON; 200 healthy, 503 not): the
+    shared probe server (``zhizao.probe``) over ingest's registry."""
 
     def __init__(
         self,
         metrics: IngestMetrics,
-        health: Callable[[], tuple[bool, dict[str, Any]]],
+        health: HealthFn,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         registry = metrics.registry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
-                    body, ctype, status = generate_latest(registry), CONTENT_TYPE_LATEST, 200
-                elif self.path.startswith("/healthz"):
-                    ok, detail = health()
-                    body = orjson.dumps({"status": "ok" if ok else "unhealthy", **detail})
-                    ctype, status = "application/json", 200 if ok else 503
-                else:
-                    body, ctype, status = b"not found\n", "text/plain", 404
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return  # scrapes every few seconds would flood the log
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="ingest-health", daemon=True
+        super().__init__(
+            host,
+            port,
+            metrics=lambda: (generate_latest(registry), CONTENT_TYPE_LATEST),
+            health=health,
+            service="ingest",
+            port_key="health.port",
         )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> HealthServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

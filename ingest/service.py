@@ -920,16 +920,8 @@ class IngestService:
         hc = self.config.health
         if not hc.port:
             return None
-        try:
-            self.health_server = HealthServer(self.metrics, self.health, hc.host, hc.port).start()
-        except OSError as exc:
-            # another process (often a second ingest) holds the port: say which, not a traceback
-            raise ConfigError(
-                f"ingest cannot serve /metrics and /healthz on {hc.host}:{hc.port}: "
-                f"{exc.strerror or exc}; stop the process using it or set health.port",
-                key="health.port",
-                expected="a free port, or 0 to switch the endpoint off",
-            ) from exc
+        # a port another process (often a second ingest) holds is a ConfigError naming it
+        self.health_server = HealthServer(self.metrics, self.health, hc.host, hc.port).start()
         return self.health_server
 
 

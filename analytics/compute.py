@@ -26,6 +26,7 @@ from analytics.config import COUNTER_ROLES, KpiConfig
 from analytics.counters import counter_increments, increments_by_window
 from analytics.green import CoefficientLibrary, EmissionFactorConfig
 from analytics.machine import MachineContext, MachineSignals, Signal, machine_components
+from analytics.notes import Notes
 from analytics.oee import report_rows
 from analytics.states import StateClassifier
 from analytics.timeelements import TimeElementOptions
@@ -235,31 +236,23 @@ class SiteComputer:
             # note texts stay the same from run to run (the engine logs each text once); the
             # seconds are in the rows (unknown_state_s)
             if res.unknown_state_codes:
-                notes.append(
-                    f"{machine}: unknown state codes {res.unknown_state_codes} (NO_DATA where no "
-                    "other state signal maps): add them to the machine type's state_map"
-                )
+                notes.append(str(Notes.unknown_state(machine, res.unknown_state_codes)))
             if res.unknown_products:
-                notes.append(f"{machine}: products without PRI {res.unknown_products}")
+                notes.append(str(Notes.unknown_product(machine, res.unknown_products)))
             if (
                 signals.get("product") is None
                 and ctx.default_product is None
                 and float(res.components.pbt_s.sum()) > 0
             ):
-                notes.append(
-                    f"{machine}: no product id and no default product, so no ideal cycle time: "
-                    "its OEE, effectiveness and target are not computed and its line's are over "
-                    "the other machines (publish product_id or set default_product in kpi.yaml)"
-                )
+                notes.append(str(Notes.no_product(machine)))
             if not signals.states:
-                notes.append(f"{machine}: no state data in the range (counted as NO_DATA)")
+                notes.append(str(Notes.no_state_data(machine)))
             if res.in_cycle_without_parts_s > self.cfg.no_parts_in_cycle_s:
                 day = datetime.fromtimestamp(res.in_cycle_without_parts_start_ns / 1e9, self.tz)
                 roles = [r for r in COUNTER_ROLES if signals.get(r) is not None] or ["none"]
+                hours = self.cfg.no_parts_in_cycle_s / 3600
                 notes.append(
-                    f"{machine}: IN_CYCLE for more than {self.cfg.no_parts_in_cycle_s / 3600:g} h "
-                    f"without a part counted on {day.date().isoformat()}: check its part "
-                    f"counters (read: {', '.join(roles)}) and their tag map"
+                    str(Notes.no_parts_in_cycle(machine, hours, day.date().isoformat(), roles))
                 )
             rc = res.components
             n_good_above = int(np.count_nonzero(rc.gq > rc.pq))
@@ -284,23 +277,17 @@ class SiteComputer:
         comp = Components.concat(parts)
         for meter in self.plant:
             if meter.id not in data.meters:
-                notes.append(f"plant meter {meter.id}: no data in the range")
+                notes.append(str(Notes.plant_meter_without_data(meter.id)))
         metered: set[str] = set()
         for machine, meter in self.meter_of_machine.items():
             sigs = data.machines.get(machine)
             if sigs is None or sigs.get("energy_kwh") is None:
-                notes.append(
-                    f"{machine}: energy meter {meter.id} has no data in the range: its energy "
-                    "per part is null, not 0"
-                )
+                notes.append(str(Notes.meter_without_data(machine, meter.id)))
             else:
                 metered.add(machine)
         unmetered = sorted(set(machines) - set(self.meter_of_machine))
         if unmetered:
-            notes.append(
-                f"machines without an energy meter {unmetered}: their energy per part is null, "
-                "not 0, and their lines' are over the metered machines"
-            )
+            notes.append(str(Notes.unmetered(unmetered)))
         if kind == "shift":
             # a shift's plant energy is what the meters booked inside the shift windows, so that
             # kgce per good part divides the shift's energy by the shift's parts (never the day's)

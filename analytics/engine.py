@@ -33,6 +33,7 @@ from analytics.config import KpiConfig
 from analytics.green import CoefficientLibrary
 from analytics.health import EngineMetrics
 from analytics.lineformat import component_batch
+from analytics.notes import DataNote, Notes
 from analytics.reader import SiteReader
 from analytics.segments import (
     NS_FIELDS,
@@ -88,6 +89,15 @@ class EngineReport:
     # wall time per phase: late-data check, raw read, segment computation, writes
     phase_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    data_notes: list[tuple[str, DataNote]] = field(default_factory=list)  # (site, note)
+    # (site, segment start) -> per machine, the seconds with an unknown state code in the
+    # segments this run computed (the metric counts what is new of them, analytics.health)
+    unknown_state_s: dict[tuple[str, int], F64] = field(default_factory=dict)
+
+    def add_notes(self, site: str, notes: Iterable[DataNote], where: str = "") -> None:
+        for n in notes:
+            self.notes.append(f"{site}{where}: {n.text}")
+            self.data_notes.append((site, n))
 
     @contextlib.contextmanager
     def timing(self, phase: str) -> Iterator[None]:
@@ -190,6 +200,9 @@ class KpiEngine:
         self.metrics = EngineMetrics(cfg.health.fail_after_runs)
         self.last_end_ns: int | None = None
         self._logged: set[str] = set()
+        # (site, segment start) -> unknown-state seconds per machine already counted in the
+        # metric: a segment recomputed (the open one, every run) adds only what is new
+        self._unknown_counted: dict[tuple[str, int], F64] = {}
         # failed runs: a new failure text is logged at ERROR even inside a streak (zhizao.retry)
         self._runs = Episode(relog_on_change=True)
 
@@ -336,11 +349,36 @@ class KpiEngine:
         ``micro_stop_s`` before the cut-off)."""
         assert state.data is not None
         s, e = segments_in(computer, r_lo, cutoff)
+        # the segment before carries in where an IN_CYCLE stretch without a part began
+        before = state.store.rows.get(segment_start(computer, int(s[0]) - 1)) if len(s) else None
         with report.timing("compute"):
-            rows, notes = compute_segments(computer, state.data, s, np.minimum(e, cutoff), cutoff)
+            rows, notes = compute_segments(computer, state.data, s, np.minimum(e, cutoff), cutoff,
+                                           before)  # fmt: skip
         report.segments += len(rows)
-        report.notes += [f"{computer.site.site}: {n}" for n in notes]
+        report.add_notes(computer.site.site, notes)
+        for r in rows:  # a re-read later in the run replaces what this computation found
+            if r.unknown_s is not None:
+                report.unknown_state_s[(computer.site.site, r.start_ns)] = r.unknown_s
         return rows
+
+    def _count_unknown(self, rep: EngineReport) -> dict[tuple[str, str], float]:
+        """(site, machine) -> the unknown-state seconds a successful run adds to what earlier
+        runs counted of the same segments (the open segment is recomputed every run)."""
+        machines = {c.site.site: list(c.paths) for c in self.computers}
+        out: dict[tuple[str, str], float] = {}
+        for key, secs in rep.unknown_state_s.items():
+            counted = self._unknown_counted.get(key)
+            new = secs if counted is None else np.maximum(secs - counted, 0.0)
+            for j in np.flatnonzero(new > 0).tolist():  # machines with unknown codes only
+                k = (key[0], machines[key[0]][j])
+                out[k] = out.get(k, 0.0) + float(new[j])
+            self._unknown_counted[key] = secs if counted is None else np.maximum(counted, secs)
+        # a later run recomputes no segment starting before its look-back (segments are an
+        # hour at most)
+        oldest = rep.end_ns - self._lookback_ns - 3600 * S_NS
+        for key in [k for k in self._unknown_counted if k[1] < oldest]:
+            del self._unknown_counted[key]
+        return out
 
     async def _write_windows(
         self,
@@ -356,8 +394,8 @@ class KpiEngine:
         for kind in self.cfg.windows:
             result, notes = derive(computer, store, kind, lo, hi)
             report.machine_windows += len(result.components)
-            report.notes += [f"{computer.site.site} {kind}: {n}" for n in notes]
-            report.notes += _count_notes(computer.site.site, kind, result)
+            report.add_notes(computer.site.site, map(Notes.missing_segment, notes), f" {kind}")
+            report.add_notes(computer.site.site, _count_notes(kind, result))
             batches.append(
                 site_batch(self._table, result, self.cfg.measurement_prefix, cache=self._ids())
             )
@@ -586,11 +624,12 @@ class KpiEngine:
                 raw = await self._read(reader, computer, chunk_lo - micro, known + 1, carry_in=True)
                 report.points_read += raw.points
                 s, e = segments_in(computer, chunk_lo, chunk_hi)
+                before = store.rows.get(segment_start(computer, chunk_lo - 1))
                 rows, notes = compute_segments(computer, raw.data, s, np.minimum(e, chunk_hi),
-                                               known)  # fmt: skip
+                                               known, before)  # fmt: skip
                 store.put(rows)
                 report.segments += len(rows)
-                report.notes += notes
+                report.add_notes(site, notes)
                 await self._write_windows(writer, reader, computer, store, chunk_lo, chunk_hi,
                                           report)  # fmt: skip
                 batch = self._segment_batch(computer, rows)
@@ -688,6 +727,13 @@ class KpiEngine:
             if note not in self._logged:
                 self._logged.add(note)
                 log.warning("kpi data quality: %s", note)
+        kinds: dict[tuple[str, str], set[str]] = {}
+        for site, n in rep.data_notes:
+            kinds.setdefault((site, n.kind), set()).add(n.text)
+        self.metrics.data_notes(
+            [c.site.site for c in self.computers], {k: len(v) for k, v in kinds.items()}
+        )
+        self.metrics.unknown_state(self._count_unknown(rep))
         log.info(
             "kpi run: %d raw points read, %d segments, %d machine windows, %d points written "
             "(%d segment rows), %d late-data re-reads, %.2f s",
@@ -717,7 +763,7 @@ def _present(col: NDArray[np.generic]) -> NDArray[np.bool_]:
     return np.ones(len(col), bool)
 
 
-def _count_notes(site: str, kind: str, result: SiteResult) -> list[str]:
+def _count_notes(kind: str, result: SiteResult) -> list[DataNote]:
     """The derived rows' count checks (as ``SiteComputer.compute`` names them)."""
     c = result.components
     above = c.gq > c.pq
@@ -725,13 +771,17 @@ def _count_notes(site: str, kind: str, result: SiteResult) -> list[str]:
     out = []
     for machine in sorted({result.machine[i] for i in np.flatnonzero(above).tolist()}):
         out.append(
-            f"{site}: {machine}: good parts exceed produced parts in {kind} windows: check "
-            "the counters' rollover limits (a reset read as a wrap?) and roles"
+            Notes.count_check(
+                f"{machine}: good parts exceed produced parts in {kind} windows: check "
+                "the counters' rollover limits (a reset read as a wrap?) and roles"
+            )
         )
     for machine in sorted({result.machine[i] for i in np.flatnonzero(negative).tolist()}):
         out.append(
-            f"{site}: {machine}: negative part counts in {kind} windows: check the counters "
-            "(the good/scrap split does not match the total)"
+            Notes.count_check(
+                f"{machine}: negative part counts in {kind} windows: check the counters "
+                "(the good/scrap split does not match the total)"
+            )
         )
     return out
 

@@ -17,6 +17,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from analytics.notes import NOTE_KINDS
+
 __all__ = ["EngineHealthServer", "EngineMetrics"]
 
 
@@ -67,6 +69,20 @@ class EngineMetrics:
         self.late = Counter(
             "zhizao_kpi_late_data_rereads", "look-back re-reads after late data", registry=r
         )
+        self.notes = Gauge(
+            "zhizao_kpi_data_notes",
+            "distinct data notes of the last successful run, per site and kind "
+            f"({', '.join(NOTE_KINDS)})",
+            ["site", "kind"],
+            registry=r,
+        )
+        self.unknown_state_s = Counter(
+            "zhizao_kpi_unknown_state_seconds",
+            "seconds with a state code no state map knows in force (also where another state "
+            "signal gave the state), per machine, as the engine computed them",
+            ["site", "machine"],
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._consecutive = 0
         self._last_success = 0.0
@@ -93,6 +109,18 @@ class EngineMetrics:
         self.segments.set(segments)
         self.windows.set(windows)
         self.late.inc(late)
+
+    def data_notes(self, sites: list[str], counts: dict[tuple[str, str], int]) -> None:
+        """Notes per (site, kind) of the last successful run; every kind of every site is set,
+        so a note that went away reads 0."""
+        for site in sites:
+            for kind in NOTE_KINDS:
+                self.notes.labels(site=site, kind=kind).set(counts.get((site, kind), 0))
+
+    def unknown_state(self, seconds: dict[tuple[str, str], float]) -> None:
+        for (site, machine), s in seconds.items():
+            if s > 0:
+                self.unknown_state_s.labels(site=site, machine=machine).inc(s)
 
     def failed_run(self, error: str) -> None:
         with self._lock:

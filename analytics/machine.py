@@ -23,6 +23,7 @@ from zhizao.site import MachineState
 __all__ = ["MachineContext", "MachineResult", "MachineSignals", "Signal", "machine_components"]
 
 I64 = NDArray[np.int64]
+_NEVER_NS = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,9 @@ class MachineResult:
     # counters that never move while the machine runs (a wrong tag map, a dead counter)
     in_cycle_without_parts_s: float = 0.0
     in_cycle_without_parts_start_ns: int = 0
+    # per window: where the IN_CYCLE stretch without a part in force at the window's end began
+    # (the end itself where the machine is not in cycle there); the next segment carries it in
+    in_cycle_since_ns: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _carried(sig: Signal, t: I64) -> NDArray[np.float64]:
@@ -111,6 +115,14 @@ def _counter_window(
     )
     nz = inc != 0  # a counter polled every second mostly repeats itself
     return ts[nz], inc[nz], int(reset.sum())
+
+
+def _first_ns(sig: Signal | None) -> int:
+    """Time of a counter's first reading (never, for a counter not published)."""
+    if sig is None:
+        return _NEVER_NS
+    ok = np.isfinite(np.asarray(sig.value, np.float64))
+    return int(sig.ts_ns[ok].min()) if ok.any() else _NEVER_NS
 
 
 def _pri_steps(prod: Signal | None, ctx: MachineContext) -> tuple[PriSteps, set[str]]:
@@ -149,13 +161,16 @@ def machine_components(
     *,
     context_start_ns: int | None = None,
     context_end_ns: int | None = None,
+    in_cycle_since_ns: int | None = None,
 ) -> MachineResult:
     """Components of one machine for each window (sorted, disjoint).
 
     ``context_start_ns`` / ``context_end_ns`` widen the state timeline beyond the windows (the
     data known there; ``planned`` must cover it): a stop cut by the first or last window is then
     a breakdown or a minor stop by its whole length, not by the piece inside the range. Only the
-    windows' own time is counted.
+    windows' own time is counted. ``in_cycle_since_ns`` is where an IN_CYCLE stretch without
+    a part that is in force before the first window began (``in_cycle_since_ns`` of the window
+    before, computed earlier): a stretch is then measured by its whole length.
     """
     ws = np.asarray(win_start_ns, np.int64)
     we = np.asarray(win_end_ns, np.int64)
@@ -218,30 +233,53 @@ def machine_components(
     )
     resets += r
 
+    # A counter role counts from its first sample on (its first reading is no increment):
+    # before the good counter's first sample good parts are PQ - SQ - RQ, and scrap is PQ - GQ
+    # only while the good counter is published and neither scrap nor rework is. The rule is
+    # per instant, not per range, so a role first published mid-day splits the parts of a
+    # segment exactly as a whole-day computation does (the carried-in sample says "published").
+    good_from = _first_ns(signals.get("parts_good"))
+    split_from = min(_first_ns(signals.get("parts_scrap")), _first_ns(signals.get("parts_rework")))
+
+    def before_good(t: I64) -> NDArray[np.float64]:
+        return (t < good_from).astype(np.float64)
+
+    def scrap_by_difference(t: I64) -> NDArray[np.float64]:
+        return ((t >= good_from) & (t < split_from)).astype(np.float64)
+
     cols["pq"] = increments_by_window(pq_ts, pq_inc, ws, we)
-    sq = increments_by_window(sq_ts, sq_inc, ws, we)
     rq = increments_by_window(rq_ts, rq_inc, ws, we)
-    if signals.get("parts_good") is not None:
-        cols["gq"] = increments_by_window(gq_ts, gq_inc, ws, we)
-        if signals.get("parts_scrap") is None and signals.get("parts_rework") is None:
-            sq = cols["pq"] - cols["gq"]  # no split published: every non-good part is scrap
-    else:
-        cols["gq"] = cols["pq"] - sq - rq  # first pass good = PQ - SQ - RQ
+    sq = increments_by_window(sq_ts, sq_inc, ws, we)
+    if good_from <= split_from:  # no-op where the good counter never is published
+        sq = sq + (
+            increments_by_window(pq_ts, pq_inc * scrap_by_difference(pq_ts), ws, we)
+            - increments_by_window(gq_ts, gq_inc * scrap_by_difference(gq_ts), ws, we)
+        )
     cols["sq"], cols["rq"] = sq, rq
 
-    pri_pq = pri.before(pq_ts)
-    cols["pri_pq_s"] = increments_by_window(pq_ts, pq_inc * pri_pq, ws, we)
-    if signals.get("parts_good") is not None:
-        cols["pri_gq_s"] = increments_by_window(gq_ts, gq_inc * pri.before(gq_ts), ws, we)
-    else:
-        bad_pri = increments_by_window(
-            sq_ts, sq_inc * pri.before(sq_ts), ws, we
-        ) + increments_by_window(rq_ts, rq_inc * pri.before(rq_ts), ws, we)
-        cols["pri_gq_s"] = cols["pri_pq_s"] - bad_pri
+    def good(weight: Callable[[I64], NDArray[np.float64]]) -> NDArray[np.float64]:
+        """Per window: the good parts, each weighted by ``weight`` at the time it was counted
+        (the good counter's increments from its first sample on, PQ - SQ - RQ before)."""
+        out: NDArray[np.float64] = increments_by_window(gq_ts, gq_inc * weight(gq_ts), ws, we)
+        if len(ws) and good_from > int(ws[0]):  # before the good counter: PQ - SQ - RQ
+
+            def early(t: I64) -> NDArray[np.float64]:
+                return weight(t) * before_good(t)
+
+            out = out + (
+                increments_by_window(pq_ts, pq_inc * early(pq_ts), ws, we)
+                - increments_by_window(sq_ts, sq_inc * early(sq_ts), ws, we)
+                - increments_by_window(rq_ts, rq_inc * early(rq_ts), ws, we)
+            )
+        return out
+
+    cols["gq"] = good(lambda t: np.ones(len(t), np.float64))
+    cols["pri_pq_s"] = increments_by_window(pq_ts, pq_inc * pri.before(pq_ts), ws, we)
+    cols["pri_gq_s"] = good(pri.before)
     cols["pri_startup_s"] = increments_by_window(su_ts, su_inc * pri.before(su_ts), ws, we)
 
-    idle_s, idle_at = _longest_in_cycle_without_parts(
-        timeline, np.concatenate((pq_ts, gq_ts, sq_ts, rq_ts, su_ts)), lo, hi
+    idle_s, idle_at, since = _in_cycle_without_parts(
+        timeline, np.concatenate((pq_ts, gq_ts, sq_ts, rq_ts, su_ts)), ws, we, in_cycle_since_ns
     )
     streams = {name: (sig.ts_ns, sig.value) for name, sig in signals.states.items()}
     unknown_s = ctx.classifier.unknown_seconds(streams, ws, we)
@@ -267,18 +305,6 @@ def machine_components(
     def value_cny(t: I64) -> NDArray[np.float64]:
         return np.nan_to_num(value.before(t), nan=0.0)
 
-    def good(weight: Callable[[I64], NDArray[np.float64]]) -> NDArray[np.float64]:
-        """Per window: the good parts, each weighted by ``weight`` at the time it was counted
-        (good = PQ - SQ - RQ where no good counter is published, as for GQ itself)."""
-        if signals.get("parts_good") is not None:
-            return increments_by_window(gq_ts, gq_inc * weight(gq_ts), ws, we)
-        out: NDArray[np.float64] = (
-            increments_by_window(pq_ts, pq_inc * weight(pq_ts), ws, we)
-            - increments_by_window(sq_ts, sq_inc * weight(sq_ts), ws, we)
-            - increments_by_window(rq_ts, rq_inc * weight(rq_ts), ws, we)
-        )
-        return out
-
     cols["pq_metered"] = increments_by_window(pq_ts, pq_inc * metered(pq_ts), ws, we)
     cols["gq_metered"] = good(metered)
     cols["gq_valued"] = good(valued)
@@ -296,28 +322,48 @@ def machine_components(
         unknown_s,
         idle_s,
         idle_at,
+        since,
     )
 
 
-def _longest_in_cycle_without_parts(
-    timeline: StateTimeline, part_ts_ns: I64, lo: int, hi: int
-) -> tuple[float, int]:
-    """Longest stretch of IN_CYCLE inside [lo, hi) with no part counted: the gaps between a
-    run's start, the parts counted inside it and its end (vectorized over runs and parts)."""
+def _in_cycle_without_parts(
+    timeline: StateTimeline, part_ts_ns: I64, ws: I64, we: I64, carried_since_ns: int | None
+) -> tuple[float, int, I64]:
+    """Longest stretch of IN_CYCLE inside the windows with no part counted (the gaps between a
+    run's start, the parts counted inside it and its end; vectorized over runs and parts), its
+    start, and per window where the stretch in force at its end began. A run already in
+    progress before the first window starts at ``carried_since_ns`` where that is known."""
+    if not len(ws):
+        return 0.0, 0, np.zeros(0, np.int64)
+    lo, hi = int(ws[0]), int(we[-1])
     run = timeline.code == STATE_CODE[MachineState.IN_CYCLE]
     starts = np.maximum(timeline.start_ns[run], lo)
     ends = np.minimum(timeline.end_ns[run], hi)
     keep = ends > starts
-    starts, ends = starts[keep], ends[keep]
+    begun = starts.copy()  # where each run's stretch began: the run's start, or carried in
+    begun[(timeline.start_ns[run] < lo) & (starts == lo)] = (
+        lo if carried_since_ns is None else min(carried_since_ns, lo)
+    )
+    starts, ends, begun = starts[keep], ends[keep], begun[keep]
+    since = np.asarray(we, np.int64).copy()  # not in cycle at the end: no stretch
     if not len(starts):
-        return 0.0, 0
+        return 0.0, 0, since
     parts = np.unique(np.asarray(part_ts_ns, np.int64))
     r = np.searchsorted(starts, parts, "right") - 1
     inside = (r >= 0) & (parts < ends[np.clip(r, 0, None)])
     parts = parts[inside]
+    # per window end e: the run holding e - 1, and the last part counted in it before e
+    r_end = np.searchsorted(starts, we, "left") - 1
+    in_run = (r_end >= 0) & (ends[np.clip(r_end, 0, None)] >= we)
+    k = np.searchsorted(parts, we, "left") - 1
+    padded = np.concatenate((parts, [np.iinfo(np.int64).min]))  # k = -1: no part before
+    last_part = padded[k]
+    run_begun = begun[np.clip(r_end, 0, None)]
+    part_in_run = last_part >= starts[np.clip(r_end, 0, None)]
+    since = np.where(in_run, np.where(part_in_run, last_part, run_begun), since)
     # points in time order: each run's start, its parts, its end; a gap starts at a start or a
     # part and ends at the next point (runs are disjoint, so that point is in the same run)
-    t = np.concatenate((starts, parts, ends))
+    t = np.concatenate((begun, parts, ends))
     kind = np.concatenate(
         (
             np.zeros(len(starts), np.int8),
@@ -330,7 +376,7 @@ def _longest_in_cycle_without_parts(
     gap = np.diff(t)
     valid = kind[:-1] != 2
     if not valid.any():
-        return 0.0, 0
+        return 0.0, 0, since
     gap = np.where(valid, gap, -1)
     i = int(np.argmax(gap))
-    return float(gap[i]) / 1e9, int(t[i])
+    return float(gap[i]) / 1e9, int(t[i]), since

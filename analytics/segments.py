@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,7 +28,9 @@ from numpy.typing import NDArray
 from analytics.calendar import PlannedTime, day_windows, hour_windows, planned_time
 from analytics.components import COMPONENT_FIELDS, Components
 from analytics.compute import SiteComputer, SiteData, SiteResult, Windows
+from analytics.config import COUNTER_ROLES
 from analytics.machine import MachineSignals, Signal, machine_components
+from analytics.notes import DataNote, Notes
 
 __all__ = [
     "NS_FIELDS",
@@ -69,6 +72,11 @@ class SegmentRow:
     ns: I64  # (machines, NS_FIELDS) integer nanoseconds
     val: F64  # (machines, SUM_FIELDS)
     energy: dict[str, float] = field(default_factory=dict)
+    # per machine, kept in memory only (not in the stored rows): seconds with a state code no
+    # map knows in force, and where the IN_CYCLE stretch without a part in force at ``end``
+    # began (carried into the next segment; None for rows read back after a restart)
+    unknown_s: F64 | None = None
+    in_cycle_since_ns: I64 | None = None
 
 
 def segment_edges(computer: SiteComputer, lo_ns: int, hi_ns: int) -> I64:
@@ -175,10 +183,14 @@ def compute_segments(
     seg_start_ns: I64,
     seg_end_ns: I64,
     known_until_ns: int,
-) -> tuple[list[SegmentRow], list[str]]:
+    before: SegmentRow | None = None,
+) -> tuple[list[SegmentRow], list[DataNote]]:
     """Rows of the given consecutive segments (the last one ends at most at ``known_until``)
     from ``data``, which holds the samples from ``seg_start[0] - micro_stop_s`` on with the
-    carried-in sample of every signal (more is fine)."""
+    carried-in sample of every signal (more is fine). ``before`` is the row of the segment
+    that ends at ``seg_start[0]``, where known: the IN_CYCLE stretch without a part in force
+    there continues (the notes measure a stretch by its whole length, as
+    ``SiteComputer.compute`` does over its range)."""
     n = len(seg_start_ns)
     if not n:
         return [], []
@@ -190,33 +202,55 @@ def compute_segments(
     plans: dict[str, PlannedTime] = {}
     machines = list(computer.paths)
     parts: list[Components] = []
-    notes: list[str] = []
+    notes: list[DataNote] = []
+    unknown_s: list[F64] = []
+    since: list[I64] = []
+    carried = before.in_cycle_since_ns if before is not None else None
+    if before is not None and before.end_ns != int(seg_start_ns[0]):
+        carried = None
     empty = MachineSignals({})
-    for machine in machines:  # machines, not samples
+    hours = computer.cfg.no_parts_in_cycle_s / 3600
+    for j, machine in enumerate(machines):  # machines, not samples
         cal = calendars[machine]
         if cal not in plans:
             plans[cal] = planned_time(
                 computer.site.calendars[cal], ctx_lo, max(ctx_hi, int(seg_end_ns[-1])), name=cal
             )
-        res = machine_components(data.machines.get(machine, empty), computer.contexts[machine],
-                                 plans[cal], seg_start_ns, seg_end_ns, context_start_ns=ctx_lo,
-                                 context_end_ns=ctx_hi)  # fmt: skip
+        signals = data.machines.get(machine, empty)
+        ctx = computer.contexts[machine]
+        res = machine_components(signals, ctx, plans[cal], seg_start_ns, seg_end_ns,
+                                 context_start_ns=ctx_lo, context_end_ns=ctx_hi,
+                                 in_cycle_since_ns=None if carried is None
+                                 else int(carried[j]))  # fmt: skip
+        # the notes SiteComputer.compute makes, in its words (analytics.notes)
         if res.unknown_state_codes:
-            notes.append(
-                f"{machine}: unknown state codes {res.unknown_state_codes} counted as NO_DATA"
-            )
+            notes.append(Notes.unknown_state(machine, res.unknown_state_codes))
         if res.unknown_products:
-            notes.append(f"{machine}: products without PRI {res.unknown_products}")
-        if machine not in data.machines or not data.machines[machine].states:
-            notes.append(f"{machine}: no state data in the range (counted as NO_DATA)")
+            notes.append(Notes.unknown_product(machine, res.unknown_products))
+        pbt_s = float(res.components.pbt_s.sum())
+        if signals.get("product") is None and ctx.default_product is None and pbt_s > 0:
+            notes.append(Notes.no_product(machine))
+        if not signals.states:
+            notes.append(Notes.no_state_data(machine))
+        if res.in_cycle_without_parts_s > computer.cfg.no_parts_in_cycle_s:
+            day = datetime.fromtimestamp(res.in_cycle_without_parts_start_ns / 1e9, computer.tz)
+            roles = [r for r in COUNTER_ROLES if signals.get(r) is not None] or ["none"]
+            notes.append(Notes.no_parts_in_cycle(machine, hours, day.date().isoformat(), roles))
         parts.append(res.components)
+        unknown_s.append(np.asarray(res.unknown_state_s, np.float64))
+        since.append(np.asarray(res.in_cycle_since_ns, np.int64))
     for meter in computer.plant:
         if meter.id not in data.meters:
-            notes.append(f"plant meter {meter.id}: no data in the range")
+            notes.append(Notes.plant_meter_without_data(meter.id))
     for machine, meter in computer.meter_of_machine.items():
         sigs = data.machines.get(machine)
         if sigs is None or sigs.get("energy_kwh") is None:
-            notes.append(f"{machine}: energy meter {meter.id} has no data in the range")
+            notes.append(Notes.meter_without_data(machine, meter.id))
+    unmetered = sorted(set(machines) - set(computer.meter_of_machine))
+    if unmetered:
+        notes.append(Notes.unmetered(unmetered))
+    unknown_by_seg = np.stack(unknown_s, axis=1)  # (segments, machines)
+    since_by_seg = np.stack(since, axis=1)
     comp = Components.concat(parts)  # machine-major: row j * n + i is machine j, segment i
     m = len(machines)
     # seconds back to the exact nanoseconds they were computed from (< 2^53 ns)
@@ -233,6 +267,8 @@ def compute_segments(
             np.ascontiguousarray(ns[i]),
             np.ascontiguousarray(val[i]),
             {k: float(v[i]) for k, v in fields.items()},
+            np.ascontiguousarray(unknown_by_seg[i]),
+            np.ascontiguousarray(since_by_seg[i]),
         )
         for i in range(n)
     ]

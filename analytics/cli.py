@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
-import signal
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from analytics import catalog
 from analytics.calendar import utc_ns, zone
@@ -20,10 +20,11 @@ from analytics.compute import SiteComputer
 from analytics.config import KpiConfig, load_kpi_config
 from analytics.engine import KpiEngine
 from analytics.export import export_site
-from analytics.health import EngineHealthServer
 from analytics.offline import load_csv
 from zhizao.config import parse_model
 from zhizao.errors import ConfigError
+from zhizao.probe import ProbeServer
+from zhizao.service import run_until_signalled
 from zhizao.site import load_site
 
 __all__ = ["register"]
@@ -99,28 +100,17 @@ def _run(args: argparse.Namespace) -> int:
 
     health = cfg.health
     server = None
-    if health.port:
-        try:
-            server = EngineHealthServer(engine.metrics, health.host, health.port).start()
-        except OSError as exc:
-            print(f"zhizao: health.port: cannot listen on {health.host}:{health.port} ({exc.strerror}); "
-                  "pick a free port or 0 to switch the endpoint off", file=sys.stderr)  # fmt: skip
-            return 2
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await engine.run_forever(stop)
-
-    try:
-        asyncio.run(main())
-    finally:
-        if server is not None:
-            server.stop()
-    return 0
+    if health.port:  # a taken port is a ConfigError naming it (exit 2, one sentence)
+        metrics = engine.metrics
+        server = ProbeServer(
+            health.host,
+            health.port,
+            metrics=lambda: (generate_latest(metrics.registry), CONTENT_TYPE_LATEST),
+            health=metrics.health,
+            service="KPI engine",
+            port_key="health.port",
+        ).start()
+    return run_until_signalled(engine.run_forever, probe=server)
 
 
 def _rebuild(args: argparse.Namespace) -> int:

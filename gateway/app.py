@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ from gateway.sources.base import Source
 from gateway.sources.registry import kind_of
 from gateway.uplink import InfluxUplink, MqttUplink
 from zhizao.errors import ConfigError
+from zhizao.service import run_until_signalled
 
 __all__ = ["GatewayApp"]
 
@@ -181,14 +181,4 @@ class GatewayApp:
 
 def run_forever(config: GatewayConfig) -> int:
     """Entry point of ``zhizao gateway run``: SIGTERM/SIGINT stop cleanly."""
-
-    async def main() -> None:
-        app = GatewayApp(config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await app.run(stop)
-
-    asyncio.run(main())
-    return 0
+    return run_until_signalled(lambda stop: GatewayApp(config).run(stop))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 import zlib
 from collections import deque
@@ -51,6 +50,7 @@ from zhizao.errors import ConfigError, PartialWriteError, QueryError, SinkError,
 from zhizao.influxql import ident
 from zhizao.model import Batch, FieldType, SeriesKey, SeriesTable
 from zhizao.retry import Backoff, Episode
+from zhizao.service import run_until_signalled
 from zhizao.sparkplug import NAMESPACE
 from zhizao.sparkplug_host import is_rebirth_request, rebirth_command, rebirth_target
 
@@ -933,18 +933,4 @@ def run_service(config: IngestConfig) -> int:
             "the compiled line-protocol kernel (ingest/_lpkernel.c) is not built: encoding with "
             "the numpy layout (same bytes, about half the speed); reinstall with a C compiler"
         )
-    service.start_health()
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await service.run(stop)
-
-    try:
-        asyncio.run(main())
-    finally:
-        if service.health_server is not None:
-            service.health_server.stop()
-    return 0
+    return run_until_signalled(service.run, probe=service.start_health())

@@ -1,25 +1,22 @@
 """The KPI engine's health and metrics: Prometheus text on ``/metrics``, ``/healthz`` (JSON, 503
-after ``health.fail_after_runs`` failed runs in a row), served from a thread of the engine."""
+after ``health.fail_after_runs`` failed runs in a row), served by ``zhizao.probe`` from a thread
+of the engine (``zhizao kpi run``)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import orjson
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
-    generate_latest,
 )
 
 from analytics.notes import NOTE_KINDS
 
-__all__ = ["EngineHealthServer", "EngineMetrics"]
+__all__ = ["EngineMetrics"]
 
 
 class EngineMetrics:
@@ -142,47 +139,3 @@ class EngineMetrics:
         if n:
             detail["last_error"] = err
         return ok, detail
-
-
-class EngineHealthServer:
-    """``GET /metrics`` and ``GET /healthz`` on ``host:port`` (0 = a free port)."""
-
-    def __init__(self, metrics: EngineMetrics, host: str = "127.0.0.1", port: int = 0) -> None:
-        registry = metrics.registry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
-                    body, ctype, status = generate_latest(registry), CONTENT_TYPE_LATEST, 200
-                elif self.path.startswith("/healthz"):
-                    ok, detail = metrics.health()
-                    body = orjson.dumps({"status": "ok" if ok else "unhealthy", **detail})
-                    ctype, status = "application/json", 200 if ok else 503
-                else:
-                    body, ctype, status = b"not found\n", "text/plain", 404
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return  # a scrape every few seconds would flood the log
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="kpi-health", daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> EngineHealthServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

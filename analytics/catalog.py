@@ -34,6 +34,7 @@ __all__ = [
     "CATALOG",
     "DEFAULT_LIMITS",
     "KPIS",
+    "NO_PRODUCT_REASON",
     "FlagRule",
     "KpiDefinition",
     "UnknownKpi",
@@ -71,18 +72,22 @@ class FlagRule:
 
     ``above``: the ratio ``sum(numerator) / sum(denominator)`` exceeds a limit (a fixed ``limit``
     or the configurable ``limit_param``); ``negative``: the sum is below zero; ``positive``: the
-    sum is above zero; ``zero``: the sum is zero. ``nullify`` also turns the value into null (a target with unknown product
-    time must not be shown as a number).
+    sum is above zero; ``zero``: the sum is zero; ``only``: the sum is above zero and the
+    ``denominator`` sum is zero (all the time is of this kind); ``partly``: both are above zero.
+    ``nullify`` also turns the value into null (a target with unknown product time must not be
+    shown as a number); ``explains_empty`` rows get this rule's reason instead of the KPI's
+    ``when_empty`` one.
     """
 
     code: str
     reason: str
-    when: Literal["above", "negative", "positive", "zero"]
+    when: Literal["above", "negative", "positive", "zero", "only", "partly"]
     numerator: Sum
     denominator: Sum = ()
     limit: float = 1.0
     limit_param: str = ""
     nullify: bool = False
+    explains_empty: bool = False
 
     def mask(self, c: Components, limits: Mapping[str, float]) -> NDArray[np.bool_]:
         num = _sum(c, self.numerator)
@@ -92,6 +97,9 @@ class FlagRule:
             return np.asarray(num > 0)
         if self.when == "zero":
             return np.asarray(num == 0)
+        if self.when in ("only", "partly"):
+            rest = _sum(c, self.denominator) > 0
+            return np.asarray((num > 0) & (rest if self.when == "partly" else ~rest))
         limit = limits.get(self.limit_param, self.limit) if self.limit_param else self.limit
         ratio = safe_ratio(num, _sum(c, self.denominator))
         return np.asarray(np.nan_to_num(ratio) > limit)
@@ -166,12 +174,43 @@ def _text(terms: Sum) -> str:
     return out
 
 
+# PRI-based KPIs divide by the time with a known product (an ideal cycle time): the time without
+# one (``*_no_product_s``) has no PRI x part in the numerators either, so a line's OEE is over the
+# machines and the time that can be computed (absent is not zero), with a flag saying so
+_PBT_KNOWN: Sum = ("pbt_s", "-pbt_no_product_s")
+_APT_KNOWN: Sum = ("apt_s", "-apt_no_product_s")
+_AUPT_KNOWN: Sum = ("apt_s", "aust_s", "-apt_no_product_s", "-aust_no_product_s")
+_OPERATING_TPM_KNOWN: Sum = (
+    "apt_s",
+    "adet_minor_s",
+    "-apt_no_product_s",
+    "-adet_minor_no_product_s",
+)
+NO_PRODUCT_REASON = "no product (ideal cycle time) known: publish product_id or set default_product"
+_PRI_NO_PRODUCT = FlagRule(
+    "no_product",
+    NO_PRODUCT_REASON,
+    "only",
+    ("pbt_no_product_s",),
+    _PBT_KNOWN,
+    nullify=True,
+    explains_empty=True,
+)
+_PRI_PARTIAL = FlagRule(
+    "partial_no_product",
+    "over the planned busy time with a known product only (pbt_no_product_s left out: "
+    f"{NO_PRODUCT_REASON})",
+    "partly",
+    ("pbt_no_product_s",),
+    _PBT_KNOWN,
+)
+_PRI_FLAGS = (_PRI_NO_PRODUCT, _PRI_PARTIAL)
 _E_ABOVE = FlagRule(
     "effectiveness_above_limit",
     "effectiveness above {limit}: check the ideal cycle time (PRI)",
     "above",
     ("pri_pq_s",),
-    ("apt_s",),
+    _APT_KNOWN,
     limit_param="effectiveness_flag_above",
 )
 _GOOD_ABOVE_PRODUCED = FlagRule(
@@ -266,9 +305,24 @@ def _ratio(
     )
 
 
-def _loss(id: str, label: str, definition: str, terms: Sum, label_zh: str) -> KpiDefinition:
+def _loss(
+    id: str,
+    label: str,
+    definition: str,
+    terms: Sum,
+    label_zh: str,
+    flags: tuple[FlagRule, ...] = (),
+) -> KpiDefinition:
     return KpiDefinition(
-        id, label, definition, "losses", terms, unit="s", when_empty="", label_zh=label_zh
+        id,
+        label,
+        definition,
+        "losses",
+        terms,
+        unit="s",
+        when_empty="",
+        flags=flags,
+        label_zh=label_zh,
     )
 
 
@@ -282,11 +336,11 @@ CATALOG: tuple[KpiDefinition, ...] = (
     _ratio(
         "effectiveness",
         "PRI*PQ/APT",
-        "sum(PRI x PQ) / APT (not capped)",
+        "sum(PRI x PQ) / APT with a known product (not capped)",
         ("pri_pq_s",),
-        ("apt_s",),
+        _APT_KNOWN,
         when_empty="no production time in the window",
-        flags=(_E_ABOVE,),
+        flags=(_E_ABOVE, *_PRI_FLAGS),
         label_zh="性能效率",
     ),
     _ratio(
@@ -306,27 +360,28 @@ CATALOG: tuple[KpiDefinition, ...] = (
         ("pri_gq_s",),
         ("pri_pq_s",),
         when_empty=_NO_PARTS,
-        flags=_COUNT_FLAGS,
+        flags=(*_COUNT_FLAGS, *_PRI_FLAGS),
         label_zh="质量率(按节拍加权)",
     ),
     _ratio(
         "oee",
         "OEE=PRI*GQ/PBT",
-        "sum(PRI x GQ) / PBT",
+        "sum(PRI x GQ) / PBT with a known product",
         ("pri_gq_s",),
-        ("pbt_s",),
-        flags=(_E_ABOVE, *_COUNT_FLAGS),
+        _PBT_KNOWN,
+        flags=(_E_ABOVE, *_COUNT_FLAGS, *_PRI_FLAGS),
         label_zh="设备综合效率",
     ),
     KpiDefinition(
         "nee",
         "NEE=AUPT/PBT*E*Q",
-        "AUPT / PBT x sum(PRI x GQ) / APT (= AUPT/PBT x E x Q; setup not a loss)",
+        "AUPT / PBT x sum(PRI x GQ) / APT, each with a known product (= AUPT/PBT x E x Q; "
+        "setup not a loss)",
         "iso22400",
-        _AUPT,
-        ("pbt_s",),
-        factors=((("pri_gq_s",), ("apt_s",)),),
-        flags=(_E_ABOVE,),
+        _AUPT_KNOWN,
+        _PBT_KNOWN,
+        factors=(((("pri_gq_s",), _APT_KNOWN)),),
+        flags=(_E_ABOVE, *_PRI_FLAGS),
         label_zh="净设备效率",
     ),
     _ratio(
@@ -415,12 +470,12 @@ CATALOG: tuple[KpiDefinition, ...] = (
     _ratio(
         "performance_tpm",
         "PRI*PQ/(APT+minor)",
-        "sum(PRI x PQ) / (APT + minor stops)",
+        "sum(PRI x PQ) / (APT + minor stops) with a known product",
         ("pri_pq_s",),
-        _OPERATING_TPM,
+        _OPERATING_TPM_KNOWN,
         view="tpm",
         when_empty="no operating time in the window",
-        flags=(_E_ABOVE,),
+        flags=(_E_ABOVE, *_PRI_FLAGS),
         label_zh="性能开动率(TPM)",
     ),
     _ratio(
@@ -437,11 +492,11 @@ CATALOG: tuple[KpiDefinition, ...] = (
     _ratio(
         "oee_tpm",
         "OEE=PRI*GQ/PBT",
-        "sum(PRI x GQ) / PBT",
+        "sum(PRI x GQ) / PBT with a known product",
         ("pri_gq_s",),
-        ("pbt_s",),
+        _PBT_KNOWN,
         view="tpm",
-        flags=(_E_ABOVE, *_COUNT_FLAGS),
+        flags=(_E_ABOVE, *_COUNT_FLAGS, *_PRI_FLAGS),
         label_zh="设备综合效率(TPM)",
     ),
     # -- CNC utilization (DOMAIN section 4: every figure names its numerator and denominator) --
@@ -657,9 +712,10 @@ CATALOG: tuple[KpiDefinition, ...] = (
     _loss(
         "reduced_speed_s",
         "reduced speed",
-        "APT - sum(PRI x PQ) (negative when E > 1)",
-        ("apt_s", "-pri_pq_s"),
+        "APT with a known product - sum(PRI x PQ) (negative when E > 1)",
+        ("apt_s", "-apt_no_product_s", "-pri_pq_s"),
         "速度损失",
+        _PRI_FLAGS,
     ),
     _loss(
         "process_defects_s",
@@ -667,6 +723,7 @@ CATALOG: tuple[KpiDefinition, ...] = (
         "sum(PRI x (PQ - GQ)) - start-up rejects",
         ("pri_pq_s", "-pri_gq_s", "-pri_startup_s"),
         "加工缺陷",
+        _PRI_FLAGS,
     ),
     _loss(
         "startup_yield_s",
@@ -674,6 +731,7 @@ CATALOG: tuple[KpiDefinition, ...] = (
         "sum(PRI x start-up rejects)",
         ("pri_startup_s",),
         "启动损失",
+        _PRI_FLAGS,
     ),
     _loss(
         "idle_no_order_s",
@@ -734,10 +792,14 @@ def evaluate(
     for k in CATALOG if ids is None else [get(i) for i in ids]:
         value, num, den = _value(k, c)
         kpi = Kpi(k.id, k.label, k.definition, value, k.unit, num, den)
+        masks = [rule.mask(c, lim) for rule in k.flags]
         if k.is_ratio and k.when_empty:
-            kpi = kpi.flagged(np.isnan(value), k.when_empty, "no_denominator")
-        for rule in k.flags:
-            mask = rule.mask(c, lim)
+            empty = np.isnan(value)
+            for rule, mask in zip(k.flags, masks, strict=True):
+                if rule.explains_empty:
+                    empty &= ~mask
+            kpi = kpi.flagged(empty, k.when_empty, "no_denominator")
+        for rule, mask in zip(k.flags, masks, strict=True):
             if rule.nullify and mask.any():
                 kpi = Kpi(
                     kpi.name,

@@ -61,6 +61,11 @@ class Components:
     gq_valued: F64
     output_value_cny: F64
     output_value_metered_cny: F64
+    # APT, AUST and minor stops while no product (PRI) is known: left out of the PRI-based KPIs'
+    # denominators with pbt_no_product_s
+    apt_no_product_s: F64
+    aust_no_product_s: F64
+    adet_minor_no_product_s: F64
 
     def __post_init__(self) -> None:
         n = len(self.calendar_s)

@@ -402,7 +402,9 @@ class SiteComputer:
         rows = report_rows(c, effectiveness_flag_above=flag)
         # absent is not zero: a machine without a known product has no PRI-based KPI, one
         # without an energy meter (or its data) no energy per part; each says so by a flag
-        pri_ok = np.isfinite(c.pri_pq_s) & np.isfinite(c.pri_gq_s) & np.isfinite(c.pri_startup_s)
+        # (planned busy time none of which has a known product; the catalog's denominators
+        # leave out the part of it without one, flagged partial_no_product)
+        pri_ok = ~((c.pbt_no_product_s > 0) & (c.pbt_s - c.pbt_no_product_s <= 0))
         energy_ok = np.array([m in result.metered for m in result.machine], bool)
         out_rows = []
         for i, row in enumerate(rows):
@@ -514,7 +516,7 @@ ENERGY_KPIS = frozenset(
 )
 _NO_PRODUCT = {
     "code": "no_product",
-    "reason": "no product (ideal cycle time) known: publish product_id or set default_product",
+    "reason": catalog.NO_PRODUCT_REASON,
 }
 _NO_METER = {
     "code": "no_meter",

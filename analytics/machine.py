@@ -273,10 +273,15 @@ def machine_components(
             )
         return out
 
+    def pri_known(t: I64) -> NDArray[np.float64]:
+        """PRI of each part; 0 for a part without a known product: it adds no ideal time, as
+        its product-less time (``*_no_product_s``) leaves the PRI-based KPIs' denominators."""
+        return np.nan_to_num(pri.before(t), nan=0.0)
+
     cols["gq"] = good(lambda t: np.ones(len(t), np.float64))
-    cols["pri_pq_s"] = increments_by_window(pq_ts, pq_inc * pri.before(pq_ts), ws, we)
-    cols["pri_gq_s"] = good(pri.before)
-    cols["pri_startup_s"] = increments_by_window(su_ts, su_inc * pri.before(su_ts), ws, we)
+    cols["pri_pq_s"] = increments_by_window(pq_ts, pq_inc * pri_known(pq_ts), ws, we)
+    cols["pri_gq_s"] = good(pri_known)
+    cols["pri_startup_s"] = increments_by_window(su_ts, su_inc * pri_known(su_ts), ws, we)
 
     idle_s, idle_at, since = _in_cycle_without_parts(
         timeline, np.concatenate((pq_ts, gq_ts, sq_ts, rq_ts, su_ts)), ws, we, in_cycle_since_ns

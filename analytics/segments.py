@@ -53,7 +53,8 @@ DAY_NS = 86_400_000_000_000
 NS_FIELDS: tuple[str, ...] = (
     "calendar_s", "pot_s", "planned_down_s", "pbt_s", "apt_s", "aust_s", "adet_s",
     "adet_minor_s", "adet_no_data_s", "adot_s", "in_cycle_s", "in_cycle_pot_s", "cutting_s",
-    "cutting_pot_s", "cutting_pbt_s", "pbt_no_product_s",
+    "cutting_pot_s", "cutting_pbt_s", "pbt_no_product_s", "apt_no_product_s",
+    "aust_no_product_s", "adet_minor_no_product_s",
 )  # fmt: skip
 # derived per window from other components, the way machine_components derives them
 DERIVED_FIELDS: tuple[str, ...] = ("aoet_s", "kgce", "kgco2")

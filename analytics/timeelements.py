@@ -120,7 +120,8 @@ def time_elements(
     Windows are sorted and disjoint. Counts and energy stay zero here (see ``counters``).
     Time outside the timeline's range is NO_DATA. With ``pri`` (the PRI in force over time)
     ``target_q`` is the ideal quantity, the integral of 1/PRI over PBT time with a known product,
-    and ``pbt_no_product_s`` the PBT time without one (all of PBT without ``pri``).
+    and ``pbt_no_product_s`` the PBT time without one (all of PBT without ``pri``), likewise
+    ``apt_no_product_s``, ``aust_no_product_s`` and ``adet_minor_no_product_s``.
     """
     ws = np.asarray(win_start_ns, np.int64)
     we = np.asarray(win_end_ns, np.int64)
@@ -194,13 +195,18 @@ def time_elements(
     }
     cols["aoet_s"] = cols["apt_s"] + cols["aust_s"] + cols["adet_s"]
     if pri is None:
-        cols["pbt_no_product_s"] = cols["pbt_s"]
+        unknown = np.ones(len(seg_s), bool)
     else:
         seg_pri = pri.in_force(seg_s)
         known = np.isfinite(seg_pri) & (seg_pri > 0)
-        cols["pbt_no_product_s"] = total(in_pbt & ~known)
+        unknown = ~known
         # ns / PRI summed, seconds at the end: exact where the true target is representable
         ideal = np.where(in_pbt & known, dur / np.where(known, seg_pri, 1.0), 0.0)
         cols["target_q"] = np.bincount(w, weights=ideal, minlength=nw + 1)[:nw] / 1e9
+    # the time without an ideal cycle time, left out of the PRI-based KPIs' denominators
+    cols["pbt_no_product_s"] = total(in_pbt & unknown)
+    cols["apt_no_product_s"] = total(in_pbt & in_cycle & unknown)
+    cols["aust_no_product_s"] = total(in_pbt & (state == _SETUP) & unknown)
+    cols["adet_minor_no_product_s"] = total(in_pbt & minor & unknown)
     assert set(cols) <= set(COMPONENT_FIELDS)
     return Components.from_columns(cols, nw)

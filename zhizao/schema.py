@@ -22,6 +22,7 @@ __all__ = [
     "MEASUREMENT_TAG",
     "METERED_COMPONENTS",
     "METER_TAG",
+    "NO_PRODUCT_COMPONENTS",
     "QUALITY_MEASUREMENT",
     "RAW_MEASUREMENTS",
     "SHIFT_TAG",
@@ -110,6 +111,14 @@ ENERGY_COMPONENTS: Final[tuple[str, ...]] = ("kwh", "kgce", "kgco2")
 # ideal quantity in PBT with a known product (integral of 1/PRI), and PBT with no known product:
 # the target is shown only where the second is 0 (never an invented number)
 TARGET_COMPONENTS: Final[tuple[str, ...]] = ("target_q", "pbt_no_product_s")
+# APT, AUST and minor stops while no product is known: with pbt_no_product_s they take the time
+# without an ideal cycle time out of the PRI-based KPIs' denominators (sum(PRI x GQ) has no part
+# of it either), so a line's OEE is over the time that can be computed, never understated
+NO_PRODUCT_COMPONENTS: Final[tuple[str, ...]] = (
+    "apt_no_product_s",
+    "aust_no_product_s",
+    "adet_minor_no_product_s",
+)
 # parts counted while the machine's energy meter has data (from its first reading on): the
 # denominators of energy per part, so a machine without a meter adds no parts to them
 # (absent, not 0 kWh) and a line's energy per part is over its metered machines' own parts
@@ -129,6 +138,7 @@ COMPONENT_FIELDS: Final[tuple[str, ...]] = (
     *TARGET_COMPONENTS,
     *METERED_COMPONENTS,
     *VALUE_COMPONENTS,
+    *NO_PRODUCT_COMPONENTS,
 )
 
 

@@ -92,7 +92,9 @@ def test_losses_close_to_pbt() -> None:
     c = _random_components(50, 3)
     # make the rows consistent: PBT = APT + AUST + ADET + ADOT
     pbt = c.apt_s + c.aust_s + c.adet_s + c.adot_s
-    c = Components(**{**c.columns(), "pbt_s": pbt})
+    # with a known product throughout (the losses are over the time with a known product)
+    unknown = {f: np.zeros(len(c)) for f in c.columns() if f.endswith("_no_product_s")}
+    c = Components(**{**c.columns(), "pbt_s": pbt, **unknown})
     losses = six_big_losses_s(c)
     assert set(losses) == {k.id for k in catalog.CATALOG if k.view == "losses"}
     np.testing.assert_allclose(sum(losses.values()) + c.pri_gq_s, pbt, rtol=0, atol=1e-6)
@@ -117,8 +119,10 @@ def test_describe_lists_every_kpi_with_its_influxql() -> None:
     listing = catalog.describe()
     assert [d["id"] for d in listing] == [k.id for k in catalog.CATALOG]
     oee = next(d for d in listing if d["id"] == "oee")
-    assert oee["influxql"] == 'sum("pri_gq_s") / sum("pbt_s")'
-    assert oee["numerator"] == ["pri_gq_s"] and oee["denominator"] == ["pbt_s"]
+    # the planned busy time without a known product is not in OEE's denominator
+    assert oee["influxql"] == 'sum("pri_gq_s") / (sum("pbt_s") - sum("pbt_no_product_s"))'
+    assert oee["numerator"] == ["pri_gq_s"]
+    assert oee["denominator"] == ["pbt_s", "-pbt_no_product_s"]
 
 
 def test_influxql_helpers_quote_and_refuse() -> None:

@@ -108,9 +108,9 @@ def test_ingest_and_kpi_configs_are_valid(stack: Any, tmp_path: Path) -> None:
 def test_ratios_are_sum_over_sum() -> None:
     rows = [
         {"line": "l", "machine": "a", "pbt_s": 100.0, "apt_s": 50.0, "pq": 5.0, "gq": 4.0,
-         "pri_pq_s": 40.0, "pri_gq_s": 32.0, "kwh": 8.0},
+         "pri_pq_s": 40.0, "pri_gq_s": 32.0, "kwh": 8.0, "pq_metered": 5.0, "gq_metered": 4.0},
         {"line": "l", "machine": "b", "pbt_s": 300.0, "apt_s": 300.0, "pq": 0.0, "gq": 0.0,
-         "pri_pq_s": 0.0, "pri_gq_s": 0.0, "kwh": 0.0},
+         "pri_pq_s": 0.0, "pri_gq_s": 0.0, "kwh": 0.0, "pq_metered": 0.0, "gq_metered": 0.0},
     ]  # fmt: skip
     table = dict(demo.kpi_table(rows))
     assert table["line l"]["oee"] == pytest.approx(32.0 / 400.0)

@@ -832,7 +832,8 @@ def _influx_sum(terms: Sum) -> str:
 
 def influxql_expression(kpi_id: str) -> str:
     """The KPI as one InfluxQL expression over summed components, e.g.
-    ``sum("pri_gq_s") / sum("pbt_s")``: valid for any GROUP BY (sum over sum)."""
+    ``sum("pri_gq_s") / (sum("pbt_s") - sum("pbt_no_product_s"))``: valid for any GROUP BY (sum
+    over sum)."""
     k = get(kpi_id)
     parts = [_influx_sum(k.numerator)]
     if k.is_ratio:

@@ -130,6 +130,8 @@ async def test_a_failing_receive_task_reconnects_and_nothing_unacknowledged_is_l
             await asyncio.sleep(0.5)  # the SUBACK follows the CONNACK
             _publish_node(edge, 10)
             await wait_for(lambda: host.stats.task_failures["receive"] == 1, 30, "the failure")
+            # read now: stopping the source below records its clean disconnect as the last error
+            failure = host.stats.last_error
             await wait_for(
                 lambda: host.sessions >= 2 and len(_forces(outbox, sink)) == 11,
                 30,
@@ -142,7 +144,7 @@ async def test_a_failing_receive_task_reconnects_and_nothing_unacknowledged_is_l
     assert _forces(outbox, sink) == {100.0 + i for i in range(11)}
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "receive task failed" in errors[0].getMessage()
-    assert "injected receive fault" in host.stats.last_error
+    assert "injected receive fault" in failure
     outbox.close()
 
 

@@ -88,6 +88,8 @@ class FlagRule:
     limit_param: str = ""
     nullify: bool = False
     explains_empty: bool = False
+    # the reason names ``{share}``: the numerator as a percentage of this sum, row by row
+    share_of: Sum = ()
 
     def mask(self, c: Components, limits: Mapping[str, float]) -> NDArray[np.bool_]:
         num = _sum(c, self.numerator)
@@ -104,9 +106,24 @@ class FlagRule:
         ratio = safe_ratio(num, _sum(c, self.denominator))
         return np.asarray(np.nan_to_num(ratio) > limit)
 
-    def text(self, limits: Mapping[str, float]) -> str:
+    def text(self, limits: Mapping[str, float], share: str = "") -> str:
         limit = limits.get(self.limit_param, self.limit) if self.limit_param else self.limit
-        return self.reason.format(limit=limit)
+        return self.reason.format(limit=limit, share=share or "part")
+
+    def texts(
+        self, c: Components, mask: NDArray[np.bool_], limits: Mapping[str, float]
+    ) -> list[tuple[NDArray[np.bool_], str]]:
+        """The flagged rows by reason: one reason, or one per share (in whole percent) that
+        occurs among the flagged rows."""
+        if not self.share_of:
+            return [(mask, self.text(limits))]
+        pct = np.rint(100 * safe_ratio(_sum(c, self.numerator), _sum(c, self.share_of)))
+        out: list[tuple[NDArray[np.bool_], str]] = []
+        for p in np.unique(pct[mask]).tolist():  # at most 101 distinct shares, not rows
+            # a share that rounds to 0 or 100 % is still some, not none or all
+            text = f"{min(max(p, 1), 99):.0f} %"
+            out.append((mask & (pct == p), self.text(limits, text)))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +215,12 @@ _PRI_NO_PRODUCT = FlagRule(
 )
 _PRI_PARTIAL = FlagRule(
     "partial_no_product",
-    "over the planned busy time with a known product only (pbt_no_product_s left out: "
-    f"{NO_PRODUCT_REASON})",
+    "over the planned busy time with a known product only ({share} of it left out, "
+    f"pbt_no_product_s: {NO_PRODUCT_REASON})",
     "partly",
     ("pbt_no_product_s",),
     _PBT_KNOWN,
+    share_of=("pbt_s",),
 )
 _PRI_FLAGS = (_PRI_NO_PRODUCT, _PRI_PARTIAL)
 _E_ABOVE = FlagRule(
@@ -811,7 +829,8 @@ def evaluate(
                     kpi.denominator,
                     kpi.flags,
                 )
-            kpi = kpi.flagged(mask, rule.text(lim), rule.code)
+            for rows, text in rule.texts(c, mask, lim):
+                kpi = kpi.flagged(rows, text, rule.code)
         out[k.id] = kpi
     return out
 

@@ -38,6 +38,8 @@ def test_line_pri_kpis_are_over_the_machines_with_a_product_and_flagged() -> Non
         assert math.isnan(machines[k].value[1]), k
         assert [f["code"] for f in machines[k].flags_at(1)] == ["no_product"], k
     assert machines["oee"].flags_at(1)[0]["reason"] == catalog.NO_PRODUCT_REASON
+    # the flag names the share of the planned busy time left out
+    assert "50 % of it left out" in line["oee"].flags_at(0)[0]["reason"]
     # the speed loss is over the time with a known product too (not all of M2's APT)
     loss = catalog.evaluate(c.total(), ["reduced_speed_s"])["reduced_speed_s"]
     assert loss.value[0] == pytest.approx(3000 - 2500)
@@ -45,15 +47,21 @@ def test_line_pri_kpis_are_over_the_machines_with_a_product_and_flagged() -> Non
 
 def test_partly_unknown_window_is_over_its_known_time() -> None:
     c = Components.from_columns(
-        {"pbt_s": [3600.0], "apt_s": [3000.0], "pri_gq_s": [1200.0], "pri_pq_s": [1500.0],
-         "pq": [10.0], "gq": [8.0], "pbt_no_product_s": [1800.0], "apt_no_product_s": [1500.0]}
+        {"pbt_s": [3600.0, 3600.0], "apt_s": [3000.0, 3000.0], "pri_gq_s": [600.0, 1200.0],
+         "pri_pq_s": [900.0, 1500.0], "pq": [10.0, 10.0], "gq": [8.0, 8.0],
+         "pbt_no_product_s": [2400.0, 1.0], "apt_no_product_s": [2100.0, 0.0]}
     )  # fmt: skip
     k = catalog.evaluate(c, ["oee", "effectiveness", "availability"])
-    assert k["oee"].value[0] == pytest.approx(1200 / 1800)
-    assert k["effectiveness"].value[0] == pytest.approx(1500 / 1500)
-    assert "partial_no_product" in [f["code"] for f in k["oee"].flags_at(0)]
+    assert k["oee"].value[0] == pytest.approx(600 / 1200)
+    assert k["effectiveness"].value[0] == pytest.approx(900 / 900)
+    assert k["oee"].value[1] == pytest.approx(1200 / 3599)
+    # each row's flag names its own share; a share that rounds to 0 % is still some
+    reasons = [[f["reason"] for f in k["oee"].flags_at(i)] for i in (0, 1)]
+    assert len(reasons[0]) == len(reasons[1]) == 1
+    assert "67 % of it left out" in reasons[0][0] and "1 % of it left out" in reasons[1][0]
     # time KPIs need no product: over all of PBT, no flag
     assert k["availability"].value[0] == pytest.approx(3000 / 3600)
     assert k["availability"].flags_at(0) == []
+    assert [f["code"] for f in k["oee"].flags_at(1)] == ["partial_no_product"]
     expr = catalog.influxql_expression("effectiveness")
     assert expr == 'sum("pri_pq_s") / (sum("apt_s") - sum("apt_no_product_s"))'

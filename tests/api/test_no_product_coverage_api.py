@@ -88,7 +88,8 @@ def test_machine_without_product_is_null_and_the_line_is_over_the_others(
     pbt = wx.EXPECTED["M1"]["pbt_s"] + wx.EXPECTED["M2"]["pbt_s"]
     oee = line["kpis"]["oee"]
     assert oee["value"] == pytest.approx(good * wx.PRI_S / pbt, abs=1e-9)  # 0.74
-    assert "partial_no_product" in [f["code"] for f in oee["flags"]]
+    (partial,) = [f for f in oee["flags"] if f["code"] == "partial_no_product"]
+    assert "20 % of it left out" in partial["reason"]  # M3's 450 of 2250 minutes
     apt = wx.EXPECTED["M1"]["apt_s"] + wx.EXPECTED["M2"]["apt_s"]
     pri_pq = (wx.TABLE["M1"]["pq"] + wx.TABLE["M2"]["pq"]) * wx.PRI_S
     assert line["kpis"]["effectiveness"]["value"] == pytest.approx(pri_pq / apt, abs=1e-9)

@@ -61,6 +61,12 @@ class MqttConsumer:
         return self.connection.connected
 
     @property
+    def subscribed(self) -> threading.Event:
+        """Set once the broker acknowledged the subscriptions (messages published from then on
+        reach this consumer)."""
+        return self.connection.subscribed
+
+    @property
     def connects(self) -> int:
         return self.connection.connects
 

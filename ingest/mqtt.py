@@ -114,6 +114,8 @@ class MqttConnection:
         self.presence = presence
         self.persistent = persistent
         self.connected = threading.Event()
+        # the broker acknowledged the subscriptions (SUBACK) of the current session
+        self.subscribed = threading.Event()
         self.connects = 0
         self.disconnects = 0
         self.last_error = ""
@@ -152,6 +154,7 @@ class MqttConnection:
         # MQTT_ERR_QUEUE_SIZE back (no exception) when it is full
         c.max_queued_messages_set(max_queued_messages)
         c.on_connect = self._handle_connect
+        c.on_subscribe = self._handle_subscribe
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
         c.on_publish = self._handle_publish
@@ -240,7 +243,10 @@ class MqttConnection:
             log.warning("MQTT %s: %s", self.client_id, self.last_error)
             return
         if self.subscriptions:
+            self.subscribed.clear()
             client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in self.subscriptions])
+        else:
+            self.subscribed.set()
         if self.presence is not None:
             client.publish(self.presence[0], self.presence[1], qos=1, retain=True)
         self.last_error = ""
@@ -258,6 +264,16 @@ class MqttConnection:
             self._on_connected(self)
         if self.on_connect_change is not None:
             self.on_connect_change(True)
+
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        self.subscribed.set()
 
     def _handle_disconnect(
         self,

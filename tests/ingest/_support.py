@@ -243,10 +243,10 @@ class ServiceThread:
         wait_until(
             lambda: (
                 self.error is not None
-                or (self.service.consumer is not None and self.service.consumer.connected.is_set())
+                or (self.service.consumer is not None and self.service.consumer.subscribed.is_set())
             ),
             30,
-            "ingest connected",
+            "ingest subscribed (SUBACK)",
         )
         assert self.error is None, self.error
         return self

@@ -103,8 +103,8 @@ class Shots:
 
 def click_and_wait(driver: Any, element_id: str, *, css: str | None = None) -> None:
     """Click and wait until the next page has replaced this one (a form post or a link)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
@@ -112,7 +112,20 @@ def click_and_wait(driver: Any, element_id: str, *, css: str | None = None) -> N
         driver.find_element(By.CSS_SELECTOR, css).click()
     else:
         driver.find_element(By.ID, element_id).click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+
+    def replaced(_: Any) -> bool:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # Chromium, mid-navigation, says the old node left the document in other words
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 20).until(replaced)
 
 
 def _kpis(driver: Any, css: str) -> dict[str, float | None]:

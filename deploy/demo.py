@@ -57,6 +57,7 @@ from zhizao.localstack import (  # noqa: E402
 from zhizao.private import write_private  # noqa: E402
 from zhizao.schema import (  # noqa: E402
     COMPONENT_FIELDS,
+    COUNTER,
     ENERGY,
     LINE_TAG,
     MACHINE_TAG,
@@ -1104,13 +1105,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _first_data_ns(stack: DemoStack) -> int | None:
+    """From when every source has data: the later of the first meter reading and each
+    machine's first part count (the OPC UA session can start after the meters; a part counter
+    changes every cycle, so its first sample is close to the session's start, while a slow
+    counter's first sample carries the old time of its last change)."""
+    site = tag_equals({SITE_TAG: stack.site.site})
     rows = await stack.query(
-        f"SELECT first({ident('energy_kwh')}) FROM {ident(ENERGY)} "
-        f"WHERE {tag_equals({SITE_TAG: stack.site.site})}"
+        f"SELECT first({ident('energy_kwh')}) FROM {ident(ENERGY)} WHERE {site}"
     )
     if not rows or not len(rows[0].time_ns):
         return None
-    return int(rows[0].time_ns[0])
+    firsts = [int(rows[0].time_ns[0])]
+    counters = await stack.query(
+        f"SELECT first({ident('part_count')}) FROM {ident(COUNTER)} WHERE {site} "
+        f"GROUP BY {ident(MACHINE_TAG)}"
+    )
+    firsts += [int(s.time_ns[0]) for s in counters if len(s.time_ns)]
+    return max(firsts)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,12 @@ from zhizao.localstack import MosquittoServer
 
 @pytest.mark.integration
 def test_frames_stored_exactly(mosquitto: MosquittoServer, influx_db: Any, tmp_path: Path) -> None:
+    # a group of its own: the session-wide broker keeps earlier tests' offline persistent
+    # sessions in the default group, and a shared subscription deals messages to them too
     config = make_config(
-        mosquitto.port, influx_db.url, influx_db.database, tmp_path, mqtt={"client_id": "smoke-1"}
-    )
+        mosquitto.port, influx_db.url, influx_db.database, tmp_path,
+        mqtt={"client_id": "smoke-1", "group": f"smoke-{uuid.uuid4().hex[:8]}"},
+    )  # fmt: skip
     with ServiceThread(config) as st:
         fs = make_frames("gw-1", 20, 1000)
         pub = GatewayPublisher(mosquitto.port)

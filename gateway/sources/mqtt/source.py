@@ -12,8 +12,6 @@ with its reason (``unknown_topic``, ``malformed_json``, ``missing_value``, ``wro
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import math
 import re
@@ -28,7 +26,8 @@ from gateway.configbase import field_type, resolve_asset
 from gateway.mqtt_client import IncomingMessage, MqttConnection
 from gateway.sources.base import Backoff, SampleSink, SourceStats
 from gateway.sources.mqtt.config import MqttSourceConfig, MqttTopicConfig
-from gateway.sources.runtime import SourceRuntime, TaskFailed
+from gateway.sources.mqtt_session import MqttSession
+from gateway.sources.runtime import SourceRuntime
 from zhizao.errors import ConfigError, ValidationError
 from zhizao.model import Batch, FieldType, SeriesKey
 
@@ -175,7 +174,7 @@ def decode_json_sample(
     return ts_ns, value
 
 
-class MqttSource:
+class MqttSource(MqttSession):
     """JSON-per-tag MQTT source (UMH-style ``{"timestamp_ms", "value"}`` and configurable paths)."""
 
     def __init__(
@@ -207,62 +206,6 @@ class MqttSource:
         self._logged_reasons: set[str] = set()
         self._was_connected = False
         self.sessions = 0
-
-    async def run(self) -> None:
-        """Sessions of the broker connection; paho reconnects within one by itself. A failing
-        receive task ends the session: the connection is dropped and opened again after a
-        backoff, so the broker redelivers every message that was not acknowledged."""
-        while True:
-            queue: asyncio.Queue[IncomingMessage] = asyncio.Queue()
-            self.connection.start(asyncio.get_running_loop(), queue)
-            self.sessions += 1
-            try:
-                await self.runtime.supervise(
-                    [("receive", functools.partial(self._receive, queue))],
-                    recovered_after_s=max(1.0, 5 * self.config.flush_interval_s),
-                )
-            except TaskFailed as exc:
-                self.stats.last_error = str(exc)  # logged once and counted by the runtime
-            finally:
-                self.connection.stop()
-                if self._was_connected:
-                    self._was_connected = False
-                    self.stats.connected = False
-                    await self.runtime.guarded(
-                        "markers", functools.partial(self.runtime.connection, False)
-                    )
-                self.stats.connected = False
-            await asyncio.sleep(self._backoff.next_delay_s())
-
-    async def _receive(self, queue: asyncio.Queue[IncomingMessage]) -> None:
-        while True:
-            batch_msgs = await self._collect(queue)
-            now_connected = self.connection.connected.is_set()
-            if self.connection.last_error:  # e.g. the broker refused our credentials
-                self.stats.last_error = self.connection.last_error
-                self.stats.connect_failures = self.connection.failures
-            if now_connected != self._was_connected:
-                self.stats.connected = now_connected
-                self.stats.reconnects = max(0, self.connection.connects - 1)
-                await self.runtime.connection(now_connected)
-                self._was_connected = now_connected
-                if now_connected:
-                    self._backoff.reset()
-            if batch_msgs:
-                await self._process(batch_msgs)
-
-    async def _collect(self, queue: asyncio.Queue[IncomingMessage]) -> list[IncomingMessage]:
-        """Whatever arrived within one flush interval (at least the wait for one message)."""
-        msgs: list[IncomingMessage] = []
-        try:
-            first = await asyncio.wait_for(queue.get(), timeout=self.config.flush_interval_s)
-        except TimeoutError:
-            return msgs
-        msgs.append(first)
-        await asyncio.sleep(self.config.flush_interval_s)
-        while not queue.empty():
-            msgs.append(queue.get_nowait())
-        return msgs
 
     def _reject(self, exc: Rejected) -> None:
         self.stats.reject(exc.reason)

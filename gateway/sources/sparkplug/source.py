@@ -20,8 +20,6 @@ Sparkplug host recovers its view of a node anyway.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
 from pathlib import Path
@@ -32,7 +30,8 @@ import orjson
 
 from gateway.mqtt_client import IncomingMessage, MqttConnection
 from gateway.sources.base import Backoff, SampleSink, SourceStats
-from gateway.sources.runtime import SourceRuntime, TaskFailed
+from gateway.sources.mqtt_session import MqttSession
+from gateway.sources.runtime import SourceRuntime
 from gateway.sources.sparkplug.config import SparkplugSourceConfig
 from zhizao.model import Batch
 from zhizao.sparkplug import NAMESPACE
@@ -49,7 +48,7 @@ __all__ = ["SparkplugHost"]
 log = logging.getLogger(__name__)
 
 
-class SparkplugHost:
+class SparkplugHost(MqttSession):
     """Sparkplug B host application source."""
 
     def __init__(
@@ -118,68 +117,17 @@ class SparkplugHost:
                 retain=True,
             )
 
-    async def run(self) -> None:
-        """Sessions of the broker connection; paho reconnects within one by itself. A failing
-        receive task ends the session: the connection is dropped and opened again after a
-        backoff, so the broker redelivers every message that was not acknowledged."""
-        while True:
-            queue: asyncio.Queue[IncomingMessage] = asyncio.Queue()
-            self.connection.start(asyncio.get_running_loop(), queue)
-            self.sessions += 1
-            try:
-                await self.runtime.supervise(
-                    [("receive", functools.partial(self._receive, queue))],
-                    recovered_after_s=max(1.0, 5 * self.config.flush_interval_s),
-                )
-            except TaskFailed as exc:
-                self.stats.last_error = str(exc)  # logged once and counted by the runtime
-            finally:
-                self.connection.stop()
-                # samples of a failed store are dropped: their messages were not acknowledged
-                self._series, self._ts, self._values, self._quality = [], [], [], []
-                if self._was_connected:
-                    self._was_connected = False
-                    self.stats.connected = False
-                    await self.runtime.guarded(
-                        "markers", functools.partial(self.runtime.connection, False)
-                    )
-                self.stats.connected = False
-            await asyncio.sleep(self._backoff.next_delay_s())
+    def _session_ended(self) -> None:
+        # samples of a failed store are dropped: their messages were not acknowledged
+        self._series, self._ts, self._values, self._quality = [], [], [], []
 
-    async def _receive(self, queue: asyncio.Queue[IncomingMessage]) -> None:
-        while True:
-            msgs = await self._collect(queue)
-            now_connected = self.connection.connected.is_set()
-            if self.connection.last_error:  # e.g. the broker refused our credentials
-                self.stats.last_error = self.connection.last_error
-                self.stats.connect_failures = self.connection.failures
-            if now_connected != self._was_connected:
-                self.stats.connected = now_connected
-                self.stats.reconnects = max(0, self.connection.connects - 1)
-                await self.runtime.connection(now_connected)
-                self._was_connected = now_connected
-                if now_connected:
-                    self._backoff.reset()
-            if msgs:
-                for msg in msgs:
-                    self.handle(msg.topic, msg.payload, msg.arrival_ns)
-                await self._flush()
-                # stored (or refused by the outbox and counted): only now may the broker forget
-                for msg in msgs:
-                    self.connection.ack(msg.mid, msg.qos)
-
-    async def _collect(self, queue: asyncio.Queue[IncomingMessage]) -> list[IncomingMessage]:
-        """Whatever arrived within one flush interval (at least the wait for one message)."""
-        msgs: list[IncomingMessage] = []
-        try:
-            first = await asyncio.wait_for(queue.get(), timeout=self.config.flush_interval_s)
-        except TimeoutError:
-            return msgs
-        msgs.append(first)
-        await asyncio.sleep(self.config.flush_interval_s)
-        while not queue.empty():
-            msgs.append(queue.get_nowait())
-        return msgs
+    async def _process(self, msgs: list[IncomingMessage]) -> None:
+        for msg in msgs:
+            self.handle(msg.topic, msg.payload, msg.arrival_ns)
+        await self._flush()
+        # stored (or refused by the outbox and counted): only now may the broker forget
+        for msg in msgs:
+            self.connection.ack(msg.mid, msg.qos)
 
     async def _flush(self) -> None:
         """Store the assembled samples; refusals of the outbox are counted by reason

@@ -5,6 +5,10 @@ sums of stored components (``zhizao.schema.COMPONENT_FIELDS``): ``scale x prod(s
 sum(den_i))``; one factor for a plain ratio, two for NEE, none (a signed sum of seconds) for the
 Nakajima losses. From these descriptions come
 
+Site KPIs (``SITE_CATALOG``, scope ``site``) are ratios of the plant row's fields
+(``zhizao.schema.SITE_COMPONENT_FIELDS``): the plant's water and energy per unit of its output,
+and the renewable share; ``evaluate_site`` computes them from those sums.
+
 - the Python values (``evaluate``), used by the engine's reports, ``kpi compute``, the API, the
   portal and the demo's terminal view;
 - the InfluxQL (``influxql_expression``, ``influxql_select``) of the dashboards, always
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,13 +32,15 @@ from numpy.typing import NDArray
 from analytics.components import Components
 from analytics.results import Kpi, safe_ratio
 from zhizao.influxql import ident
-from zhizao.schema import COMPONENT_FIELDS
+from zhizao.schema import COMPONENT_FIELDS, SITE_COMPONENT_FIELDS
 
 __all__ = [
     "CATALOG",
     "DEFAULT_LIMITS",
     "KPIS",
     "NO_PRODUCT_REASON",
+    "SITE_CATALOG",
+    "SITE_KPIS",
     "FlagRule",
     "KpiDefinition",
     "UnknownKpi",
@@ -42,6 +48,7 @@ __all__ = [
     "components_needed",
     "describe",
     "evaluate",
+    "evaluate_site",
     "get",
     "influxql_expression",
     "influxql_select",
@@ -49,7 +56,38 @@ __all__ = [
 ]
 
 F64 = NDArray[np.float64]
-View = Literal["iso22400", "tpm", "utilization", "energy", "target", "losses"]
+View = Literal["iso22400", "tpm", "utilization", "energy", "target", "losses", "plant"]
+Scope = Literal["machine", "site"]
+SCOPE_FIELDS: dict[str, tuple[str, ...]] = {
+    "machine": COMPONENT_FIELDS,
+    "site": SITE_COMPONENT_FIELDS,
+}
+
+
+class Columns(Protocol):
+    """Equal-length float columns by component name: machine ``Components`` or plant rows."""
+
+    def __len__(self) -> int: ...
+
+    def column(self, name: str) -> NDArray[np.float64]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SiteColumns:
+    """Plant rows (``kpi_site_*`` sums) by field; a field the rows do not have (no water meter,
+    no renewable meter) is NaN: absent, so its KPIs are null, never 0."""
+
+    columns: Mapping[str, NDArray[np.float64]]
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def column(self, name: str) -> NDArray[np.float64]:
+        col = self.columns.get(name)
+        return np.full(self.rows, np.nan) if col is None else np.asarray(col, np.float64)
+
+
 # a sum of components; a leading "-" subtracts one ("apt_s", "-pri_pq_s")
 Sum = tuple[str, ...]
 DEFAULT_LIMITS: dict[str, float] = {"effectiveness_flag_above": 1.05}
@@ -91,7 +129,7 @@ class FlagRule:
     # the reason names ``{share}``: the numerator as a percentage of this sum, row by row
     share_of: Sum = ()
 
-    def mask(self, c: Components, limits: Mapping[str, float]) -> NDArray[np.bool_]:
+    def mask(self, c: Columns, limits: Mapping[str, float]) -> NDArray[np.bool_]:
         num = _sum(c, self.numerator)
         if self.when == "negative":
             return np.asarray(num < 0)
@@ -111,7 +149,7 @@ class FlagRule:
         return self.reason.format(limit=limit, share=share or "part")
 
     def texts(
-        self, c: Components, mask: NDArray[np.bool_], limits: Mapping[str, float]
+        self, c: Columns, mask: NDArray[np.bool_], limits: Mapping[str, float]
     ) -> list[tuple[NDArray[np.bool_], str]]:
         """The flagged rows by reason: one reason, or one per share (in whole percent) that
         occurs among the flagged rows."""
@@ -144,13 +182,15 @@ class KpiDefinition:
     when_empty: str = "no planned busy time in the window"
     flags: tuple[FlagRule, ...] = ()
     label_zh: str = ""
+    # machine: over the kpi_machine_* components; site: over the plant row (kpi_site_*)
+    scope: Scope = "machine"
 
     def __post_init__(self) -> None:
         if not self.id.replace("_", "").isalnum() or self.id.lower() != self.id:
             raise ValueError(f"KPI id {self.id!r} is not lower_snake")
         for name in self.components():
-            if name not in COMPONENT_FIELDS:
-                raise ValueError(f"KPI {self.id!r} uses unknown component {name!r}")
+            if name not in SCOPE_FIELDS[self.scope]:
+                raise ValueError(f"KPI {self.id!r} uses unknown {self.scope} component {name!r}")
 
     @property
     def terms(self) -> tuple[tuple[Sum, Sum], ...]:
@@ -172,7 +212,7 @@ class KpiDefinition:
         return names
 
 
-def _sum(c: Components, terms: Sum) -> F64:
+def _sum(c: Columns, terms: Sum) -> F64:
     out = np.zeros(len(c), np.float64)
     for term in terms:
         col = c.column(term.lstrip("-"))
@@ -307,6 +347,7 @@ def _ratio(
     when_empty: str = "no planned busy time in the window",
     flags: tuple[FlagRule, ...] = (),
     label_zh: str = "",
+    scope: Scope = "machine",
 ) -> KpiDefinition:
     return KpiDefinition(
         id,
@@ -320,6 +361,7 @@ def _ratio(
         when_empty=when_empty,
         flags=flags,
         label_zh=label_zh,
+        scope=scope,
     )
 
 
@@ -767,14 +809,87 @@ CATALOG: tuple[KpiDefinition, ...] = (
     ),
 )
 
+_NO_OUTPUT = "no good parts at the site's output machines (SiteModel.output_machines)"
+_NO_OUTPUT_VALUE = "no output value (good parts of the output machines x unit_value_cny)"
+# the plant as a whole (GB/T 36132 green-factory metrics): its meters over its output, so a part
+# counts once, not once per operation; scope "site" reads the kpi_site_* rows
+SITE_CATALOG: tuple[KpiDefinition, ...] = (
+    _ratio(
+        "water_per_output",
+        "m3/output",
+        "fresh water intake of the plant water meters / good parts of the output machines "
+        "(unit-product water intake)",
+        ("water_m3",),
+        ("output_gq",),
+        view="plant",
+        unit="m3",
+        when_empty=f"{_NO_OUTPUT}, or no plant water meter data",
+        label_zh="单位产品取水量",
+        scope="site",
+    ),
+    _ratio(
+        "water_per_10k_cny",
+        "m3/10k CNY",
+        "fresh water intake of the plant water meters per 10,000 CNY of output value (good "
+        "parts of the output machines x unit_value_cny): unit-output water intake",
+        ("water_m3",),
+        ("output_value_cny",),
+        view="plant",
+        unit="m3/10k CNY",
+        scale=10_000.0,
+        when_empty=f"{_NO_OUTPUT_VALUE}, or no plant water meter data",
+        label_zh="单位产值取水量",
+        scope="site",
+    ),
+    _ratio(
+        "plant_kgce_per_output",
+        "plant kgce/output",
+        "comprehensive energy of the plant's purchased media (GB/T 2589) / good parts of the "
+        "output machines (unit-product comprehensive energy)",
+        ("kgce",),
+        ("output_gq",),
+        view="plant",
+        unit="kgce",
+        when_empty=_NO_OUTPUT,
+        label_zh="单位产品综合能耗(全厂)",
+        scope="site",
+    ),
+    _ratio(
+        "plant_kgco2_per_output",
+        "plant kgCO2/output",
+        "CO2 of the plant's purchased media / good parts of the output machines",
+        ("kgco2",),
+        ("output_gq",),
+        view="plant",
+        unit="kgCO2",
+        when_empty=_NO_OUTPUT,
+        label_zh="单位产品碳排放(全厂)",
+        scope="site",
+    ),
+    _ratio(
+        "renewable_share",
+        "renewable/energy use",
+        "renewable energy (site-level meters marked renewable) / the site's use of energy "
+        "(purchased media plus renewable energy produced on site), both in kgce",
+        ("renewable_kgce",),
+        ("energy_use_kgce",),
+        view="plant",
+        when_empty="no renewable meter in the site model (mark a site-level meter "
+        "renewable: true), or no energy use",
+        label_zh="可再生能源使用比例",
+        scope="site",
+    ),
+)
+
 KPIS: dict[str, KpiDefinition] = {k.id: k for k in CATALOG}
-if len(KPIS) != len(CATALOG):  # pragma: no cover - a catalog edit that repeats an id
-    raise ValueError("KPI ids in the catalog must be unique")
+SITE_KPIS: dict[str, KpiDefinition] = {k.id: k for k in SITE_CATALOG}
+if len(KPIS) != len(CATALOG) or len(SITE_KPIS) != len(SITE_CATALOG) or KPIS.keys() & SITE_KPIS:
+    raise ValueError("KPI ids in the catalog must be unique")  # pragma: no cover
 
 
 def get(kpi_id: str) -> KpiDefinition:
     try:
-        return KPIS[kpi_id]
+        return KPIS.get(kpi_id) or SITE_KPIS[kpi_id]
     except KeyError:
         raise UnknownKpi(kpi_id) from None
 
@@ -787,7 +902,7 @@ def components_needed(ids: Iterable[str] | None = None) -> list[str]:
     return [n for n in COMPONENT_FIELDS if n in wanted]
 
 
-def _value(k: KpiDefinition, c: Components) -> tuple[F64, F64 | None, F64 | None]:
+def _value(k: KpiDefinition, c: Columns) -> tuple[F64, F64 | None, F64 | None]:
     num = _sum(c, k.numerator)
     if not k.is_ratio:
         return num * k.scale, None, None
@@ -805,9 +920,30 @@ def evaluate(
     limits: Mapping[str, float] | None = None,
 ) -> dict[str, Kpi]:
     """Every KPI (or those named) for each row of ``c``, keyed by id, with its flags."""
+    wanted = list(CATALOG) if ids is None else [get(i) for i in ids]
+    return _evaluate(c, wanted, "machine", limits)
+
+
+def evaluate_site(
+    rows: Mapping[str, F64], n: int, ids: Iterable[str] | None = None
+) -> dict[str, Kpi]:
+    """The site KPIs (or those named) for each of ``n`` plant rows (sums of ``kpi_site_*``
+    fields by name; a missing field is absent, so its KPIs are null with their reason)."""
+    wanted = list(SITE_CATALOG) if ids is None else [get(i) for i in ids]
+    return _evaluate(SiteColumns(rows, n), wanted, "site", None)
+
+
+def _evaluate(
+    c: Columns,
+    wanted: list[KpiDefinition],
+    scope: Scope,
+    limits: Mapping[str, float] | None,
+) -> dict[str, Kpi]:
     lim = {**DEFAULT_LIMITS, **(limits or {})}
     out: dict[str, Kpi] = {}
-    for k in CATALOG if ids is None else [get(i) for i in ids]:
+    for k in wanted:
+        if k.scope != scope:
+            raise ValueError(f"KPI {k.id!r} is a {k.scope} KPI, not computed from {scope} rows")
         value, num, den = _value(k, c)
         kpi = Kpi(k.id, k.label, k.definition, value, k.unit, num, den)
         masks = [rule.mask(c, lim) for rule in k.flags]
@@ -892,8 +1028,9 @@ def describe(limits: Mapping[str, float] | None = None) -> list[dict[str, object
             "influxql": influxql_expression(k.id),
             "when_empty": k.when_empty,
             "flags": [{"code": f.code, "reason": f.text(lim)} for f in k.flags],
+            "scope": k.scope,
         }
-        for k in CATALOG
+        for k in (*CATALOG, *SITE_CATALOG)
     ]
 
 
@@ -915,7 +1052,7 @@ def markdown_table() -> str:
         "| id | label | definition | from components | unit | view |",
         "|---|---|---|---|---|---|",
     ]
-    for k in CATALOG:
+    for k in (*CATALOG, *SITE_CATALOG):
         flags = "; ".join(f.code for f in k.flags)
         definition = k.definition + (f" (flags: {flags})" if flags else "")
         rows.append(

@@ -99,6 +99,10 @@ class SiteComputer:
             if mid in self.paths:
                 self.meter_of_machine[mid] = meter
         self.plant = self.plant_meters()  # refuse ambiguous meters at start-up
+        # site-level renewable meters (on-site generation, contracted green power): their
+        # energy is the renewable share's numerator, the site's use of energy its denominator
+        self.renewable = [m for m in site.meters if m.renewable and not m.asset]
+        self.output_machines = frozenset(site.output_machines())
         ef = {f.medium: f.value for f in self.factors}
         elec = self.conversion.coefficients.get("electricity")
         self.contexts: dict[str, MachineContext] = {}
@@ -297,6 +301,10 @@ class SiteComputer:
                 self.windows(kind, None, start_ns, end_ns), start_ns, end_ns, True
             )
         e_start, e_tags, e_fields = self._plant_energy(data, energy_windows)
+        e_fields.update(
+            self.site_output(comp, machines, np.concatenate(starts) if starts else
+                             np.empty(0, np.int64), energy_windows)
+        )  # fmt: skip
         return SiteResult(
             kind, machines, tags,
             np.concatenate(starts) if starts else np.empty(0, np.int64),
@@ -326,7 +334,9 @@ class SiteComputer:
         out = [m for m in self.site.meters if not m.asset and (m.purchased or m.medium == "water")]
         by_medium: dict[str, list[str]] = {}
         for m in out:
-            by_medium.setdefault(m.medium, []).append(m.id)
+            # a purchased green-power supply on its own meter is an intake beside the grid's
+            key = f"{m.medium} (renewable)" if m.renewable else m.medium
+            by_medium.setdefault(key, []).append(m.id)
         clash = {k: v for k, v in by_medium.items() if len(v) > 1}
         if clash:
             raise ConfigError(
@@ -343,14 +353,9 @@ class SiteComputer:
         n = len(w.start_ns)
         by_medium: dict[str, F64] = {}
         for meter in self.plant:
-            sig = data.meters.get(meter.id)
-            if sig is None or not len(sig):
-                continue
-            ts, inc, _ = counter_increments(
-                sig.ts_ns, np.asarray(sig.value, np.float64), rollover=meter.rollover
-            )
-            q = increments_by_window(ts, inc, w.start_ns, w.end_ns, closed="right")
-            by_medium[meter.medium] = by_medium.get(meter.medium, np.zeros(n)) + q
+            q = self._meter_quantity(data, meter, w)
+            if q is not None:
+                by_medium[meter.medium] = by_medium.get(meter.medium, np.zeros(n)) + q
         coef = self.conversion.coefficients
         ef = {f.medium: f.value for f in self.factors}
         fields: dict[str, F64] = {}
@@ -364,12 +369,57 @@ class SiteComputer:
             kgco2 += q * ef.get(medium, 0.0)
         fields["kgce"] = kgce
         fields["kgco2"] = kgco2
+        if self.renewable:
+            # written only where a renewable meter is configured: elsewhere the share is absent
+            # (null), not 0 %; produced on site is not purchased, so it is added to the use
+            renewable = np.zeros(n)
+            use = kgce.copy()
+            for meter in self.renewable:
+                q = self._meter_quantity(data, meter, w)
+                if q is None or meter.medium not in coef:
+                    continue
+                renewable += q * coef[meter.medium].value
+                if not meter.purchased:
+                    use += q * coef[meter.medium].value
+            fields["renewable_kgce"] = renewable
+            fields["energy_use_kgce"] = use
         site_tags = {"enterprise": self.site.enterprise, "site": self.site.site}
         # plant day rows carry no ``date`` tag: one series per site (a tag per day would make a
         # year of a district's factories hundreds of thousands of series, and InfluxDB's cost of
         # a cross-site sum grows with series, not points); the timestamp is the local day start
         return w.start_ns, [{**site_tags, **{k: v for k, v in t.items() if k != DATE_TAG}}
                             for t in w.tags], fields  # fmt: skip
+
+    @staticmethod
+    def _meter_quantity(data: SiteData, meter: MeterConfig, w: Windows) -> F64 | None:
+        """A meter's increments booked into each window (None: the meter has no data)."""
+        sig = data.meters.get(meter.id)
+        if sig is None or not len(sig):
+            return None
+        ts, inc, _ = counter_increments(
+            sig.ts_ns, np.asarray(sig.value, np.float64), rollover=meter.rollover
+        )
+        q: F64 = increments_by_window(ts, inc, w.start_ns, w.end_ns, closed="right")
+        return q
+
+    def site_output(
+        self, comp: Components, machines: list[str], row_start_ns: I64, w: Windows
+    ) -> dict[str, F64]:
+        """The site's output per window ``w``: good parts (``output_gq``) and their value
+        (``output_value_cny``) of the output machines (``SiteModel.output_machines``), from the
+        machine rows starting inside each window. The denominators of the plant's water and
+        energy per unit, beside the plant meters' quantities in the same row."""
+        n = len(w.start_ns)
+        gq = np.zeros(n)
+        value = np.zeros(n)
+        if n and len(machines):
+            mine = np.isin(np.asarray(machines, object), list(self.output_machines))
+            idx = np.searchsorted(w.start_ns, row_start_ns, "right") - 1
+            inside = mine & (idx >= 0)
+            inside[inside] &= row_start_ns[inside] < w.end_ns[idx[inside]]
+            gq = np.bincount(idx[inside], comp.gq[inside], n).astype(np.float64)
+            value = np.bincount(idx[inside], comp.output_value_cny[inside], n).astype(np.float64)
+        return {"output_gq": gq, "output_value_cny": value}
 
     def _planned_down(self, result: SiteResult) -> list[dict[str, object]]:
         """The calendars' planned down entries inside the result's range (which break, meeting
@@ -486,10 +536,10 @@ class SiteComputer:
             }
             for i, (t, s) in enumerate(zip(result.energy_tags, result.energy_start_ns, strict=True))
         ]
-        plant_gq = float(c.gq.sum()) if len(c) else 0.0
-        total_kgce = (
-            float(result.energy_fields["kgce"].sum()) if "kgce" in result.energy_fields else 0.0
-        )
+        # the catalog's site KPIs over the whole result: the plant rows' fields summed (sum over
+        # sum), the output being the output machines' good parts (a part counted once)
+        totals = {k: np.array([float(np.nansum(v))]) for k, v in result.energy_fields.items()}
+        plant = catalog.evaluate_site(totals, 1) if len(result.energy_start_ns) else {}
         return {
             "site": f"{self.site.enterprise}/{self.site.site}",
             "window": result.kind,
@@ -497,10 +547,7 @@ class SiteComputer:
             "machines": out_rows,
             "rollups": levels,
             "plant_energy": energy,
-            "plant_kgce_per_good": {
-                "label": "kgce/GQ (plant meters / good parts of all machines)",
-                "value": total_kgce / plant_gq if plant_gq else None,
-            },
+            "plant_kpis": {k: {"id": k, **v.at(0)} for k, v in plant.items()},
             "energy_conversion": result.conversion,
             "emission_factors": result.factors,
             "notes": result.notes,

@@ -109,8 +109,9 @@ class Kpi:
             "unit": self.unit,
         }
         if self.numerator is not None and self.denominator is not None:
-            out["numerator"] = float(self.numerator[i])
-            out["denominator"] = float(self.denominator[i])
+            num, den = float(self.numerator[i]), float(self.denominator[i])
+            out["numerator"] = None if math.isnan(num) else num  # absent (no such meter)
+            out["denominator"] = None if math.isnan(den) else den
         flags = self.flags_at(i)
         if flags:
             out["flag"] = "; ".join(f["reason"] for f in flags)

@@ -63,6 +63,10 @@ def kpi_ids(text: str | None, default: tuple[str, ...]) -> list[str]:
         return list(default)
     ids = [t.strip() for t in text.split(",") if t.strip()]
     for kid in ids:
+        if kid in catalog.SITE_KPIS:
+            raise bad_request(
+                "kpi", f"{kid!r} is a site KPI (the plant as a whole): GET .../plant has it", kid
+            )
         if kid not in catalog.KPIS:
             raise bad_request("kpi", f"unknown KPI id {kid!r}; GET /api/v1/kpis lists them", kid)
     return ids

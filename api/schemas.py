@@ -72,6 +72,8 @@ class KpiDefinitionOut(BaseModel):
     influxql: str
     when_empty: str
     flags: list[FlagOut]
+    # machine: over kpi_machine_* components; site: over the plant rows (GET .../plant)
+    scope: str = "machine"
 
 
 class SiteOut(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from analytics.catalog import CATALOG, influxql_expression
+from analytics.catalog import CATALOG, SITE_CATALOG, influxql_expression
 from dashboards.grafana import calculate_interval, panel_resolution
 
 __all__ = [
@@ -146,7 +146,8 @@ def _check_json_target(target: Mapping[str, Any]) -> list[str]:
 def _check_ratio(query: str) -> list[str]:
     """Every division in an InfluxQL query must be a catalog expression (sum over sum)."""
     text = _REGEX_LITERAL.sub("=~ /re/", query)
-    for expr in sorted((influxql_expression(k.id) for k in CATALOG), key=len, reverse=True):
+    every = (*CATALOG, *SITE_CATALOG)
+    for expr in sorted((influxql_expression(k.id) for k in every), key=len, reverse=True):
         text = text.replace(expr, "KPI")
     # identifiers ("kgce/GQ") and strings (tz('Asia/Shanghai')) may hold a slash
     bare = _QUOTED.sub("q", text.replace("/re/", ""))
@@ -165,7 +166,7 @@ def _check_calculations(panel: Mapping[str, Any]) -> list[str]:
     a KPI with a scale (per 10k CNY) must then be multiplied by exactly that scale."""
     scales = {
         (k.numerator[0], k.denominator[0]): k.scale
-        for k in CATALOG
+        for k in (*CATALOG, *SITE_CATALOG)
         if len(k.numerator) == 1 and len(k.denominator) == 1 and not k.factors
     }
     calcs = [

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analytics.catalog import KPIS, influxql_expression
+from analytics.catalog import KPIS, SITE_KPIS, influxql_expression
+from analytics.catalog import get as catalog_get
 from analytics.config import EnergyConfig
 from analytics.green import CoefficientLibrary
 from analytics.states import StateClassifier
@@ -70,6 +71,8 @@ _UNITS = {
     "kgCO2": "suffix: kgCO2",
     "kgce/10k CNY": "suffix: kgce/10k CNY",
     "kgCO2/10k CNY": "suffix: kgCO2/10k CNY",
+    "m3": "suffix: m³",
+    "m3/10k CNY": "suffix: m³/10k CNY",
     "items": "none",
     "1/h": "suffix: /h",
 }
@@ -94,7 +97,7 @@ SITE_DAY = schema.kpi_site_measurement("day")
 
 
 def unit_of(kpi_id: str) -> str:
-    return _UNITS[KPIS[kpi_id].unit]
+    return _UNITS[catalog_get(kpi_id).unit]
 
 
 def kpi(kpi_id: str, alias: str | None = None) -> str:
@@ -104,7 +107,7 @@ def kpi(kpi_id: str, alias: str | None = None) -> str:
 
 def total(component: str, alias: str | None = None) -> str:
     """``sum("component") AS "alias"`` (a stored component, summed: no ratio)."""
-    if component not in schema.COMPONENT_FIELDS:
+    if component not in (*schema.COMPONENT_FIELDS, *schema.SITE_COMPONENT_FIELDS):
         raise ValueError(f"unknown KPI component {component!r}")
     return f"sum({ident(component)}) AS {ident(alias or component)}"
 
@@ -1049,15 +1052,45 @@ def plant_fields(site: SiteModel) -> list[str]:
 
 
 VALUE_KPIS = ("kgce_per_10k_cny", "kgco2_per_10k_cny")
+# the plant's bars per local month: (title, catalog site KPIs, their aliases)
+PLANT_MONTHLY: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    (
+        "Water per unit of output, month by month",
+        ("water_per_output", "water_per_10k_cny"),
+        ("m3 per good part", "m3 per 10k CNY"),
+    ),
+    (
+        "Plant energy and CO2 per unit of output, month by month",
+        ("plant_kgce_per_output", "plant_kgco2_per_output"),
+        ("kgce per good part (plant)", "kgCO2 per good part (plant)"),
+    ),
+    ("Renewable share, month by month", ("renewable_share",), ("renewable share",)),
+)
+PLANT_KPIS = (
+    "water_per_output",
+    "water_per_10k_cny",
+    "plant_kgce_per_output",
+    "plant_kgco2_per_output",
+    "renewable_share",
+)
 
 
-def _monthly(title: str, ids: Sequence[str], aliases: Sequence[str], zone: str) -> dict[str, Any]:
+def _monthly(
+    title: str,
+    ids: Sequence[str],
+    aliases: Sequence[str],
+    zone: str,
+    *,
+    measurement: str = DAY,
+    where: str = ASSET_FILTER,
+) -> dict[str, Any]:
     """A bar per local month of the catalog KPIs ``ids`` (plain ratios of one component each).
 
     InfluxQL has no calendar month: the query sums the KPIs' components per local day and
     Grafana sums them per local month (format time YYYY-MM in the site's time zone, group by,
     sum) before dividing and scaling: sum over sum, never a mean of ratios."""
-    terms = [(KPIS[i].numerator[0], KPIS[i].denominator[0], KPIS[i].scale) for i in ids]
+    ks = [catalog_get(i) for i in ids]
+    terms = [(k.numerator[0], k.denominator[0], k.scale) for k in ks]
     components = list(dict.fromkeys(c for n, d, _ in terms for c in (n, d)))
     ratio_alias = [a if scale == 1 else f"{a} (unscaled)" for a, (_, _, scale) in zip(aliases, terms, strict=True)]  # fmt: skip
     divide = [
@@ -1096,7 +1129,13 @@ def _monthly(title: str, ids: Sequence[str], aliases: Sequence[str], zone: str) 
         [
             influx_target(
                 "A",
-                select([total(c) for c in components], DAY, time_group="1d", zone=zone),
+                select(
+                    [total(c) for c in components],
+                    measurement,
+                    where=where,
+                    time_group="1d",
+                    zone=zone,
+                ),
                 fmt="table",
             )
         ],
@@ -1141,11 +1180,13 @@ def _monthly(title: str, ids: Sequence[str], aliases: Sequence[str], zone: str) 
 
 def green_factory(site: SiteModel, energy: EnergyConfig) -> _Board:
     zone = site.timezone
+    renewable = [m.id for m in site.meters if m.renewable and not m.asset]
     b = _Board(
         "zhizao-green-factory",
         "Green factory",
         "Comprehensive energy (GB/T 2589) and CO2 per good part, per part and per 10k CNY of "
-        "output value, the plant's purchased media, and the coefficients in use. Days and months are local to the site.",
+        "output value, the plant's water and energy per unit of its output, the renewable "
+        "share, the plant's purchased media, and the coefficients in use. Days and months are local to the site.",
         zone,
         "now-90d",
         "",
@@ -1224,6 +1265,32 @@ def green_factory(site: SiteModel, energy: EnergyConfig) -> _Board:
         12,
         8,
     )
+    # the plant as a whole (kpi_site_day): its meters over its output machines' good parts
+    for i in PLANT_KPIS:
+        k = SITE_KPIS[i]
+        b.add(
+            stat(
+                k.label,
+                f"Over the range (days starting in it), the plant row (kpi_site_day): "
+                f"{k.definition}. Output machines: {', '.join(site.output_machines()) or 'none'}."
+                + (
+                    f" Renewable meters: {', '.join(renewable) or 'none (no value)'}."
+                    if i == "renewable_share"
+                    else ""
+                ),
+                [influx_target("A", select([kpi(i, k.label)], SITE_DAY, where=SITE_FILTER))],
+                unit=unit_of(i),
+                decimals=1 if i == "renewable_share" else 3,
+            ),
+            24 // len(PLANT_KPIS),
+            4,
+        )
+    for title, monthly_ids, aliases in PLANT_MONTHLY:
+        b.add(
+            _monthly(title, monthly_ids, aliases, zone, measurement=SITE_DAY, where=SITE_FILTER),
+            12,
+            8,
+        )
     fields = plant_fields(site)
     site_cols = [f"sum({ident(f)}) AS {ident(f)}" for f in (*fields, "kgce", "kgco2")]
     b.add(

@@ -440,7 +440,14 @@ def kpi_config(stack: DemoStack, *, backfill_s: float) -> dict[str, Any]:
             "backfill_s": max(backfill_s, 1.0),
             "delay_s": stack.kpi_delay_s(),
         },
-        "signals": {"meter_measurement": "energy", "meter_tag": "machine"},
+        # the demo's gateway writes every meter (water too) to the "energy" measurement: read
+        # them all from there (the default reads water from "water", and the plant's water would
+        # be missing from the plant rows)
+        "signals": {
+            "meter_measurement": "energy",
+            "meter_measurements": {},
+            "meter_tag": "machine",
+        },
         # the plant's intake meters; the compressor's meter sits behind em-main (a sub-meter)
         "energy": {"plant_meters": plant_meters(stack.site)},
     }

@@ -391,6 +391,16 @@ def default_site(cnc_machines: int = 3) -> SiteModel:
             mqtt_topic=f"{enterprise}/{site}/utilities/main/energy_kwh",
         ),
         MeterConfig(
+            id="pv-roof",
+            medium="electricity",
+            unit="kWh",
+            signal="energy_kwh",
+            asset="",
+            purchased=False,  # generated on site: not purchased energy, but renewable
+            renewable=True,
+            mqtt_topic=f"{enterprise}/{site}/utilities/pv/energy_kwh",
+        ),
+        MeterConfig(
             id="gm-main",
             medium="natural_gas",
             unit="m3",
@@ -515,6 +525,8 @@ class SimConfig(StrictModel):
     gas_shift_m3_per_h: float = Field(default=14.0, ge=0)
     gas_off_m3_per_h: float = Field(default=1.5, ge=0)
     water_base_m3_per_h: float = Field(default=0.6, ge=0)
+    # rooftop solar peak (kept below the off-shift base load: the grid meter never runs back)
+    solar_peak_kw: float = Field(default=6.0, ge=0)
     washer_m3_per_h: float = Field(default=1.8, ge=0)  # ASM1 parts washer, while in cycle
     compressor_loaded_kw: float = Field(default=15.0, ge=0)
     compressor_unloaded_kw: float = Field(default=4.0, ge=0)

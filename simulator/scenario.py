@@ -265,6 +265,20 @@ class _Timeline:
         self.product.append(product)
 
 
+def _solar_kw(
+    timezone: str, start_ns: int, end_ns: int, peak_kw: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Solar output as hourly pieces: peak x sin over 07:00-17:00 local time, every day."""
+    s: list[int] = []
+    rate: list[float] = []
+    for _, midnight in local_day_starts(timezone, start_ns, end_ns):  # days, not samples
+        for h in range(7, 17):
+            s.append(midnight + h * 3600 * NS_PER_S)
+            rate.append(peak_kw * math.sin(math.pi * (h + 0.5 - 7) / 10))
+    starts = _i64(s)
+    return starts, starts + 3600 * NS_PER_S, np.asarray(rate, np.float64)
+
+
 def _ms(seconds: float) -> int:
     """A duration in ns, rounded to whole ms and at least 1 ms."""
     return max(1, round(seconds * 1000)) * NS_PER_MS
@@ -579,6 +593,7 @@ def _meters(
     infos: list[MeterInfo] = []
     own: dict[int, list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]]] = {}
     parents: list[tuple[int, str]] = []
+    solar: list[int] = []
     for k, meter in enumerate(site.meters):
         rollover = meter.rollover if meter.rollover is not None else math.inf
         target = meter.asset.split("/")[-1] if meter.asset else ""
@@ -631,6 +646,12 @@ def _meters(
                 rate = np.where(is_loaded, config.compressor_air_m3_per_min * 60.0, 0.0)
                 pieces.append((cs, ce, rate.astype(np.float64)))
             initial = float(rng.uniform(1_000.0, 50_000.0))
+        elif meter.medium == "electricity" and meter.renewable:
+            # rooftop solar: a half sine over the local daylight hours, hour by hour; the
+            # plant consumes all of it, so the main (grid) meter takes it off its intake
+            pieces.append(_solar_kw(site.timezone, start_ns, end_ns, config.solar_peak_kw))
+            solar.append(k)
+            initial = float(rng.uniform(1_000.0, 20_000.0))
         elif meter.medium == "electricity":
             pieces.append((shift_s, shift_e, np.full(len(shift_s), config.base_load_shift_kw)))
             pieces.append((off_s, off_e, np.full(len(off_s), config.base_load_off_kw)))
@@ -686,6 +707,8 @@ def _meters(
         for j, m in enumerate(site.meters):
             if j != k and m.medium == medium and (m.asset or "compressor" in m.id):
                 own[k] = own[k] + own[j]
+            elif j in solar and medium == "electricity":  # generated on site: less from the grid
+                own[k] = own[k] + [(s, e, -r) for s, e, r in own[j]]
     for k, pieces in own.items():
         for s, e, r in pieces:
             segs.append((k, s, e, np.asarray(r, dtype=np.float64)))

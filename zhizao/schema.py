@@ -26,6 +26,7 @@ __all__ = [
     "QUALITY_MEASUREMENT",
     "RAW_MEASUREMENTS",
     "SHIFT_TAG",
+    "SITE_COMPONENT_FIELDS",
     "TARGET_COMPONENTS",
     "TIME_COMPONENTS",
     "VALUE_COMPONENTS",
@@ -139,6 +140,23 @@ COMPONENT_FIELDS: Final[tuple[str, ...]] = (
     *METERED_COMPONENTS,
     *VALUE_COMPONENTS,
     *NO_PRODUCT_COMPONENTS,
+)
+
+
+# the plant row (``kpi_site_*``) beside the plant meters' ``<medium>_<unit>`` quantities: the
+# comprehensive energy and CO2 of the purchased media, the site's output (the output machines'
+# good parts and their value: ``SiteModel.output_machines``), and where a site-level meter is
+# marked renewable, the renewable energy and the site's whole use of energy (purchased plus
+# produced on site), in kgce. The site KPIs of the catalog are ratios of these.
+SITE_COMPONENT_FIELDS: Final[tuple[str, ...]] = (
+    "water_m3",
+    "electricity_kwh",
+    "kgce",
+    "kgco2",
+    "output_gq",
+    "output_value_cny",
+    "renewable_kgce",
+    "energy_use_kgce",
 )
 
 

@@ -222,6 +222,9 @@ class MeterConfig(StrictModel):
     asset: str = ""
     # purchased from outside the site (counted in energy/CO2) or produced on site (not counted again)
     purchased: bool = True
+    # renewable energy (on-site solar or wind, or a contracted green-power supply on its own
+    # meter): a site-level renewable meter makes the site's renewable share computable
+    renewable: bool = False
     # MQTT topic carrying the counter, where the meter publishes plain JSON per tag
     mqtt_topic: str | None = None
 
@@ -235,6 +238,9 @@ class MachineConfig(StrictModel):
     networked: bool = True
     original_value_cny: float | None = Field(default=None, ge=0)
     calendar: str | None = None  # overrides the line's calendar
+    # its good parts are the site's output (water and energy per unit of the plant divide by
+    # them); None: the last machine of its line is the line's output
+    output: bool | None = None
 
 
 class LineConfig(StrictModel):
@@ -345,6 +351,21 @@ class SiteModel(StrictModel):
 
     def machines(self) -> list[tuple[AreaConfig, LineConfig, MachineConfig]]:
         return [(a, ln, m) for a in self.areas for ln in a.lines for m in ln.machines]
+
+    def output_machines(self) -> list[str]:
+        """The machines whose good parts are the site's output: those marked ``output: true``,
+        and on each line without any mark the last machine (the end of the line; its upstream
+        machines' parts are in it, so summing every machine would count a part once per
+        operation)."""
+        out: list[str] = []
+        for area in self.areas:
+            for line in area.lines:
+                marked = [m.id for m in line.machines if m.output]
+                if marked:
+                    out += marked
+                elif line.machines and line.machines[-1].output is None:
+                    out.append(line.machines[-1].id)
+        return out
 
     def calendar_for(self, machine_id: str) -> CalendarConfig:
         for _, line, m in self.machines():

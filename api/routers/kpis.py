@@ -11,6 +11,7 @@ from api.auth import PrincipalDep, SiteContext, site_access
 from api.export import history_table, to_csv, to_xlsx
 from api.history import Grouping, HistoryRequest, Level, history_rows
 from api.params import bad_request, kpi_ids, time_range_ns
+from api.plant import PlantGrouping, plant_rows
 from api.schemas import HistoryOut, KpiDefinitionOut
 from api.state import get_state
 
@@ -266,6 +267,43 @@ async def energy(
             }
             for f in computer.factors
         ],
+    }
+
+
+@router.get(
+    "/sites/{site}/plant",
+    operation_id="plant",
+    summary="the plant's metered quantities, its output, water and energy per unit of output "
+    "and the renewable share (the catalog's site KPIs), per hour, day, month or range",
+    openapi_extra={"x-zhizao-policy": "telemetry"},
+)
+async def plant(
+    request: Request,
+    ctx: Telemetry,
+    start: FromQ,
+    end: ToQ,
+    grouping: PlantGrouping = "range",
+) -> dict[str, Any]:
+    """From the KPI engine's plant rows (``kpi_site_hour``; ``kpi_site_day`` for day and month):
+    each bucket's sums and the site KPIs over them (sum over sum). A KPI whose field the site
+    does not have (no water meter, no meter marked renewable) is null with its reason, not 0."""
+    site = ctx.model
+    lo, hi = time_range_ns(
+        site,
+        start,
+        end,
+        max_days=_max_days(request, "hour" if grouping == "hour" else "day"),
+        what=f"grouping {grouping!r}",
+    )
+    rows, q = await plant_rows(get_state(request), site, grouping, lo, hi)
+    return {
+        "site": site.site,
+        "grouping": grouping,
+        "timezone": site.timezone,
+        "output_machines": site.output_machines(),
+        "renewable_meters": [m.id for m in site.meters if m.renewable and not m.asset],
+        "rows": rows,
+        "query": q,
     }
 
 

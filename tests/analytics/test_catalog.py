@@ -117,7 +117,8 @@ def test_readme_table_is_generated_from_the_catalog() -> None:
 
 def test_describe_lists_every_kpi_with_its_influxql() -> None:
     listing = catalog.describe()
-    assert [d["id"] for d in listing] == [k.id for k in catalog.CATALOG]
+    assert [d["id"] for d in listing] == [k.id for k in (*catalog.CATALOG, *catalog.SITE_CATALOG)]
+    assert {d["scope"] for d in listing if d["id"] in catalog.SITE_KPIS} == {"site"}
     oee = next(d for d in listing if d["id"] == "oee")
     # the planned busy time without a known product is not in OEE's denominator
     assert oee["influxql"] == 'sum("pri_gq_s") / (sum("pbt_s") - sum("pbt_no_product_s"))'

@@ -45,7 +45,11 @@ SITE = {
                 {
                     "id": "l1",
                     "calendar": "day",
-                    "machines": [{"id": "M1", "type": "cnc"}, {"id": "M9", "type": "cnc"}],
+                    # M1 finishes the parts (the plant output); M9 makes nothing
+                    "machines": [
+                        {"id": "M1", "type": "cnc", "output": True},
+                        {"id": "M9", "type": "cnc"},
+                    ],
                 }
             ],
         }
@@ -240,7 +244,8 @@ def test_shift_energy_per_good_part_uses_the_shifts_energy(
     assert energy.get("natural_gas_m3", 0) == 0
     gq = sum(r["components"]["gq"] for r in report["machines"])
     assert gq == 351
-    assert report["plant_kgce_per_good"]["value"] == pytest.approx(2005 * 0.1229 / 351, rel=1e-9)
+    plant = report["plant_kpis"]["plant_kgce_per_output"]
+    assert plant["value"] == pytest.approx(2005 * 0.1229 / 351, rel=1e-9)
 
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "gb18030"])

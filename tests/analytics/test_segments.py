@@ -90,6 +90,15 @@ SITE: dict[str, Any] = {
             "asset": "machining/l1/M1",
         },
         {"id": "em-main", "medium": "electricity", "unit": "kWh", "signal": "energy_kwh"},
+        # rooftop solar: the plant row's renewable_kgce and energy_use_kgce
+        {
+            "id": "pv",
+            "medium": "electricity",
+            "unit": "kWh",
+            "signal": "energy_kwh",
+            "purchased": False,
+            "renewable": True,
+        },
     ],
 }
 
@@ -148,12 +157,14 @@ def streams(rng: np.random.Generator, days: float, late_s: float) -> list[Sample
     # a connection loss marked by the gateway: BAD from 10:07 to 10:41 on day 1
     out.append((at(1, 607), f"data_quality,{TAGS},machine=M1,measurement=machine_state state=2i"))
     out.append((at(1, 641), f"data_quality,{TAGS},machine=M1,measurement=machine_state state=0i"))
-    t, kwh, main = at(-1, 23 * 60), 0.0, 0.0
+    t, kwh, main, pv = at(-1, 23 * 60), 0.0, 0.0, 0.0
     while t < end:
         kwh += float(rng.uniform(0, 2.5))
         main += float(rng.uniform(0, 40))
+        pv += float(rng.uniform(0, 5))
         out.append((t, f"energy,{TAGS},machine=M1,meter=em-M1 energy_kwh={kwh!r}"))
         out.append((t, f"energy,enterprise=acme,site=plant1,meter=em-main energy_kwh={main!r}"))
+        out.append((t, f"energy,enterprise=acme,site=plant1,meter=pv energy_kwh={pv!r}"))
         t += 600 * S
     dedup = {(ts, line.split(" ")[0], line.split(" ")[1].split("=")[0]): (ts, line)
              for ts, line in out}  # fmt: skip
@@ -301,6 +312,8 @@ def test_incremental_engine_equals_full_recomputation(
             for j, t in enumerate(r.energy_start_ns.tolist()):
                 if t >= lo:
                     got = site_rows[("", int(t))]
+                    # the site's output and the renewable fields are in the plant row too
+                    assert {"output_gq", "output_value_cny", "renewable_kgce"} <= set(got)
                     for name, col in r.energy_fields.items():
                         assert got[name] == pytest.approx(float(col[j]), rel=1e-9), (kind, t, name)
 

@@ -123,6 +123,36 @@ def test_energy_per_good_part_and_flags(example: ApiServer) -> None:
     assert all(h["kpis"]["quality"]["flags"][0]["code"] == "no_denominator" for h in night)
 
 
+def test_plant_row_has_the_line_ends_output_and_absent_meters_are_null(
+    example: ApiServer,
+) -> None:
+    """The worked example has machine meters only: the plant's output is the line's last
+    machine (M3), its water per unit and renewable share are null with the reason, not 0."""
+    out = example.json(f"/api/v1/sites/{wx.SITE}/plant", **{"from": DAY, "to": NEXT})
+    assert out["output_machines"] == ["M3"] and out["renewable_meters"] == []
+    (row,) = out["rows"]
+    m3 = _history(example, level="machine", grouping="day", kpi="quality", machine="M3")
+    assert row["quantities"]["output_gq"] == m3[0]["components"]["gq"] > 0
+    for kpi_id, reason in (("water_per_output", "no plant water meter data"),
+                           ("renewable_share", "renewable: true")):  # fmt: skip
+        k = row["kpis"][kpi_id]
+        assert k["value"] is None and reason in k["flag"], k
+    days = example.json(
+        f"/api/v1/sites/{wx.SITE}/plant", **{"from": DAY, "to": NEXT, "grouping": "day"}
+    )
+    assert [r["window"]["label"] for r in days["rows"]] == [DAY[:10]]
+    assert days["rows"][0]["quantities"]["output_gq"] == row["quantities"]["output_gq"]
+    r = example.get(
+        f"/api/v1/sites/{wx.SITE}/plant", **{"from": DAY, "to": NEXT, "grouping": "shift"}
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "grouping", r.text
+    r = example.get(
+        f"/api/v1/sites/{wx.SITE}/kpis/history",
+        **{"from": DAY, "to": NEXT, "kpi": "water_per_output"},
+    )
+    assert r.status_code == 422 and "GET .../plant" in r.text, r.text
+
+
 def test_bad_input_is_a_4xx_naming_the_field(example: ApiServer) -> None:
     base = f"/api/v1/sites/{wx.SITE}/kpis/history"
     cases = [

@@ -354,3 +354,35 @@ def test_stop_reasons_panel_is_the_apis_pareto(day: Day) -> None:
     assert "Spindle fault" in got and got["Spindle fault"][1] == 1
     assert rows == sorted(rows, key=lambda r: -r["Downtime"])
     assert rows[-1]["Cumulative"] == pytest.approx(1.0)
+
+
+def test_green_factory_plant_panels_are_the_apis_plant_row(day: Day) -> None:
+    """Water and energy per unit of the site's output and the renewable share: each Green-factory
+    stat equals the API's ``/plant`` over the same day, the output is the line ends' good parts
+    (the API's machine rows for CNC3 and ASM1) and the solar meter's energy is the share's
+    numerator."""
+    results = _run(day, "zhizao-green-factory", day.ctx())
+    span = {"from": "2026-11-26T00:00:00+08:00", "to": "2026-11-27T00:00:00+08:00"}
+    plant = _api(day, "GET", "/plant", params={**span, "grouping": "range"})
+    assert plant["output_machines"] == ["CNC3", "ASM1"]
+    assert plant["renewable_meters"] == ["pv-roof"]
+    (row,) = plant["rows"]
+    for kpi_id, k in (("water_per_output", "m3/output"), ("water_per_10k_cny", "m3/10k CNY"),
+                      ("plant_kgce_per_output", "plant kgce/output"),
+                      ("renewable_share", "renewable/energy use")):  # fmt: skip
+        want = row["kpis"][kpi_id]["value"]
+        assert want is not None and want > 0, (kpi_id, row)
+        (shown,) = reduce_panel(results, k, k).values()
+        assert shown == pytest.approx(want, rel=1e-9), kpi_id
+    machines = _api(day, "GET", "/kpis/history",
+                    params={**span, "level": "machine", "grouping": "range", "kpi": "quality"})  # fmt: skip
+    gq = sum(r["components"]["gq"] for r in machines["rows"]
+             if r["asset"]["machine"] in plant["output_machines"])  # fmt: skip
+    assert row["quantities"]["output_gq"] == gq > 0
+    q = (
+        'SELECT last("energy_kwh") - first("energy_kwh") AS "kwh" FROM "energy" WHERE '
+        f"\"machine\" = 'pv-roof' AND time > {DAY_FROM_MS}ms AND time <= {DAY_TO_MS + 1}ms"
+    )
+    (pv,) = asyncio.run(day.stack.query(q))
+    kwh = float(pv.values["kwh"][0])
+    assert row["quantities"]["renewable_kgce"] == pytest.approx(kwh * 0.1229, rel=0.02)

@@ -17,7 +17,10 @@ own loop disconnects, backs off and reconnects. Nothing stops silently:
 refusal of the outbox (``OutboxFull``: policy ``refuse_new``, or a full disk) is counted per
 reason in ``stats.rejected`` (``outbox_full``, ``disk_full``) and never counted as collected.
 ``flush`` keeps a batch whose emit raised and stores it first at the next flush, so a failing
-flush ends the session but loses nothing already received.
+flush ends the session but loses nothing already received, up to ``max_pending_samples``: a
+store that keeps failing (not a refusal, which is counted at once) would otherwise grow the
+gateway's memory without bound, so beyond it the oldest kept batches are dropped and their
+device samples counted in ``stats.rejected["store_failing"]``, logged once per episode.
 
 ``QualityMarkers`` holds the per-signal quality state behind the ``data_quality`` markers.
 """
@@ -79,6 +82,10 @@ def is_connection_loss(exc: BaseException) -> bool:
     return isinstance(exc, SourceUnavailable | ConnectionError | TimeoutError)
 
 
+# samples a source keeps in memory while storing them fails (about 40 MB of columns)
+MAX_PENDING_SAMPLES = 1_000_000
+
+
 class SourceRuntime:
     """Supervision, emits and connection markers of one source (see the module docstring)."""
 
@@ -93,8 +100,10 @@ class SourceRuntime:
         gateway_id: str,
         connection_lost: Callable[[BaseException], bool] = is_connection_loss,
         markers: QualityMarkers | None = None,
+        max_pending_samples: int = MAX_PENDING_SAMPLES,
     ) -> None:
         self.stats = stats
+        self.max_pending_samples = max_pending_samples
         self.sink = sink
         self.log = log
         self.connection_lost = connection_lost
@@ -109,6 +118,8 @@ class SourceRuntime:
         self._own = np.array(sorted(set(own)), np.int32)
         self._episodes: dict[str, Episode] = {}  # task -> its failure episode
         self._pending: deque[Drained] = deque()
+        self._pending_n = 0  # samples in _pending
+        self._dropping = Episode()
 
     # ------------------------------------------------------------------ supervision
 
@@ -244,14 +255,38 @@ class SourceRuntime:
         the batches stay for the next flush (nothing received is lost) and the error goes up."""
         if drained is not None and len(drained[0]):
             self._pending.append(drained)
+            self._pending_n += len(drained[0])
+            self._bound_pending()
         while self._pending:
             batch, server_ts_ns, status = self._pending[0]
             await self.emit(batch, server_ts_ns=server_ts_ns, status_code=status)
-            self._pending.popleft()
+            self._pending_n -= len(self._pending.popleft()[0])
+        if self._dropping.active:
+            n = self._dropping.recovered()
+            self.log.info("%s: storing works again (%d batches were dropped)", self.stats.name, n)
+
+    def _bound_pending(self) -> None:
+        """Drop the oldest kept batches beyond ``max_pending_samples`` (the newest always
+        stays), counting their device samples as rejected (``store_failing``)."""
+        while self._pending_n > self.max_pending_samples and len(self._pending) > 1:
+            batch = self._pending.popleft()[0]
+            self._pending_n -= len(batch)
+            lost = int(np.count_nonzero(~np.isin(batch.series, self._own)))
+            if lost:
+                self.stats.reject("store_failing", lost)
+            if self.markers is not None:
+                self.markers.forget(batch.series)
+            if self._dropping.failed():
+                self.log.error(
+                    "%s: storing in the outbox keeps failing; beyond %d kept samples the oldest "
+                    "are dropped and counted as rejected (store_failing)",
+                    self.stats.name,
+                    self.max_pending_samples,
+                )
 
     @property
     def pending_samples(self) -> int:
-        return sum(len(d[0]) for d in self._pending)
+        return self._pending_n
 
     async def connection(self, connected: bool) -> None:
         """One sample of the connection series: an outage is the interval between a 0 and a 1."""

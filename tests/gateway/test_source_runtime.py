@@ -19,12 +19,14 @@ from gateway.config import OpcUaSourceConfig
 from gateway.health import GatewayCollector
 from gateway.outbox import SqliteOutbox
 from gateway.sink import OutboxSink
+from gateway.sources.base import SourceStats
 from gateway.sources.opcua.source import OpcUaSource
+from gateway.sources.runtime import Drained, SourceRuntime
 from gateway.uplink import UplinkStats
 from tests.gateway.helpers import stored, wait_for
 from tests.gateway.opcua_server import TestOpcUaServer, node_id
 from zhizao.localstack import free_port
-from zhizao.model import Batch
+from zhizao.model import Batch, FieldType, SeriesKey
 
 pytestmark = pytest.mark.integration
 SUBSCRIBED, POLLED = 4, 4
@@ -183,3 +185,57 @@ async def test_polled_reads_are_cut_to_the_servers_max_nodes_per_read(tmp_path: 
         assert srv.read_sizes and max(srv.read_sizes) <= 3
         assert not source.stats.task_failures
         assert source.sessions == 1
+
+
+class _BrokenStore(OutboxSink):
+    """The real outbox behind a store that fails (not a refusal) until ``broken`` is cleared."""
+
+    broken = True
+
+    async def emit(
+        self,
+        batch: Batch,
+        *,
+        server_ts_ns: NDArray[np.int64] | None = None,
+        status_code: NDArray[np.uint32] | None = None,
+    ) -> None:
+        if self.broken:
+            raise RuntimeError("injected: the store keeps failing")
+        await super().emit(batch, server_ts_ns=server_ts_ns, status_code=status_code)
+
+
+async def test_a_store_that_keeps_failing_keeps_a_bounded_backlog_and_counts_what_it_drops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flush whose store keeps raising keeps at most ``max_pending_samples`` in memory (the
+    newest); the oldest beyond are dropped, counted as rejected ``store_failing``, logged once;
+    once the store works the kept ones are stored exactly once."""
+    outbox = SqliteOutbox(tmp_path / "o.sqlite")
+    sink = _BrokenStore(outbox)
+    stats = SourceStats("src", "opcua")
+    runtime = SourceRuntime(stats, sink, logging.getLogger("test.runtime"), enterprise="acme",
+                            site="s1", gateway_id="gw", max_pending_samples=250)  # fmt: skip
+    series = sink.series_index(
+        SeriesKey.make("spindle", {"site": "s1", "machine": "m1"}, "speed_rpm", FieldType.FLOAT)
+    )
+
+    def drained(k: int) -> Drained:
+        ts = (np.arange(100, dtype=np.int64) + 100 * k) * 1_000_000
+        return (Batch.build(outbox.table, np.full(100, series, np.int32), ts,
+                            np.arange(100, dtype=np.float64)), None, None)  # fmt: skip
+
+    with caplog.at_level(logging.INFO, logger="test.runtime"):
+        for k in range(6):  # six flush intervals of 100 samples, every store failing
+            with pytest.raises(RuntimeError):
+                await runtime.flush(drained(k))
+            assert runtime.pending_samples <= 300  # the bound plus the batch just received
+        assert runtime.pending_samples == 200
+        assert stats.rejected["store_failing"] == 400 and stats.samples == 0
+        sink.broken = False
+        await runtime.flush(None)
+    assert runtime.pending_samples == 0 and stats.samples == 200
+    ts = stored(outbox).ts_ns
+    np.testing.assert_array_equal(np.sort(ts), np.arange(400, 600, dtype=np.int64) * 1_000_000)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "store_failing" in errors[0].getMessage()
+    assert any("storing works again" in r.getMessage() for r in caplog.records)

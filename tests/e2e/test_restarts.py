@@ -22,9 +22,11 @@ from zhizao.demo_cli import load_demo
 
 START = "2026-11-26T05:30:00+08:00"
 SPEED = 600.0
-# 5 h (about 30 wall seconds): three whole hours stay completed even when the OPC UA session, and
-# so the first part count, comes up 80 simulated minutes (8 wall s) after the start
-HOURS = 5.0
+# 6 h (about 36 wall seconds): the comparison ends at the engine's last cut-off, 50 simulated
+# minutes (its delay at 600x) before the end, and starts at the first whole hour 10 minutes after
+# the first part count, which can come 80 simulated minutes after the start (the OPC UA session
+# waits for its certificate); three whole hours stay between the two
+HOURS = 6.0
 NS = 1_000_000_000
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]

@@ -301,13 +301,11 @@ class SiteComputer:
                 self.windows(kind, None, start_ns, end_ns), start_ns, end_ns, True
             )
         e_start, e_tags, e_fields = self._plant_energy(data, energy_windows)
-        e_fields.update(
-            self.site_output(comp, machines, np.concatenate(starts) if starts else
-                             np.empty(0, np.int64), energy_windows)
-        )  # fmt: skip
+        row_start = np.concatenate(starts) if starts else np.empty(0, np.int64)
+        e_fields.update(self.site_output(comp, machines, row_start, energy_windows))
         return SiteResult(
             kind, machines, tags,
-            np.concatenate(starts) if starts else np.empty(0, np.int64),
+            row_start,
             np.concatenate(ends) if ends else np.empty(0, np.int64),
             comp, e_start, e_tags, e_fields, notes,
             {f.medium: {"id": f.id, "value": f.value, "unit": f.unit, "year": f.year, "publisher": f.publisher} for f in self.factors},
@@ -378,9 +376,10 @@ class SiteComputer:
                 q = self._meter_quantity(data, meter, w)
                 if q is None or meter.medium not in coef:
                     continue
-                renewable += q * coef[meter.medium].value
+                meter_kgce = q * coef[meter.medium].value
+                renewable += meter_kgce
                 if not meter.purchased:
-                    use += q * coef[meter.medium].value
+                    use += meter_kgce
             fields["renewable_kgce"] = renewable
             fields["energy_use_kgce"] = use
         site_tags = {"enterprise": self.site.enterprise, "site": self.site.site}

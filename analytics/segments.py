@@ -261,11 +261,9 @@ def compute_segments(
     val = val.transpose(1, 0, 2)
     w = Windows("segment", seg_start_ns, seg_end_ns, [{} for _ in range(n)])
     _, _, fields = computer._plant_energy(data, w)
-    # the site's output (the output machines' good parts and their value), beside the plant
-    # meters in the plant row: the denominators of water and energy per unit of the plant
-    out = [j for j, mid in enumerate(machines) if mid in computer.output_machines]
-    fields["output_gq"] = val[:, out, SUM_FIELDS.index("gq")].sum(axis=1)
-    fields["output_value_cny"] = val[:, out, SUM_FIELDS.index("output_value_cny")].sum(axis=1)
+    # the site's output beside the plant meters, as SiteComputer.compute books it
+    row_machine = [mid for mid in machines for _ in range(n)]  # machine-major, like comp
+    fields.update(computer.site_output(comp, row_machine, np.tile(seg_start_ns, m), w))
     rows = [
         SegmentRow(
             int(seg_start_ns[i]),

@@ -34,7 +34,17 @@ from zhizao.schema import (
 )
 from zhizao.site import SiteModel
 
-__all__ = ["GROUPINGS", "LEVELS", "Grouping", "HistoryRequest", "Level", "history_rows"]
+__all__ = [
+    "GROUPINGS",
+    "LEVELS",
+    "Grouping",
+    "HistoryRequest",
+    "Level",
+    "calendar_bucket",
+    "history_rows",
+    "local_day_start_ns",
+    "local_iso",
+]
 
 Level = Literal["machine", "line", "area", "site"]
 Grouping = Literal["hour", "shift", "day", "week", "month", "range"]
@@ -71,16 +81,16 @@ class HistoryRequest:
     machine: str | None = None
 
 
-def _iso(ts_ns: int, site: SiteModel) -> str:
+def local_iso(ts_ns: int, site: SiteModel) -> str:
     return datetime.fromtimestamp(ts_ns / NS, zone(site.timezone)).isoformat()
 
 
-def _day_start_ns(day: date, site: SiteModel) -> int:
+def local_day_start_ns(day: date, site: SiteModel) -> int:
     wall = datetime(day.year, day.month, day.day, tzinfo=zone(site.timezone))
     return int(wall.timestamp()) * NS
 
 
-def _bucket(grouping: Grouping, d: date) -> tuple[str, date, date]:
+def calendar_bucket(grouping: Grouping, d: date) -> tuple[str, date, date]:
     """Label, first day and day after the last of the week or month holding ``d``."""
     if grouping == "week":
         monday = d - timedelta(days=d.weekday())
@@ -118,7 +128,7 @@ def build_query(
 
 def _shift_instance(site: SiteModel, cal_name: str, day: str, shift: str) -> tuple[int, int]:
     d = date.fromisoformat(day)
-    lo = _day_start_ns(d, site)
+    lo = local_day_start_ns(d, site)
     planned = planned_time(site.calendars[cal_name], lo, lo + 36 * HOUR_NS, name=cal_name)
     for inst in planned.shifts:
         if inst.name == shift and inst.date == d:
@@ -187,19 +197,22 @@ async def history_rows(
         for i in range(len(s)):
             if req.grouping == "hour":
                 start = int(s.time_ns[i])
-                label, end = _iso(start, site), start + HOUR_NS
+                label, end = local_iso(start, site), start + HOUR_NS
             elif req.grouping == "shift":
                 day, shift = s.tags.get(DATE_TAG, ""), s.tags.get(SHIFT_TAG, "")
                 start, end = _shift_bounds(site, dict(asset), day, shift, memo)
                 label = f"{day} {shift}"
             elif req.grouping == "day":
                 d = date.fromisoformat(s.tags.get(DATE_TAG, ""))
-                start, end = _day_start_ns(d, site), _day_start_ns(d + timedelta(days=1), site)
+                start, end = (
+                    local_day_start_ns(d, site),
+                    local_day_start_ns(d + timedelta(days=1), site),
+                )
                 label = d.isoformat()
             elif req.grouping in ("week", "month"):
                 d = date.fromisoformat(s.tags.get(DATE_TAG, ""))
-                label, first, nxt = _bucket(req.grouping, d)
-                start, end = _day_start_ns(first, site), _day_start_ns(nxt, site)
+                label, first, nxt = calendar_bucket(req.grouping, d)
+                start, end = local_day_start_ns(first, site), local_day_start_ns(nxt, site)
             else:
                 start, end, label = req.start_ns, req.end_ns, "range"
             key = (asset, label, start, end)
@@ -219,7 +232,11 @@ async def history_rows(
         rows.append(
             {
                 "asset": dict(asset),
-                "window": {"label": label, "start": _iso(start, site), "end": _iso(end, site)},
+                "window": {
+                    "label": label,
+                    "start": local_iso(start, site),
+                    "end": local_iso(end, site),
+                },
                 "components": {c: sums[(asset, label, start, end)][c] for c in components},
                 "kpis": {k: {"id": k, **v.at(i)} for k, v in kpis.items()},
             }

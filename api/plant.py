@@ -19,6 +19,7 @@ import numpy as np
 
 from analytics import catalog
 from analytics.calendar import zone
+from api.history import calendar_bucket, local_day_start_ns, local_iso
 from api.state import AppState
 from zhizao.influxql import duration, ident, tag_equals, time_range, tz
 from zhizao.schema import ENTERPRISE_TAG, SITE_TAG, kpi_site_measurement
@@ -33,16 +34,8 @@ HOUR_NS = 3600 * NS
 _SOURCE: dict[PlantGrouping, str] = {"hour": "hour", "range": "hour", "day": "day", "month": "day"}
 
 
-def _iso(ts_ns: int, site: SiteModel) -> str:
-    return datetime.fromtimestamp(ts_ns / NS, zone(site.timezone)).isoformat()
-
-
 def _local_day(ts_ns: int, site: SiteModel) -> date:
     return datetime.fromtimestamp(ts_ns / NS, zone(site.timezone)).date()
-
-
-def _day_start_ns(d: date, site: SiteModel) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=zone(site.timezone)).timestamp()) * NS
 
 
 def build_query(site: SiteModel, grouping: PlantGrouping, lo: int, hi: int, prefix: str) -> str:
@@ -78,14 +71,13 @@ async def plant_rows(
                 continue
             t = int(s.time_ns[i])
             if grouping == "hour":
-                key = (_iso(t, site), t, t + HOUR_NS)
+                key = (local_iso(t, site), t, t + HOUR_NS)
             elif grouping == "day":
                 d = _local_day(t, site)
-                key = (d.isoformat(), t, _day_start_ns(d + timedelta(days=1), site))
+                key = (d.isoformat(), t, local_day_start_ns(d + timedelta(days=1), site))
             elif grouping == "month":
-                first = _local_day(t, site).replace(day=1)
-                nxt = (first + timedelta(days=32)).replace(day=1)
-                key = (f"{first:%Y-%m}", _day_start_ns(first, site), _day_start_ns(nxt, site))
+                label, first, nxt = calendar_bucket("month", _local_day(t, site))
+                key = (label, local_day_start_ns(first, site), local_day_start_ns(nxt, site))
             else:
                 key = ("range", lo, hi)
             acc = buckets.setdefault(key, {})
@@ -99,7 +91,11 @@ async def plant_rows(
     for i, (label, start, end) in enumerate(keys):
         rows.append(
             {
-                "window": {"label": label, "start": _iso(start, site), "end": _iso(end, site)},
+                "window": {
+                    "label": label,
+                    "start": local_iso(start, site),
+                    "end": local_iso(end, site),
+                },
                 "quantities": dict(sorted(buckets[(label, start, end)].items())),
                 "kpis": {k: {"id": k, **v.at(i)} for k, v in kpis.items()},
             }

@@ -33,11 +33,13 @@ SUBSCRIBED, POLLED = 4, 4
 
 
 class _FaultSink(OutboxSink):
-    """The real outbox with one armed fault: the next emit whose batch matches raises."""
+    """The real outbox with one armed fault: the next emit whose batch matches raises (every
+    matching emit, until ``fault`` is cleared, when ``once`` is False)."""
 
-    def __init__(self, outbox: SqliteOutbox) -> None:
+    def __init__(self, outbox: SqliteOutbox, *, once: bool = True) -> None:
         super().__init__(outbox)
         self.fault: Callable[[Batch], bool] | None = None
+        self.once = once
 
     async def emit(
         self,
@@ -47,7 +49,8 @@ class _FaultSink(OutboxSink):
         status_code: NDArray[np.uint32] | None = None,
     ) -> None:
         if self.fault is not None and self.fault(batch):
-            self.fault = None
+            if self.once:
+                self.fault = None
             raise RuntimeError("injected fault")
         await super().emit(batch, server_ts_ns=server_ts_ns, status_code=status_code)
 
@@ -187,23 +190,6 @@ async def test_polled_reads_are_cut_to_the_servers_max_nodes_per_read(tmp_path: 
         assert source.sessions == 1
 
 
-class _BrokenStore(OutboxSink):
-    """The real outbox behind a store that fails (not a refusal) until ``broken`` is cleared."""
-
-    broken = True
-
-    async def emit(
-        self,
-        batch: Batch,
-        *,
-        server_ts_ns: NDArray[np.int64] | None = None,
-        status_code: NDArray[np.uint32] | None = None,
-    ) -> None:
-        if self.broken:
-            raise RuntimeError("injected: the store keeps failing")
-        await super().emit(batch, server_ts_ns=server_ts_ns, status_code=status_code)
-
-
 async def test_a_store_that_keeps_failing_keeps_a_bounded_backlog_and_counts_what_it_drops(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -211,7 +197,8 @@ async def test_a_store_that_keeps_failing_keeps_a_bounded_backlog_and_counts_wha
     newest); the oldest beyond are dropped, counted as rejected ``store_failing``, logged once;
     once the store works the kept ones are stored exactly once."""
     outbox = SqliteOutbox(tmp_path / "o.sqlite")
-    sink = _BrokenStore(outbox)
+    sink = _FaultSink(outbox, once=False)
+    sink.fault = lambda batch: True  # the store keeps failing (not a refusal)
     stats = SourceStats("src", "opcua")
     runtime = SourceRuntime(stats, sink, logging.getLogger("test.runtime"), enterprise="acme",
                             site="s1", gateway_id="gw", max_pending_samples=250)  # fmt: skip
@@ -231,7 +218,7 @@ async def test_a_store_that_keeps_failing_keeps_a_bounded_backlog_and_counts_wha
             assert runtime.pending_samples <= 300  # the bound plus the batch just received
         assert runtime.pending_samples == 200
         assert stats.rejected["store_failing"] == 400 and stats.samples == 0
-        sink.broken = False
+        sink.fault = None
         await runtime.flush(None)
     assert runtime.pending_samples == 0 and stats.samples == 200
     ts = stored(outbox).ts_ns

@@ -248,6 +248,22 @@ bind-address = "{LOOPBACK}:{self.rpc_port}"
         return _port_open(self.port) and _http_ok(f"{self.url}/ping")
 
 
+def _reachable_by(directory: Path, uid: int, gid: int) -> bool:
+    """Whether a process of ``uid``/``gid`` can enter ``directory`` (search permission on it
+    and on every parent). Supplementary groups are not considered: a daemon user has none here."""
+    for d in [directory.resolve(), *directory.resolve().parents]:
+        st = d.stat()
+        if st.st_uid == uid:
+            bit = 0o100
+        elif st.st_gid == gid:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
 @dataclass
 class MosquittoServer(LocalServer):
     """Mosquitto 2.x with a generated config: persistence on, queues unbounded for tests."""
@@ -267,13 +283,21 @@ class MosquittoServer(LocalServer):
         d = self.data_dir
         # Started as root, mosquitto drops to the "mosquitto" user and then cannot write a data
         # directory root created: persistence would silently do nothing. Hand the directory over.
+        # Its only complaint is "Error: Permission denied" in its log, every autosave, while the
+        # sessions it should keep across a restart are lost. A directory the mosquitto user
+        # cannot reach (a parent of mode 0700, as pytest's and mkdtemp's are) is the same case:
+        # then it keeps running as root, on loopback only.
         run_as = ""
         if os.geteuid() == 0:
             try:
                 entry = pwd.getpwnam("mosquitto")
-                os.chown(d, entry.pw_uid, entry.pw_gid)
             except KeyError:
                 run_as = "user root"
+            else:
+                if _reachable_by(d.parent, entry.pw_uid, entry.pw_gid):
+                    os.chown(d, entry.pw_uid, entry.pw_gid)
+                else:
+                    run_as = "user root"
         conf = f"""
 {run_as}
 listener {self.port} {LOOPBACK}

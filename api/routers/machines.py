@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
@@ -14,7 +13,7 @@ from analytics import stops as stops_fn
 from analytics.calendar import hour_windows, zone
 from analytics.machine import MachineSignals
 from api.auth import SiteContext, site_access
-from api.history import Grouping, HistoryRequest, history_rows, total_row
+from api.history import Grouping, HistoryRequest, history_rows, local_iso, total_row
 from api.masterdata import assign_stop_reason, split_stop, stop_assignments
 from api.params import bad_request, parse_time_ns, time_range_ns
 from api.state import get_state
@@ -48,10 +47,6 @@ LIVE_KPIS = (
     "target_q",
     "target_attainment",
 )
-
-
-def _iso(ts_ns: int, site: SiteModel) -> str:
-    return datetime.fromtimestamp(ts_ns / NS, zone(site.timezone)).isoformat()
 
 
 def _line_machines(site: SiteModel, line: str) -> list[str]:
@@ -129,11 +124,11 @@ async def line_live(request: Request, ctx: Telemetry, line: str, at: AtQ = None)
                 "machine": machine,
                 "state": current.state if current else "NO_DATA",
                 "codes": current.codes if current else {},
-                "since": _iso(since, site),
+                "since": local_iso(since, site),
                 "time_in_state_s": (now - since) / NS,
                 # the state began before the look-back: at least this long
                 "since_truncated": since <= lo,
-                "last_sample": {k: _iso(v, site) for k, v in sorted(last_ns.items())},
+                "last_sample": {k: local_iso(v, site) for k, v in sorted(last_ns.items())},
                 "data_age_s": (now - max(last_ns.values())) / NS if last_ns else None,
             }
         )
@@ -147,19 +142,19 @@ async def line_live(request: Request, ctx: Telemetry, line: str, at: AtQ = None)
             "gateway": s.tags.get(GATEWAY_TAG, ""),
             "source": s.tags.get(SOURCE_TAG, ""),
             "connected": bool(s.values[CONNECTED_FIELD][0]) if len(s) else None,
-            "since": _iso(int(s.time_ns[0]), site) if len(s) else None,
+            "since": local_iso(int(s.time_ns[0]), site) if len(s) else None,
         }
         for s in conn
     ]
     return {
         "site": site.site,
         "line": line,
-        "now": _iso(now, site),
+        "now": local_iso(now, site),
         "shift": {
             "name": shift.name,
             "date": shift.date.isoformat(),
-            "start": _iso(shift.start_ns, site),
-            "end": _iso(shift.end_ns, site),
+            "start": local_iso(shift.start_ns, site),
+            "end": local_iso(shift.end_ns, site),
         }
         if shift
         else None,
@@ -202,8 +197,8 @@ async def timeline(
         totals[iv.state] = totals.get(iv.state, 0.0) + (iv.end_ns - iv.start_ns) / NS
         rows.append(
             {
-                "start": _iso(iv.start_ns, site),
-                "end": _iso(iv.end_ns, site),
+                "start": local_iso(iv.start_ns, site),
+                "end": local_iso(iv.end_ns, site),
                 "start_ns": iv.start_ns,
                 "end_ns": iv.end_ns,
                 "state": iv.state,
@@ -235,8 +230,8 @@ class SplitIn(BaseModel):
 def _assignment(a: Any, site: SiteModel) -> dict[str, Any]:
     return {
         "id": a.id,
-        "start": _iso(a.start_ns, site),
-        "end": _iso(a.end_ns, site),
+        "start": local_iso(a.start_ns, site),
+        "end": local_iso(a.end_ns, site),
         "start_ns": a.start_ns,
         "end_ns": a.end_ns,
         "reason": a.reason_code,
@@ -322,7 +317,11 @@ async def _stops(
         "site": site.site,
         "machine": machine,
         "stops": [
-            {**stop, "start": _iso(stop["start_ns"], site), "end": _iso(stop["end_ns"], site)}
+            {
+                **stop,
+                "start": local_iso(stop["start_ns"], site),
+                "end": local_iso(stop["end_ns"], site),
+            }
             for stop in analysis["stops"]
         ],
         "pareto_by_reason": analysis["pareto_by_reason"],
@@ -408,8 +407,8 @@ async def stop_reasons(
         r["machines"] = ", ".join(r["machines"])
     return {
         "site": site.site,
-        "from": _iso(lo, site),
-        "to": _iso(hi, site),
+        "from": local_iso(lo, site),
+        "to": local_iso(hi, site),
         "machines": machines,
         "reasons": rows,
         "minor_stops": minor,

@@ -22,8 +22,8 @@ from fastapi.responses import StreamingResponse
 
 from analytics.machine import MachineSignals
 from api.auth import SiteContext, site_access
-from api.history import HistoryRequest, history_rows
-from api.routers.machines import HOUR_NS, _iso, _line_machines
+from api.history import HistoryRequest, history_rows, local_iso
+from api.routers.machines import HOUR_NS, _line_machines
 from api.state import get_state
 from api.telemetry import machine_intervals, read_signals
 
@@ -110,7 +110,7 @@ async def line_stream(
                                 "machine": machine,
                                 "state": iv.state,
                                 "codes": iv.codes,
-                                "since": _iso(iv.start_ns, site),
+                                "since": local_iso(iv.start_ns, site),
                                 "since_ns": iv.start_ns,
                             },
                         )
